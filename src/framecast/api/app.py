@@ -1,0 +1,235 @@
+"""The HTTP API: an app factory, nothing built at import time. It never runs the model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import Engine, text
+
+from framecast import __version__
+from framecast.api.errors import error_response, install_error_handlers
+from framecast.api.views import request_urls, result_body, status_body
+from framecast.db import create_db_engine, migrate
+from framecast.errors import FramecastError
+from framecast.fetch import UrlFetcher
+from framecast.images import decode_image
+from framecast.jobs import CancelOutcome, Job, JobStore
+from framecast.keys import KeyStore
+from framecast.registry import WorkerRegistry
+from framecast.schemas import MODEL_ID, ImageToVideoInput, model_card
+from framecast.settings import Settings
+from framecast.storage import LocalStorage
+
+log = logging.getLogger("framecast.api")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Engine
+    jobs: JobStore
+    keys: KeyStore
+    registry: WorkerRegistry
+    storage: LocalStorage
+    fetcher: UrlFetcher
+
+
+def build_services(settings: Settings) -> Services:
+    db = create_db_engine(settings.resolved_database_url)
+    return Services(
+        settings=settings,
+        db=db,
+        jobs=JobStore(db, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts),
+        keys=KeyStore(db, settings.api_keys),
+        registry=WorkerRegistry(db),
+        storage=LocalStorage(settings.media_dir, settings.signing_key()),
+        fetcher=UrlFetcher(
+            allow_private=settings.allow_private_urls, max_bytes=settings.max_image_bytes,
+            timeout=settings.fetch_timeout_seconds,
+        ),
+    )
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _base_url(request: Request) -> str:
+    configured = _services(request).settings.public_base_url
+    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
+
+
+def authenticate(request: Request) -> str:
+    """The owner id of the presented key; every request and file lookup is scoped to it."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise FramecastError(
+            "missing API key: send it as 'Authorization: Bearer <key>'",
+            code="unauthorized", status=401,
+        )
+    owner = _services(request).keys.owner_for(key.strip())
+    if owner is None:
+        raise FramecastError("invalid or revoked API key", code="unauthorized", status=401)
+    return owner
+
+
+Owner = Annotated[str, Depends(authenticate)]
+
+
+def _find(request: Request, request_id: str, owner: str) -> Job:
+    job = _services(request).jobs.get(request_id, owner)
+    if job is None:
+        # Another key's request looks exactly like one that does not exist.
+        raise FramecastError(f"no request with id {request_id}", code="request_not_found", status=404)
+    return job
+
+
+def _stored_input(body: ImageToVideoInput) -> dict[str, Any]:
+    data = body.model_dump()
+    if body.image_url.startswith("data:"):
+        # A data URI can be 50 MB: the image itself is stored once, not in every row read.
+        data["image_url"] = body.image_url[: body.image_url.find(",") + 1] + "..."
+    return data
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    services = build_services(settings)
+    if run_migrations:
+        migrate(services.db)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await services.fetcher.aclose()
+            services.db.dispose()
+
+    app = FastAPI(
+        title="framecast",
+        version=__version__,
+        description="RunComfy-compatible image-to-video API for HunyuanVideo-I2V.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app, list(ImageToVideoInput.model_fields))
+
+    @app.post(f"/v1/models/{MODEL_ID}", tags=["requests"])
+    async def submit(body: ImageToVideoInput, request: Request, owner: Owner) -> dict[str, Any]:
+        """Queue an image-to-video request; answers at once with its request_id and URLs."""
+        fetched = await services.fetcher.fetch(body.image_url)
+        decoded = await run_in_threadpool(
+            decode_image, fetched.data, max_pixels=settings.max_image_pixels
+        )
+        job_id = _new_id()
+        image_key = f"inputs/{job_id}/image.{decoded.format.lower()}"
+        await run_in_threadpool(services.storage.put_bytes, image_key, fetched.data)
+        job = await run_in_threadpool(
+            lambda: services.jobs.submit(
+                owner=owner, model=MODEL_ID, input=_stored_input(body), image_key=image_key,
+                request_id=job_id,
+            )
+        )
+        return {"request_id": job.id, **request_urls(_base_url(request), job.id)}
+
+    @app.post("/v1/models/{model_id:path}", tags=["requests"], include_in_schema=False)
+    def unknown_model(model_id: str, owner: Owner) -> JSONResponse:
+        return error_response(
+            404, "model_not_found", f"this server does not serve '{model_id}'; it serves '{MODEL_ID}'"
+        )
+
+    @app.get("/v1/requests/{request_id}/status", tags=["requests"])
+    def status(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
+        job = _find(request, request_id, owner)
+        return status_body(job, _base_url(request), services.jobs.queue_position(job))
+
+    @app.get("/v1/requests/{request_id}/result", tags=["requests"])
+    def result(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
+        job = _find(request, request_id, owner)
+        return result_body(
+            job, _base_url(request), services.jobs.queue_position(job), services.storage,
+            settings.link_ttl_seconds,
+        )
+
+    @app.post("/v1/requests/{request_id}/cancel", tags=["requests"])
+    def cancel(request_id: str, request: Request, owner: Owner) -> JSONResponse:
+        """Cancel: a queued request never runs; a running one stops at its next step."""
+        outcome = services.jobs.cancel(request_id, owner)
+        if outcome is None:
+            raise FramecastError(f"no request with id {request_id}", code="request_not_found", status=404)
+        kind, job = outcome
+        body = status_body(job, _base_url(request), services.jobs.queue_position(job))
+        if kind is CancelOutcome.ALREADY_FINISHED:
+            return error_response(
+                409, "request_already_finished",
+                f"request {job.id} is already {job.status.value} and cannot be cancelled",
+                request=body,
+            )
+        # 202: a running request is only asked to stop; its status shows when it has.
+        return JSONResponse(body, status_code=200 if kind is CancelOutcome.CANCELLED else 202)
+
+    @app.get("/v1/models", tags=["models"])
+    def models(owner: Owner) -> dict[str, Any]:
+        return {"models": [model_card()]}
+
+    @app.get("/v1/files/{key:path}", tags=["files"], response_model=None)
+    def files(
+        key: str,
+        expires: Annotated[int, Query()],
+        signature: Annotated[str, Query()],
+    ) -> FileResponse | JSONResponse:
+        """Signed, expiring links to outputs; no header needed; Range requests supported."""
+        problem = services.storage.verify(key, expires, signature)
+        if problem == "expired":
+            return error_response(403, "link_expired", "this link has expired; ask the result URL for a fresh one")
+        if problem is not None:
+            return error_response(403, "invalid_signature", "this link is not valid")
+        path = services.storage.path(key)
+        if not path.is_file():
+            return error_response(404, "file_not_found", "the file behind this link no longer exists")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        remaining = max(0, expires - int(dt.datetime.now(dt.UTC).timestamp()))
+        return FileResponse(
+            path, media_type=media_type,
+            headers={"Cache-Control": f"private, max-age={remaining}"},
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    def readyz() -> dict[str, Any] | JSONResponse:
+        try:
+            with services.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return error_response(503, "database_unreachable", f"the database is unreachable: {exc.__class__.__name__}")
+        live = services.registry.live(dt.timedelta(seconds=3 * settings.heartbeat_seconds))
+        workers = [{"id": w.id, "state": w.state, "engine": w.engine, "model": w.model} for w in live]
+        if not any(w.state in {"idle", "busy"} for w in live):
+            why = (
+                "workers are still loading their engine" if live
+                else "no worker has sent a heartbeat recently; start one with `framecast worker`"
+            )
+            return error_response(503, "no_ready_worker", why, workers=workers)
+        return {"status": "ready", "database": "ok", "workers": workers}
+
+    return app
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

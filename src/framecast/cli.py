@@ -1,0 +1,191 @@
+"""The ``framecast`` command: serve, worker, keys, generate, db."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from framecast.settings import Settings, get_settings
+
+app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
+Engine = Annotated[str | None, typer.Option(help="FRAMECAST_ENGINE: auto, preview or hunyuan", show_default=False)]
+
+
+def _settings(**flags: Any) -> Settings:
+    """Settings from the environment, with the flags given on the command line on top.
+
+    Flags are written to the environment (as FRAMECAST_*) so worker processes started from
+    here see exactly the same configuration.
+    """
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"FRAMECAST_{name.upper()}"] = str(value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FRAMECAST_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="FRAMECAST_HOST", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="FRAMECAST_PORT", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="FRAMECAST_WORKERS: worker processes (0: API only)", show_default=False)] = None,
+    engine: Engine = None,
+    data_dir: DataDir = None,
+    dev: Annotated[bool, typer.Option("--dev", help="Print a development key and a curl example.")] = False,
+) -> None:
+    """Start the API and its worker processes."""
+    _logging()
+    settings = _settings(host=host, port=port, workers=workers, engine=engine, data_dir=data_dir)
+    if dev:
+        from framecast.devkey import print_dev_banner
+
+        print_dev_banner(settings)
+    from framecast.serve import serve as run_serve
+
+    run_serve(settings)
+
+
+@app.command()
+def worker(engine: Engine = None, data_dir: DataDir = None) -> None:
+    """Start one worker process (no API)."""
+    _logging()
+    from framecast.worker import run_worker
+
+    run_worker(_settings(engine=engine, data_dir=data_dir))
+
+
+def _key_store(data_dir: Path | None) -> Any:
+    from framecast.db import create_db_engine, migrate
+    from framecast.keys import KeyStore
+
+    settings = _settings(data_dir=data_dir)
+    db = create_db_engine(settings.resolved_database_url)
+    migrate(db)
+    return KeyStore(db)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key, e.g. who uses it.")] = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Create a key. It is printed once and only its hash is stored."""
+    new = _key_store(data_dir).create(name)
+    typer.echo(f"id:  {new.record.id}", err=True)
+    typer.echo(new.secret)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List keys (never their secrets)."""
+    for rec in _key_store(data_dir).list():
+        state = f"revoked {rec.revoked_at:%Y-%m-%d %H:%M}" if rec.revoked_at else "active"
+        typer.echo(f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+    """Revoke a key by its id (from `keys list`)."""
+    if not _key_store(data_dir).revoke(key_id):
+        typer.echo(f"no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply database migrations (serve and worker also do this at start)."""
+    from framecast.db import create_db_engine, migrate
+
+    settings = _settings(data_dir=data_dir)
+    migrate(create_db_engine(settings.resolved_database_url))
+    typer.echo("database is up to date")
+
+
+@app.command()
+def generate(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image file.")],
+    prompt: Annotated[str, typer.Option(help="What should happen in the video.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
+    seed: int = 99271155,
+    aspect_ratio: Annotated[str, typer.Option(help="16:9 or 9:16")] = "16:9",
+    resolution: str = "720p",
+    num_frames: int = 129,
+    engine: Engine = None,
+) -> None:
+    """Run an engine locally on one image, with a progress bar; no server needed."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from framecast.engines import GenerationRequest, load_engine
+    from framecast.errors import FramecastError
+    from framecast.images import decode_image
+    from framecast.schemas import FPS, ImageToVideoInput
+    from framecast.video import encode_mp4
+
+    _logging()
+    settings = _settings(engine=engine)
+    try:
+        params = ImageToVideoInput(
+            prompt=prompt, image_url="file:" + str(image), seed=seed,
+            aspect_ratio=aspect_ratio,  # type: ignore[arg-type]
+            resolution=resolution,  # type: ignore[arg-type]
+            num_frames=num_frames,  # type: ignore[arg-type]
+        )
+        decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
+        eng = load_engine(settings)
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    except FramecastError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    width, height = params.size
+    request = GenerationRequest(
+        image=decoded.image, prompt=prompt, seed=seed, width=width, height=height,
+        num_frames=num_frames, fps=FPS,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"{eng.name}", total=num_frames)
+
+        class _BarHooks:
+            def progress(self, step: int, total: int, phase: str) -> None:
+                bar.update(task, completed=step, total=total, description=f"{eng.name}: {phase}")
+
+            def raise_if_cancelled(self) -> None:
+                return None
+
+        info = encode_mp4(
+            eng.generate(request, _BarHooks()), output, width=width, height=height, fps=FPS,
+            crf=settings.x264_crf, preset=settings.x264_preset,
+        )
+    typer.echo(
+        f"wrote {output} ({info.width}x{info.height}, {info.num_frames} frames, {info.fps} fps, "
+        f"engine {eng.name}, model {eng.model})"
+    )
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="framecast")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

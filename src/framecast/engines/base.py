@@ -1,0 +1,79 @@
+"""The small interface every engine implements.
+
+An engine turns one image and a prompt into video frames. It knows nothing about HTTP, the
+queue or storage: the worker hands it a :class:`GenerationRequest` and :class:`Hooks`, and
+encodes whatever frames it yields.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Hooks.raise_if_cancelled` to stop an engine at a step boundary."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    image: Image.Image
+    """RGB, EXIF orientation already applied, any size: the engine fits it to width x height."""
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    fps: int = 24
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Engine-specific inputs beyond the common ones (e.g. ``num_inference_steps``)."""
+
+
+class Hooks(Protocol):
+    """How an engine reports progress and learns it should stop.
+
+    Both are called from the thread that iterates :meth:`Engine.generate`.
+    """
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        """``step`` of ``total`` steps of ``phase`` are done (``0 <= step <= total``)."""
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the request was cancelled or this worker lost it."""
+
+
+class NullHooks:
+    """Hooks for local runs: no progress reporting, never cancelled."""
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        return None
+
+    def raise_if_cancelled(self) -> None:
+        return None
+
+
+class Engine(ABC):
+    """One way of making a video. Instances are built once per process and reused."""
+
+    name: str
+    """Short engine name, e.g. ``"preview"`` or ``"hunyuan"``; recorded on every result."""
+
+    model: str
+    """What model produced the video, e.g. ``"hunyuanvideo-community/HunyuanVideo-I2V"``."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
+        """Yield exactly ``request.num_frames`` frames, each ``(height, width, 3)`` uint8 RGB.
+
+        Call ``hooks.raise_if_cancelled()`` at every step boundary and ``hooks.progress`` after
+        every step.
+        """
+
+    def metadata(self) -> dict[str, Any]:
+        """Facts about this engine recorded with every result it produces."""
+        return {"engine": self.name, "model": self.model}

@@ -1,0 +1,305 @@
+"""The request table is the queue: every status change of a request happens here.
+
+Each change is one UPDATE guarded by the states the request may come from (see
+:mod:`framecast.states`) and, for a worker's writes, by its lease token; the row count says
+whether it took effect. A worker whose lease was taken away therefore cannot complete, fail or
+overwrite a request: its token no longer matches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.engine import Connection, RowMapping
+
+from framecast import states
+from framecast.db import requests, utcnow
+from framecast.states import Status
+
+
+@dataclass(frozen=True)
+class Job:
+    seq: int
+    id: str
+    owner: str
+    model: str
+    status: Status
+    input: dict[str, Any]
+    image_key: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    attempts: int
+    worker_id: str | None
+    lease_token: str | None
+    lease_expires_at: dt.datetime | None
+    cancel_requested_at: dt.datetime | None
+    phase: str | None
+    step: int | None
+    total_steps: int | None
+    progress: float | None
+    error_code: str | None
+    error_message: str | None
+    result: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Job:
+        values = dict(row)
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on one request. Every write the worker makes presents the token."""
+
+    job: Job
+    token: str
+
+    @property
+    def request_id(self) -> str:
+        return self.job.id
+
+
+class StepAck(Enum):
+    CONTINUE = "continue"
+    CANCEL = "cancel"
+    LOST = "lost"
+
+
+class CancelOutcome(Enum):
+    CANCELLED = "cancelled"
+    """It was queued and now never runs."""
+    REQUESTED = "requested"
+    """It is running; the worker stops at its next step boundary."""
+    ALREADY_FINISHED = "already_finished"
+
+
+class JobStore:
+    def __init__(self, engine: Engine, *, lease_seconds: float, max_attempts: int) -> None:
+        self.engine = engine
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+
+    # -- the API's side ---------------------------------------------------------------------
+
+    def submit(
+        self, *, owner: str, model: str, input: Mapping[str, Any], image_key: str,
+        request_id: str | None = None,
+    ) -> Job:
+        now = utcnow()
+        request_id = request_id or str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(requests).values(
+                    id=request_id, owner=owner, model=model, status=Status.IN_QUEUE,
+                    input=dict(input), image_key=image_key, created_at=now, updated_at=now,
+                    attempts=0,
+                )
+            )
+            job = self._load(conn, request_id)
+        assert job is not None
+        return job
+
+    def get(self, request_id: str, owner: str | None = None) -> Job | None:
+        with self.engine.connect() as conn:
+            return self._load(conn, request_id, owner)
+
+    def queue_position(self, job: Job) -> int | None:
+        """0-based place in the queue: how many queued requests run before this one."""
+        if job.status is not Status.IN_QUEUE:
+            return None
+        with self.engine.connect() as conn:
+            ahead = conn.execute(
+                select(func.count()).select_from(requests).where(
+                    requests.c.status == Status.IN_QUEUE, requests.c.seq < job.seq,
+                    requests.c.model == job.model,
+                )
+            ).scalar_one()
+        return int(ahead)
+
+    def cancel(self, request_id: str, owner: str) -> tuple[CancelOutcome, Job] | None:
+        """Cancel a request: at once if queued, at the next step boundary if running."""
+        for _ in range(5):  # each pass follows one concurrent change (e.g. a claim)
+            job = self.get(request_id, owner)
+            if job is None:
+                return None
+            now = utcnow()
+            if job.status is Status.IN_QUEUE:
+                if self._transition(job.id, Status.IN_QUEUE, Status.CANCELLED, finished_at=now, phase=None):
+                    return CancelOutcome.CANCELLED, self._must_get(job.id)
+            elif job.status is Status.IN_PROGRESS:
+                with self.engine.begin() as conn:
+                    changed = conn.execute(
+                        update(requests)
+                        .where(requests.c.id == job.id, requests.c.status == Status.IN_PROGRESS)
+                        .values(cancel_requested_at=func.coalesce(
+                            requests.c.cancel_requested_at, now), updated_at=now)
+                    ).rowcount
+                if changed:
+                    return CancelOutcome.REQUESTED, self._must_get(job.id)
+            else:
+                return CancelOutcome.ALREADY_FINISHED, job
+        raise RuntimeError(f"request {request_id} kept changing while being cancelled")
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def claim(self, worker_id: str, models: list[str] | None = None) -> Lease | None:
+        """Take the oldest queued request, or None when there is none."""
+        while True:
+            query = (
+                select(requests.c.id).where(requests.c.status == Status.IN_QUEUE)
+                .order_by(requests.c.seq).limit(1)
+            )
+            if models is not None:
+                query = query.where(requests.c.model.in_(models))
+            with self.engine.connect() as conn:
+                request_id = conn.execute(query).scalar()
+            if request_id is None:
+                return None
+            token = secrets.token_hex(16)
+            now = utcnow()
+            if self._transition(
+                request_id, Status.IN_QUEUE, Status.IN_PROGRESS, worker_id=worker_id, lease_token=token,
+                lease_expires_at=now + self.lease, started_at=now,
+                attempts=requests.c.attempts + 1, phase="starting", step=0, total_steps=None,
+                progress=0.0,
+            ):
+                return Lease(self._must_get(request_id), token)
+            # Another worker or a cancel got there first: look again.
+
+    def renew(self, lease: Lease) -> bool:
+        now = utcnow()
+        return self._leased_write(lease, lease_expires_at=now + self.lease)
+
+    def report_step(self, lease: Lease, step: int, total: int, phase: str) -> StepAck:
+        """Record progress; tell the worker whether to go on, stop for a cancel, or give up."""
+        progress = min(1.0, max(0.0, step / total)) if total > 0 else 0.0
+        if not self._leased_write(
+            lease, step=step, total_steps=total, phase=phase, progress=progress
+        ):
+            return StepAck.LOST
+        return self.check(lease)
+
+    def check(self, lease: Lease) -> StepAck:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(requests.c.cancel_requested_at, requests.c.lease_token, requests.c.status)
+                .where(requests.c.id == lease.request_id)
+            ).one_or_none()
+        if row is None or row.lease_token != lease.token or row.status != Status.IN_PROGRESS:
+            return StepAck.LOST
+        return StepAck.CANCEL if row.cancel_requested_at is not None else StepAck.CONTINUE
+
+    def complete(self, lease: Lease, result: Mapping[str, Any]) -> bool:
+        return self._finish(lease, Status.COMPLETED, result=dict(result), progress=1.0)
+
+    def fail(self, lease: Lease, code: str, message: str) -> bool:
+        return self._finish(lease, Status.FAILED, error_code=code, error_message=message)
+
+    def finish_cancelled(self, lease: Lease) -> bool:
+        return self._finish(lease, Status.CANCELLED)
+
+    def release(self, lease: Lease) -> bool:
+        """Give a request back to the queue (worker shutting down): the attempt does not count."""
+        return self._transition(
+            lease.request_id, Status.IN_PROGRESS, Status.IN_QUEUE, token=lease.token,
+            attempts=requests.c.attempts - 1, **_cleared_lease(),
+        )
+
+    def requeue_expired(self) -> list[tuple[str, Status]]:
+        """Return requests whose worker stopped renewing its lease to the queue.
+
+        After ``max_attempts`` claims the request fails instead, and one whose cancel was
+        asked for is cancelled. The guard on the old token and expiry makes this safe to run
+        from every worker at once, and against a worker renewing at the same moment.
+        """
+        now = utcnow()
+        with self.engine.connect() as conn:
+            expired = conn.execute(
+                select(requests.c.id, requests.c.lease_token, requests.c.attempts,
+                       requests.c.cancel_requested_at)
+                .where(requests.c.status == Status.IN_PROGRESS,
+                       requests.c.lease_expires_at < now)
+            ).all()
+        moved: list[tuple[str, Status]] = []
+        for row in expired:
+            guard = and_(requests.c.lease_token == row.lease_token,
+                         requests.c.lease_expires_at < now)
+            if row.cancel_requested_at is not None:
+                target, values = Status.CANCELLED, {"finished_at": now}
+            elif row.attempts >= self.max_attempts:
+                target, values = Status.FAILED, {
+                    "finished_at": now, "error_code": "worker_lost",
+                    "error_message": (
+                        f"the worker running this request stopped responding "
+                        f"{row.attempts} times; it will not be retried"
+                    ),
+                }
+            else:
+                target, values = Status.IN_QUEUE, {"started_at": None}
+            if self._transition(row.id, Status.IN_PROGRESS, target, extra_guard=guard, **_cleared_lease(), **values):
+                moved.append((row.id, target))
+        return moved
+
+    # -- the one place that writes status ---------------------------------------------------
+
+    def _transition(
+        self, request_id: str, source: Status, target: Status, *, token: str | None = None,
+        extra_guard: Any = None, **values: Any,
+    ) -> bool:
+        states.check(source, target)
+        where = [requests.c.id == request_id, requests.c.status == source]
+        if token is not None:
+            where.append(requests.c.lease_token == token)
+        if extra_guard is not None:
+            where.append(extra_guard)
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(requests).where(*where)
+                .values(status=target, updated_at=utcnow(), **values)
+            ).rowcount
+        return bool(changed == 1)
+
+    def _finish(self, lease: Lease, target: Status, **values: Any) -> bool:
+        return self._transition(
+            lease.request_id, Status.IN_PROGRESS, target, token=lease.token, finished_at=utcnow(),
+            lease_expires_at=None, **values,
+        )
+
+    def _leased_write(self, lease: Lease, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(requests)
+                .where(requests.c.id == lease.request_id,
+                       requests.c.status == Status.IN_PROGRESS,
+                       requests.c.lease_token == lease.token)
+                .values(updated_at=utcnow(), **values)
+            ).rowcount
+        return bool(changed == 1)
+
+    def _load(self, conn: Connection, request_id: str, owner: str | None = None) -> Job | None:
+        query = select(requests).where(requests.c.id == request_id)
+        if owner is not None:
+            query = query.where(requests.c.owner == owner)
+        row = conn.execute(query).mappings().one_or_none()
+        return Job.from_row(row) if row is not None else None
+
+    def _must_get(self, request_id: str) -> Job:
+        job = self.get(request_id)
+        if job is None:
+            raise LookupError(request_id)
+        return job
+
+
+def _cleared_lease() -> dict[str, Any]:
+    return {"worker_id": None, "lease_token": None, "lease_expires_at": None,
+            "phase": None, "step": None, "total_steps": None, "progress": None}

@@ -1,0 +1,73 @@
+"""Worker heartbeats: which workers are alive, what they run and what they are doing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from framecast.db import utcnow, workers
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    engine: str | None
+    model: str | None
+    state: str
+    """``loading`` (engine not ready yet), ``idle``, ``busy`` or ``stopped``."""
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    current_request: str | None
+
+
+class WorkerRegistry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register(self, worker_id: str, hostname: str, pid: int) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(workers).values(
+                    id=worker_id, hostname=hostname, pid=pid, state="loading",
+                    started_at=now, heartbeat_at=now,
+                )
+            )
+
+    def beat(
+        self, worker_id: str, *, state: str | None = None, engine: str | None = None,
+        model: str | None = None, current_request: str | None | bool = False,
+    ) -> None:
+        """Refresh the heartbeat; optionally change the fields given (False: leave as is)."""
+        values: dict[str, object] = {"heartbeat_at": utcnow()}
+        if state is not None:
+            values["state"] = state
+        if engine is not None:
+            values["engine"] = engine
+        if model is not None:
+            values["model"] = model
+        if current_request is not False:
+            values["current_request"] = current_request
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+
+    def live(self, max_age: dt.timedelta) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is younger than ``max_age`` and that have not stopped."""
+        cutoff = utcnow() - max_age
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(workers).where(workers.c.heartbeat_at >= cutoff,
+                                      workers.c.state != "stopped")
+            ).mappings().all()
+        return [WorkerInfo(**row) for row in rows]
+
+    def forget_older_than(self, age: dt.timedelta) -> int:
+        """Drop rows of workers silent for ``age`` so the table does not grow forever."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(
+                delete(workers).where(workers.c.heartbeat_at < utcnow() - age)
+            ).rowcount)

@@ -1,0 +1,84 @@
+"""``framecast serve``: the API in this process, N worker processes beside it, kept alive."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import uvicorn
+
+from framecast.api.app import create_app
+from framecast.db import create_db_engine, migrate
+from framecast.settings import Settings
+
+log = logging.getLogger("framecast.serve")
+
+STOP_GRACE_S = 30.0
+"""How long stopping workers get to give their request back before they are killed."""
+
+
+class WorkerPool:
+    """Worker subprocesses, restarted (with a back-off) when one exits unexpectedly."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "framecast", "worker"])
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.size)]
+        log.info("started %d worker process(es): %s", self.size, [p.pid for p in self.procs])
+        self._monitor.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self.stopping.wait(1.0):
+            for i, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is None or self.stopping.is_set():
+                    continue
+                log.error("worker %d exited with %s; restarting in %.0f s", proc.pid, code, backoff)
+                if self.stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+                self.procs[i] = self._spawn()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+
+
+def serve(settings: Settings) -> None:
+    # Migrate once here, before any worker starts, so they never race to create the schema.
+    db = create_db_engine(settings.resolved_database_url)
+    migrate(db)
+    db.dispose()
+    app = create_app(settings, run_migrations=False)
+    pool = WorkerPool(settings.workers)
+    pool.start()
+    try:
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, proxy_headers=True,
+            log_level="info", access_log=False,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        pool.stop()

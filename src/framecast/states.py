@@ -1,0 +1,45 @@
+"""The request state machine, written down once.
+
+::
+
+    in_queue ──claim──> in_progress ──> completed | failed | cancelled
+       │                    │
+       └──cancel──> cancelled   └──lease expired / worker stopping──> in_queue
+
+Every change of ``requests.status`` in :mod:`framecast.jobs` is checked against
+:data:`TRANSITIONS` and written as an UPDATE guarded by the states it may come from.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.IN_QUEUE: frozenset({Status.IN_PROGRESS, Status.CANCELLED}),
+    Status.IN_PROGRESS: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.IN_QUEUE}
+    ),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+TERMINAL: frozenset[Status] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def check(source: Status, target: Status) -> None:
+    if target not in TRANSITIONS[source]:
+        raise IllegalTransition(f"a request cannot go from {source} to {target}")

@@ -1,0 +1,270 @@
+"""A worker process: claim a request under a lease, run the engine, encode, store, finish.
+
+The final status is written in one place (:meth:`Worker._finish`) from a ``finally`` block, so
+no exit path leaves a request claimed and silent: it is completed, failed, cancelled or given
+back. Should the process die anyway, its lease runs out and another worker requeues the request.
+"""
+
+from __future__ import annotations
+
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framecast.db import create_db_engine, migrate
+from framecast.engines import Engine, GenerationRequest, load_engine
+from framecast.engines.base import Cancelled
+from framecast.errors import FramecastError
+from framecast.images import decode_image
+from framecast.jobs import JobStore, Lease, StepAck
+from framecast.registry import WorkerRegistry
+from framecast.schemas import FPS
+from framecast.settings import Settings
+from framecast.storage import LocalStorage
+from framecast.video import encode_mp4
+
+log = logging.getLogger("framecast.worker")
+
+PROGRESS_INTERVAL_S = 0.2
+"""Progress is written at most this often (and at the last step): the preview engine makes a
+step per frame, far faster than anyone polls."""
+
+
+@dataclass
+class _Flags:
+    cancel: bool = False
+    lost: bool = False
+
+
+class LeaseHooks:
+    """Engine hooks for one leased request: progress goes to the row, cancel comes from it."""
+
+    def __init__(self, jobs: JobStore, lease: Lease, stop: threading.Event) -> None:
+        self.jobs = jobs
+        self.lease = lease
+        self.stop = stop
+        self.flags = _Flags()
+        self._last_write = 0.0
+
+    def apply(self, ack: StepAck) -> None:
+        if ack is StepAck.CANCEL:
+            self.flags.cancel = True
+        elif ack is StepAck.LOST:
+            self.flags.lost = True
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        now = time.monotonic()
+        if step >= total or now - self._last_write >= PROGRESS_INTERVAL_S:
+            self._last_write = now
+            self.apply(self.jobs.report_step(self.lease, step, total, phase))
+
+    def raise_if_cancelled(self) -> None:
+        if self.flags.lost:
+            raise Cancelled("this worker's lease on the request was taken away")
+        if self.flags.cancel:
+            raise Cancelled("cancelled by the client")
+        if self.stop.is_set():
+            raise Cancelled("the worker is shutting down")
+
+
+class Worker:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.db = create_db_engine(settings.resolved_database_url)
+        self.jobs = JobStore(
+            self.db, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+        )
+        self.registry = WorkerRegistry(self.db)
+        self.storage = LocalStorage(settings.media_dir, settings.signing_key())
+        self.engine = engine
+        self.stop = threading.Event()
+        self._state = "loading"
+        self._current: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self, *, max_jobs: int | None = None) -> None:
+        migrate(self.db)
+        self.registry.register(self.id, socket.gethostname(), os.getpid())
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        done = 0
+        try:
+            if self.engine is None:
+                self.engine = load_engine(self.settings)
+            self._state = "idle"
+            self._beat()
+            log.info("worker %s ready (engine %s, model %s)", self.id, self.engine.name, self.engine.model)
+            while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
+                for request_id, status in self.jobs.requeue_expired():
+                    log.warning("request %s: its worker stopped renewing its lease -> %s", request_id, status)
+                lease = self.jobs.claim(self.id)
+                if lease is None:
+                    self.stop.wait(self.settings.poll_seconds)
+                    continue
+                self.process(lease)
+                done += 1
+        finally:
+            self._state = "stopped"
+            self.stop.set()
+            beat.join(timeout=5)
+            self._beat()
+            self.db.dispose()
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(self.settings.heartbeat_seconds):
+            try:
+                self._beat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _beat(self) -> None:
+        engine = self.engine
+        self.registry.beat(
+            self.id, state=self._state, current_request=self._current,
+            engine=engine.name if engine else None, model=engine.model if engine else None,
+        )
+
+    # -- one request --------------------------------------------------------------------------
+
+    def process(self, lease: Lease) -> None:
+        assert self.engine is not None
+        job = lease.job
+        log.info("request %s: claimed (attempt %d)", job.id, job.attempts)
+        self._state, self._current = "busy", job.id
+        hooks = LeaseHooks(self.jobs, lease, self.stop)
+        renewing = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lease, hooks, renewing), daemon=True)
+        renewer.start()
+        workdir = self.settings.data_dir / "tmp" / f"{job.id}-{lease.token[:8]}"
+        outcome: tuple[str, Any] = ("fail", ("worker_error", "the worker stopped unexpectedly"))
+        try:
+            outcome = ("complete", self._run_engine(lease, hooks, workdir))
+        except Cancelled as why:
+            outcome = ("cancelled", str(why))
+        except FramecastError as exc:
+            outcome = ("fail", (exc.code, exc.message))
+        except MemoryError:
+            outcome = ("fail", ("out_of_memory", "the engine ran out of memory"))
+        except Exception as exc:
+            log.exception("request %s: engine error", job.id)
+            outcome = ("fail", _describe_engine_error(exc))
+        finally:
+            renewing.set()
+            renewer.join()
+            self._finish(lease, hooks, outcome)
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._state, self._current = "idle", None
+
+    def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> dict[str, Any]:
+        assert self.engine is not None
+        job = lease.job
+        params = job.input
+        try:
+            data = self.storage.get_bytes(job.image_key)
+        except FileNotFoundError as exc:
+            raise FramecastError("the stored input image is missing", code="input_missing") from exc
+        image = decode_image(data, max_pixels=self.settings.max_image_pixels).image
+        width, height = _size(params)
+        request = GenerationRequest(
+            image=image, prompt=params["prompt"], seed=params["seed"], width=width,
+            height=height, num_frames=params["num_frames"], fps=FPS,
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        info = encode_mp4(
+            self.engine.generate(request, hooks), workdir / "video.mp4", width=width,
+            height=height, fps=FPS, crf=self.settings.x264_crf, preset=self.settings.x264_preset,
+            poster_path=workdir / "poster.jpg",
+        )
+        elapsed = time.perf_counter() - started
+        # Storing is the last step boundary: a cancel that arrived during encoding still counts.
+        hooks.apply(self.jobs.check(lease))
+        hooks.raise_if_cancelled()
+        video_key = f"outputs/{job.id}/video.mp4"
+        poster_key = f"outputs/{job.id}/poster.jpg"
+        self.storage.put_file(video_key, workdir / "video.mp4")
+        self.storage.put_file(poster_key, workdir / "poster.jpg")
+        metadata = {
+            **self.engine.metadata(),
+            "seed": params["seed"], "width": info.width, "height": info.height,
+            "num_frames": info.num_frames, "fps": info.fps, "duration_s": info.duration_s,
+            "aspect_ratio": params["aspect_ratio"], "resolution": params["resolution"],
+            "video_bytes": info.size_bytes, "generation_seconds": round(elapsed, 3),
+            "worker_id": self.id, "attempt": job.attempts,
+        }
+        return {"video_key": video_key, "poster_key": poster_key, "metadata": metadata}
+
+    def _renew(self, lease: Lease, hooks: LeaseHooks, done: threading.Event) -> None:
+        interval = self.settings.lease_seconds / 3
+        while not done.wait(interval):
+            try:
+                if not self.jobs.renew(lease):
+                    hooks.flags.lost = True
+                    log.warning("request %s: lease lost; stopping at the next step", lease.request_id)
+                    return
+                hooks.apply(self.jobs.check(lease))
+            except Exception:
+                log.exception("request %s: lease renewal failed; will retry", lease.request_id)
+
+    def _finish(self, lease: Lease, hooks: LeaseHooks, outcome: tuple[str, Any]) -> None:
+        """Write the request's final status; a lost lease means someone else owns it now."""
+        kind, detail = outcome
+        request_id = lease.request_id
+        if hooks.flags.lost:
+            log.warning("request %s: lease was lost; leaving it to its new owner", request_id)
+            return
+        if kind == "cancelled" and not hooks.flags.cancel and self.stop.is_set():
+            written = self.jobs.release(lease)
+            log.info("request %s: given back to the queue (worker stopping)", request_id)
+        elif kind == "cancelled":
+            written = self.jobs.finish_cancelled(lease)
+            log.info("request %s: cancelled (%s)", request_id, detail)
+        elif kind == "complete":
+            written = self.jobs.complete(lease, detail)
+            log.info("request %s: completed", request_id)
+        else:
+            code, message = detail
+            written = self.jobs.fail(lease, code, message)
+            log.warning("request %s: failed: %s: %s", request_id, code, message)
+        if not written:
+            log.warning("request %s: final status %s refused: the lease was taken away", request_id, kind)
+
+
+def _size(params: dict[str, Any]) -> tuple[int, int]:
+    from framecast.schemas import SIZES
+
+    return SIZES[(params["aspect_ratio"], params["resolution"])]
+
+
+def _describe_engine_error(exc: Exception) -> tuple[str, str]:
+    name = type(exc).__name__
+    if "OutOfMemory" in name:
+        return "out_of_memory", f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode"
+    return "engine_error", f"the engine failed: {name}: {exc}"[:1000]
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of ``framecast worker``: run until SIGTERM/SIGINT, then stop cleanly."""
+    import signal
+
+    worker = Worker(settings)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("worker %s: signal %d, stopping at the next step boundary", worker.id, signum)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run()
+
+
