@@ -1,0 +1,206 @@
+"""Decoding untrusted image bytes: formats, orientation, colour modes and hostile input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from framecast.errors import InputError
+from framecast.images import SUPPORTED_FORMATS, decode_image
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    # Noise does not compress, so cutting the file short really cuts pixel data.
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def decode_error(data: bytes, **kwargs: int) -> InputError:
+    with pytest.raises(InputError) as caught:
+        decode_image(data, **kwargs)
+    assert caught.value.status == 422
+    return caught.value
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_supported_formats_decode_to_rgb(fmt: str) -> None:
+    decoded = decode_image(encode(Image.new("RGB", (40, 30), (200, 30, 10)), fmt))
+    assert decoded.format == fmt
+    assert (decoded.width, decoded.height) == (40, 30)
+    assert decoded.image.mode == "RGB"
+    assert decoded.image.size == (40, 30)
+    red, green, blue = decoded.image.getpixel((20, 15))  # type: ignore[misc]
+    assert red > 150 and green < 80 and blue < 80
+
+
+def test_animated_gif_gives_the_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    with Image.open(io.BytesIO(data)) as check:
+        assert getattr(check, "n_frames", 1) == 2
+    decoded = decode_image(data)
+    assert decoded.image.getpixel((8, 8)) == (255, 0, 0)
+
+
+def test_animated_webp_gives_the_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in [(0, 255, 0), (0, 0, 255)]]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    decoded = decode_image(data)
+    assert decoded.format == "WEBP"
+    assert decoded.image.getpixel((8, 8)) == (0, 255, 0)
+
+
+def test_multi_picture_jpeg_is_a_jpeg() -> None:
+    first, second = Image.new("RGB", (20, 10), (255, 0, 0)), Image.new("RGB", (20, 10), (0, 0, 255))
+    decoded = decode_image(encode(first, "MPO", save_all=True, append_images=[second]))
+    assert decoded.format == "JPEG"
+    red, _, blue = decoded.image.getpixel((5, 5))  # type: ignore[misc]
+    assert red > 200 and blue < 50
+
+
+def test_exif_orientation_6_is_applied() -> None:
+    source = Image.new("RGB", (60, 20), (0, 0, 0))
+    source.paste((255, 255, 255), (0, 0, 10, 20))  # white strip on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    decoded = decode_image(encode(source, "JPEG", exif=exif.tobytes(), quality=95))
+    assert (decoded.width, decoded.height) == (20, 60)
+    assert decoded.image.size == (20, 60)
+    # The left edge of the stored picture ends up at the top once rotated clockwise.
+    assert sum(decoded.image.getpixel((10, 2))) > 600  # type: ignore[arg-type]
+    assert sum(decoded.image.getpixel((10, 57))) < 60  # type: ignore[arg-type]
+
+
+def test_transparency_is_flattened_onto_white() -> None:
+    image = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    image.putpixel((0, 0), (255, 0, 0, 255))
+    decoded = decode_image(encode(image, "PNG"))
+    assert decoded.image.mode == "RGB"
+    assert decoded.image.getpixel((0, 0)) == (255, 0, 0)
+    assert decoded.image.getpixel((5, 5)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("P", "PNG"), ("P", "GIF"), ("LA", "PNG"), ("L", "PNG"), ("1", "BMP"), ("CMYK", "JPEG")],
+)
+def test_other_modes_become_rgb(mode: str, fmt: str) -> None:
+    decoded = decode_image(encode(Image.new("RGB", (12, 10), (0, 128, 255)).convert(mode), fmt))
+    assert decoded.image.mode == "RGB"
+    assert decoded.image.size == (12, 10)
+
+
+def test_palette_with_transparency_is_flattened() -> None:
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    image.putpixel((1, 1), 1)
+    decoded = decode_image(encode(image, "PNG", transparency=0))
+    assert decoded.image.getpixel((0, 0)) == (255, 255, 255)
+    assert decoded.image.getpixel((1, 1)) == (0, 255, 0)
+
+
+def test_16_bit_greyscale_keeps_its_tones() -> None:
+    ramp = np.tile(np.array([0, 32768, 65535], dtype=np.uint16), (2, 1))
+    decoded = decode_image(encode(Image.fromarray(ramp), "PNG"))
+    assert [decoded.image.getpixel((x, 0)) for x in range(3)] == [
+        (0, 0, 0),
+        (128, 128, 128),
+        (255, 255, 255),
+    ]
+
+
+def test_empty_body_says_so() -> None:
+    error = decode_error(b"")
+    assert error.code == "image_not_decodable"
+    assert "empty" in error.message
+
+
+@pytest.mark.parametrize(
+    ("data", "hint"),
+    [
+        (b"just some text, not a picture", "not an image"),
+        (b"<!DOCTYPE html><html><body>Not found</body></html>", "web page"),
+        (b"%PDF-1.7\n1 0 obj\n", "PDF"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
+    ],
+)
+def test_non_images_are_refused_with_a_hint(data: bytes, hint: str) -> None:
+    error = decode_error(data)
+    assert error.code == "image_not_decodable"
+    assert hint in error.message
+
+
+def test_other_pillow_formats_are_named() -> None:
+    error = decode_error(encode(Image.new("RGB", (4, 4)), "TIFF"))
+    assert error.code == "image_not_decodable"
+    assert "TIFF" in error.message
+    assert "JPEG, PNG, WebP, GIF or BMP" in error.message
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
+def test_truncated_files_are_reported_as_truncated(fmt: str) -> None:
+    data = encode(noise(200, 150), fmt)
+    error = decode_error(data[: len(data) // 2])
+    assert error.code == "image_truncated"
+
+
+def test_a_png_cut_inside_its_header_is_not_decodable() -> None:
+    error = decode_error(encode(noise(20, 20), "PNG")[:30])
+    assert error.code == "image_not_decodable"
+    assert "starts like a PNG" in error.message
+
+
+def test_corrupt_pixel_data_is_not_decodable() -> None:
+    data = bytearray(encode(noise(64, 64), "PNG"))
+    start = data.index(b"IDAT") + 4
+    data[start : start + 200] = bytes(200)  # keeps the length, breaks the zlib stream
+    error = decode_error(bytes(data))
+    assert error.code == "image_not_decodable"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid little PNG whose IHDR (with a correct CRC) claims width x height."""
+    data = bytearray(encode(Image.new("RGB", (1, 1)), "PNG"))
+    ihdr = data.index(b"IHDR")
+    struct.pack_into(">II", data, ihdr + 4, width, height)
+    struct.pack_into(">I", data, ihdr + 17, zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    return bytes(data)
+
+
+def test_huge_dimensions_are_refused_before_decoding() -> None:
+    started = time.perf_counter()
+    error = decode_error(png_claiming(100_000, 100_000))
+    assert time.perf_counter() - started < 1.0  # no 30 GB allocation happened
+    assert error.code == "image_too_many_pixels"
+
+
+def test_our_pixel_limit_applies_below_pillows_own() -> None:
+    error = decode_error(png_claiming(8000, 6000), max_pixels=40_000_000)
+    assert error.code == "image_too_many_pixels"
+    assert "8000x6000" in error.message
+    assert "40,000,000" in error.message
+
+
+def test_pixel_limit_is_inclusive() -> None:
+    data = encode(Image.new("RGB", (100, 50)), "PNG")
+    assert decode_image(data, max_pixels=5000).width == 100
+    assert decode_error(data, max_pixels=4999).code == "image_too_many_pixels"
+
+
+def test_pillow_global_limit_is_left_alone() -> None:
+    before = Image.MAX_IMAGE_PIXELS
+    decode_error(png_claiming(100_000, 100_000))
+    decode_image(encode(Image.new("RGB", (10, 10)), "PNG"), max_pixels=10**12)
+    assert before == Image.MAX_IMAGE_PIXELS
