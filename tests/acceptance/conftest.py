@@ -1,0 +1,146 @@
+"""Acceptance fixtures: the real `framecast serve` started as a process on loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+KEY_A = "test-key-alice"
+KEY_B = "test-key-bob"
+SUBMIT_PATH = "/v1/models/tencent/hunyuan/image-to-video"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        env = {**os.environ, **self.env, "FRAMECAST_DATA_DIR": str(self.data_dir),
+               "FRAMECAST_PORT": str(self.port)}
+        self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "framecast", "serve"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        path = "/readyz" if wait_ready else "/healthz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in time:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def client(self, key: str | None = KEY_A) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+@pytest.fixture(scope="session")
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(**env: Any) -> Server:
+        base = {"FRAMECAST_API_KEYS": f"{KEY_A},{KEY_B}", "FRAMECAST_ENGINE": "preview",
+                "FRAMECAST_HEARTBEAT_SECONDS": "1", "FRAMECAST_POLL_SECONDS": "0.1",
+                "FRAMECAST_X264_PRESET": "veryfast"}
+        base.update({f"FRAMECAST_{k.upper()}": str(v) for k, v in env.items()})
+        server = Server(tmp_path_factory.mktemp("server") / "data", base)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on loopback serving files from a folder: (base URL, folder)."""
+    root = tmp_path_factory.mktemp("images")
+    photo = Image.open(Path(__file__).parents[2] / "src/framecast/assets/sample.jpg")
+    photo.save(root / "harbour.jpg")
+    photo.rotate(90, expand=True).save(root / "portrait.png")
+    (root / "notes.txt").write_text("not an image")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+
+
+def wait_for(client: httpx.Client, request_id: str, statuses: set[str], timeout: float = 120,
+             seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/requests/{request_id}/status").json()
+        if seen is not None:
+            seen.append(body)
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"request {request_id} did not reach {statuses}: last {body}")
+
+
+def png_bytes(size: tuple[int, int] = (64, 36)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,117 @@
+"""Queue, cancel, failure, a killed worker and a restarted server, with a slowed-down engine."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import SUBMIT_PATH, Server, png_bytes, wait_for
+
+DATA_URL = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+
+
+def _submit(c: httpx.Client, prompt: str = "pan left across the room") -> str:
+    r = c.post(SUBMIT_PATH, json={"prompt": prompt, "image_url": DATA_URL})
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+@pytest.fixture(scope="module")
+def slow(make_server: Callable[..., Server]) -> Server:
+    # ~129 x 0.04 s = 5 s a request: long enough to watch, queue behind and cancel.
+    s = make_server(preview_step_seconds="0.04", lease_seconds="2", max_attempts="3")
+    s.start()
+    return s
+
+
+def test_queue_positions_cancel_and_conflict(slow: Server) -> None:
+    with slow.client() as c:
+        running = _submit(c)
+        wait_for(c, running, {"in_progress"})
+        second, third = _submit(c), _submit(c)
+        assert c.get(f"/v1/requests/{second}/status").json()["queue_position"] == 0
+        assert c.get(f"/v1/requests/{third}/status").json()["queue_position"] == 1
+
+        r = c.post(f"/v1/requests/{second}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert c.get(f"/v1/requests/{third}/status").json()["queue_position"] == 0
+
+        status = wait_for(c, running, {"in_progress"})
+        assert status["progress"] >= 0 and status["total_steps"] == 129
+        r = c.post(f"/v1/requests/{running}/cancel")
+        assert r.status_code == 202 and r.json()["cancel_requested"] is True
+        final = wait_for(c, running, {"cancelled", "completed"}, timeout=30)
+        assert final["status"] == "cancelled"
+        result = c.get(f"/v1/requests/{running}/result").json()
+        assert result["status"] == "cancelled" and "output" not in result
+
+        r = c.post(f"/v1/requests/{running}/cancel")
+        assert r.status_code == 409
+        assert r.json()["error"]["code"] == "request_already_finished"
+        assert r.json()["error"]["request"]["status"] == "cancelled"
+
+        # The cancelled queued request never ran; the third one runs next.
+        wait_for(c, third, {"in_progress", "completed"})
+        second_status = c.get(f"/v1/requests/{second}/status").json()
+        assert second_status["status"] == "cancelled" and second_status.get("started_at") is None
+        c.post(f"/v1/requests/{third}/cancel")
+        wait_for(c, third, {"cancelled", "completed"})
+
+
+def test_a_failed_request_reports_its_error_and_the_worker_goes_on(slow: Server) -> None:
+    with slow.client() as c:
+        blocker = _submit(c)
+        wait_for(c, blocker, {"in_progress"})
+        doomed, after = _submit(c), _submit(c)
+        for f in (slow.data_dir / "media" / "inputs" / doomed).iterdir():
+            f.unlink()  # the stored input vanishes: the worker must fail it cleanly
+        c.post(f"/v1/requests/{blocker}/cancel")
+        failed = wait_for(c, doomed, {"failed", "completed", "cancelled"})
+        assert failed["status"] == "failed"
+        assert failed["error"]["code"] == "input_missing" and failed["error"]["message"]
+        assert c.get(f"/v1/requests/{doomed}/result").json()["error"]["code"] == "input_missing"
+        wait_for(c, after, {"in_progress"})
+        c.post(f"/v1/requests/{after}/cancel")
+        assert wait_for(c, after, {"cancelled", "completed"})["status"] == "cancelled"
+
+
+def test_a_killed_worker_request_is_requeued_and_finished_by_another(slow: Server) -> None:
+    with slow.client() as c:
+        rid = _submit(c, "push in")
+        wait_for(c, rid, {"in_progress"})
+        [pid] = slow.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        # serve restarts the worker; once the 2 s lease runs out the request is requeued.
+        final = wait_for(c, rid, {"completed", "failed", "cancelled"}, timeout=120)
+        assert final["status"] == "completed", final
+        meta = c.get(f"/v1/requests/{rid}/result").json()["metadata"]
+        assert meta["attempt"] == 2
+        assert str(pid) not in meta["worker_id"].split("-")
+
+
+def test_nothing_is_lost_across_a_restart(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = make_server(preview_step_seconds="0.02", lease_seconds="2")
+    server.start()
+    with server.client() as c:
+        done = _submit(c)
+        wait_for(c, done, {"completed"})
+        video_before = httpx.get(c.get(f"/v1/requests/{done}/result").json()["output"]["video"]).content
+        running = _submit(c)
+        wait_for(c, running, {"in_progress"})
+        queued = [_submit(c) for _ in range(2)]
+    server.stop()  # SIGTERM: the running request goes back to the queue
+    server.start()
+    with server.client() as c:
+        result = c.get(f"/v1/requests/{done}/result").json()
+        assert result["status"] == "completed"
+        assert httpx.get(result["output"]["video"]).content == video_before
+        for rid in [running, *queued]:
+            assert wait_for(c, rid, {"completed", "failed", "cancelled"}, timeout=120)["status"] == "completed"
+    assert "given back to the queue" in server.log()
