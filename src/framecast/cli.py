@@ -64,12 +64,16 @@ def serve(
 
 
 @app.command()
-def worker(engine: Engine = None, data_dir: DataDir = None) -> None:
+def worker(
+    engine: Engine = None,
+    data_dir: DataDir = None,
+    exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
     """Start one worker process (no API)."""
     _logging()
     from framecast.worker import run_worker
 
-    run_worker(_settings(engine=engine, data_dir=data_dir))
+    run_worker(_settings(engine=engine, data_dir=data_dir), exit_with_parent=exit_with_parent)
 
 
 def _key_store(data_dir: Path | None) -> Any:

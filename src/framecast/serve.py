@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import threading
 import time
 
 import uvicorn
+
+from collections.abc import Iterator
 
 from framecast.api.app import create_app
 from framecast.db import create_db_engine, migrate
@@ -31,7 +35,9 @@ class WorkerPool:
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "framecast", "worker"])
+        return subprocess.Popen(
+            [sys.executable, "-m", "framecast", "worker", "--exit-with-parent"]
+        )
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.size)]
@@ -66,6 +72,20 @@ class WorkerPool:
                 proc.wait()
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would end this process
+        # before it could stop its workers; here the signal only asks the server to exit.
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def serve(settings: Settings) -> None:
     # Migrate once here, before any worker starts, so they never race to create the schema.
     db = create_db_engine(settings.resolved_database_url)
@@ -79,6 +99,6 @@ def serve(settings: Settings) -> None:
             app, host=settings.host, port=settings.port, proxy_headers=True,
             log_level="info", access_log=False,
         )
-        uvicorn.Server(config).run()
+        _Server(config).run()
     finally:
         pool.stop()

@@ -253,11 +253,25 @@ def _describe_engine_error(exc: Exception) -> tuple[str, str]:
     return "engine_error", f"the engine failed: {name}: {exc}"[:1000]
 
 
-def run_worker(settings: Settings) -> None:
-    """Entry point of ``framecast worker``: run until SIGTERM/SIGINT, then stop cleanly."""
+def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
+    """Entry point of ``framecast worker``: run until SIGTERM/SIGINT, then stop cleanly.
+
+    ``exit_with_parent``: stop (giving the request back) if the process that started this one
+    dies, so a killed ``framecast serve`` leaves no orphan workers behind.
+    """
     import signal
 
     worker = Worker(settings)
+    if exit_with_parent:
+        parent = os.getppid()
+
+        def _watch_parent() -> None:
+            while not worker.stop.wait(1.0):
+                if os.getppid() != parent:
+                    log.warning("worker %s: parent process %d is gone; stopping", worker.id, parent)
+                    worker.stop.set()
+
+        threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("worker %s: signal %d, stopping at the next step boundary", worker.id, signum)

@@ -38,7 +38,7 @@ class Server:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    log_paths: list[Path] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -47,8 +47,9 @@ class Server:
     def start(self, *, wait_ready: bool = True) -> None:
         env = {**os.environ, **self.env, "FRAMECAST_DATA_DIR": str(self.data_dir),
                "FRAMECAST_PORT": str(self.port)}
-        self.log_path = self.data_dir.parent / f"server-{self.port}-{time.time_ns()}.log"
-        log = self.log_path.open("wb")
+        log_path = self.data_dir.parent / f"server-{len(self.log_paths)}.log"
+        self.log_paths.append(log_path)
+        log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "framecast", "serve"], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -77,7 +78,8 @@ class Server:
             self.proc.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        """Everything every start of this server printed."""
+        return "".join(p.read_text(errors="replace") for p in self.log_paths)
 
     def client(self, key: str | None = KEY_A) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}

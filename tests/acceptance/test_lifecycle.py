@@ -43,8 +43,12 @@ def test_queue_positions_cancel_and_conflict(slow: Server) -> None:
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
         assert c.get(f"/v1/requests/{third}/status").json()["queue_position"] == 0
 
-        status = wait_for(c, running, {"in_progress"})
-        assert status["progress"] >= 0 and status["total_steps"] == 129
+        deadline = time.monotonic() + 10
+        while (status := c.get(f"/v1/requests/{running}/status").json())["step"] < 2:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["total_steps"] == 129 and status["phase"] == "rendering"
+        assert status["progress"] == pytest.approx(status["step"] / 129, abs=1e-3)
         r = c.post(f"/v1/requests/{running}/cancel")
         assert r.status_code == 202 and r.json()["cancel_requested"] is True
         final = wait_for(c, running, {"cancelled", "completed"}, timeout=30)
@@ -115,3 +119,22 @@ def test_nothing_is_lost_across_a_restart(make_server: Callable[..., Server], tm
         for rid in [running, *queued]:
             assert wait_for(c, rid, {"completed", "failed", "cancelled"}, timeout=120)["status"] == "completed"
     assert "given back to the queue" in server.log()
+
+
+def test_workers_do_not_outlive_a_killed_server(make_server: Callable[..., Server]) -> None:
+    server = make_server(preview_step_seconds="0.05", lease_seconds="2")
+    server.start()
+    with server.client() as c:
+        rid = _submit(c)
+        wait_for(c, rid, {"in_progress"})
+    pids = server.worker_pids()
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        assert time.monotonic() < deadline, "worker kept running after its server was killed"
+        time.sleep(0.1)
+    server.start()
+    with server.client() as c:
+        assert wait_for(c, rid, {"completed", "failed", "cancelled"})["status"] == "completed"
