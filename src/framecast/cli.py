@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
 DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
-Engine = Annotated[str | None, typer.Option(help="FRAMECAST_ENGINE: auto, preview or hunyuan", show_default=False)]
+Engine = Annotated[
+    str | None, typer.Option(help="FRAMECAST_ENGINE: auto, preview or hunyuan", show_default=False)
+]
 
 
 def _settings(**flags: Any) -> Settings:
@@ -46,10 +47,15 @@ def _logging() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="FRAMECAST_HOST", show_default=False)] = None,
     port: Annotated[int | None, typer.Option(help="FRAMECAST_PORT", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(help="FRAMECAST_WORKERS: worker processes (0: API only)", show_default=False)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="FRAMECAST_WORKERS: worker processes (0: API only)", show_default=False),
+    ] = None,
     engine: Engine = None,
     data_dir: DataDir = None,
-    dev: Annotated[bool, typer.Option("--dev", help="Print a development key and a curl example.")] = False,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Print a development key and a curl example.")
+    ] = False,
 ) -> None:
     """Start the API and its worker processes."""
     _logging()
@@ -102,7 +108,9 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List keys (never their secrets)."""
     for rec in _key_store(data_dir).list():
         state = f"revoked {rec.revoked_at:%Y-%m-%d %H:%M}" if rec.revoked_at else "active"
-        typer.echo(f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}")
+        typer.echo(
+            f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}"
+        )
 
 
 @keys_app.command("revoke")
@@ -128,7 +136,9 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 def generate(
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image file.")],
     prompt: Annotated[str, typer.Option(help="What should happen in the video.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path(
+        "out.mp4"
+    ),
     seed: int = 99271155,
     aspect_ratio: Annotated[str, typer.Option(help="16:9 or 9:16")] = "16:9",
     resolution: str = "720p",
@@ -149,7 +159,9 @@ def generate(
     settings = _settings(engine=engine)
     try:
         params = ImageToVideoInput(
-            prompt=prompt, image_url="file:" + str(image), seed=seed,
+            prompt=prompt,
+            image_url="file:" + str(image),
+            seed=seed,
             aspect_ratio=aspect_ratio,  # type: ignore[arg-type]
             resolution=resolution,  # type: ignore[arg-type]
             num_frames=num_frames,  # type: ignore[arg-type]
@@ -164,10 +176,20 @@ def generate(
         raise typer.Exit(2) from exc
     width, height = params.size
     request = GenerationRequest(
-        image=decoded.image, prompt=prompt, seed=seed, width=width, height=height,
-        num_frames=num_frames, fps=FPS,
+        image=decoded.image,
+        prompt=prompt,
+        seed=seed,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        fps=FPS,
     )
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+    ) as bar:
         task = bar.add_task(f"{eng.name}", total=num_frames)
 
         class _BarHooks:
@@ -178,8 +200,13 @@ def generate(
                 return None
 
         info = encode_mp4(
-            eng.generate(request, _BarHooks()), output, width=width, height=height, fps=FPS,
-            crf=settings.x264_crf, preset=settings.x264_preset,
+            eng.generate(request, _BarHooks()),
+            output,
+            width=width,
+            height=height,
+            fps=FPS,
+            crf=settings.x264_crf,
+            preset=settings.x264_preset,
         )
     typer.echo(
         f"wrote {output} ({info.width}x{info.height}, {info.num_frames} frames, {info.fps} fps, "
@@ -192,4 +219,4 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -33,7 +33,8 @@ def print_dev_banner(settings: Settings) -> None:
     key = dev_key(settings)
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     base = settings.public_base_url or f"http://{host}:{settings.port}"
-    print(f"""
+    print(
+        f"""
 framecast is starting on {base}  (engine: {settings.engine}, workers: {settings.workers})
 
   development API key:  {key}
@@ -48,4 +49,6 @@ Try it (the image is sent inline as a data: URI, so this works offline):
 
   then poll the status_url it returns, and fetch the result_url:
   curl -s -H "Authorization: Bearer $KEY" {base}/v1/requests/<request_id>/result
-""", flush=True)
+""",
+        flush=True,
+    )

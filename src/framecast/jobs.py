@@ -92,7 +92,12 @@ class JobStore:
     # -- the API's side ---------------------------------------------------------------------
 
     def submit(
-        self, *, owner: str, model: str, input: Mapping[str, Any], image_key: str,
+        self,
+        *,
+        owner: str,
+        model: str,
+        input: Mapping[str, Any],
+        image_key: str,
         request_id: str | None = None,
     ) -> Job:
         now = utcnow()
@@ -100,8 +105,14 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(requests).values(
-                    id=request_id, owner=owner, model=model, status=Status.IN_QUEUE,
-                    input=dict(input), image_key=image_key, created_at=now, updated_at=now,
+                    id=request_id,
+                    owner=owner,
+                    model=model,
+                    status=Status.IN_QUEUE,
+                    input=dict(input),
+                    image_key=image_key,
+                    created_at=now,
+                    updated_at=now,
                     attempts=0,
                 )
             )
@@ -119,8 +130,11 @@ class JobStore:
             return None
         with self.engine.connect() as conn:
             ahead = conn.execute(
-                select(func.count()).select_from(requests).where(
-                    requests.c.status == Status.IN_QUEUE, requests.c.seq < job.seq,
+                select(func.count())
+                .select_from(requests)
+                .where(
+                    requests.c.status == Status.IN_QUEUE,
+                    requests.c.seq < job.seq,
                     requests.c.model == job.model,
                 )
             ).scalar_one()
@@ -134,15 +148,19 @@ class JobStore:
                 return None
             now = utcnow()
             if job.status is Status.IN_QUEUE:
-                if self._transition(job.id, Status.IN_QUEUE, Status.CANCELLED, finished_at=now, phase=None):
+                if self._transition(
+                    job.id, Status.IN_QUEUE, Status.CANCELLED, finished_at=now, phase=None
+                ):
                     return CancelOutcome.CANCELLED, self._must_get(job.id)
             elif job.status is Status.IN_PROGRESS:
                 with self.engine.begin() as conn:
                     changed = conn.execute(
                         update(requests)
                         .where(requests.c.id == job.id, requests.c.status == Status.IN_PROGRESS)
-                        .values(cancel_requested_at=func.coalesce(
-                            requests.c.cancel_requested_at, now), updated_at=now)
+                        .values(
+                            cancel_requested_at=func.coalesce(requests.c.cancel_requested_at, now),
+                            updated_at=now,
+                        )
                     ).rowcount
                 if changed:
                     return CancelOutcome.REQUESTED, self._must_get(job.id)
@@ -156,8 +174,10 @@ class JobStore:
         """Take the oldest queued request, or None when there is none."""
         while True:
             query = (
-                select(requests.c.id).where(requests.c.status == Status.IN_QUEUE)
-                .order_by(requests.c.seq).limit(1)
+                select(requests.c.id)
+                .where(requests.c.status == Status.IN_QUEUE)
+                .order_by(requests.c.seq)
+                .limit(1)
             )
             if models is not None:
                 query = query.where(requests.c.model.in_(models))
@@ -168,9 +188,17 @@ class JobStore:
             token = secrets.token_hex(16)
             now = utcnow()
             if self._transition(
-                request_id, Status.IN_QUEUE, Status.IN_PROGRESS, worker_id=worker_id, lease_token=token,
-                lease_expires_at=now + self.lease, started_at=now,
-                attempts=requests.c.attempts + 1, phase="starting", step=0, total_steps=None,
+                request_id,
+                Status.IN_QUEUE,
+                Status.IN_PROGRESS,
+                worker_id=worker_id,
+                lease_token=token,
+                lease_expires_at=now + self.lease,
+                started_at=now,
+                attempts=requests.c.attempts + 1,
+                phase="starting",
+                step=0,
+                total_steps=None,
                 progress=0.0,
             ):
                 return Lease(self._must_get(request_id), token)
@@ -192,8 +220,9 @@ class JobStore:
     def check(self, lease: Lease) -> StepAck:
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(requests.c.cancel_requested_at, requests.c.lease_token, requests.c.status)
-                .where(requests.c.id == lease.request_id)
+                select(
+                    requests.c.cancel_requested_at, requests.c.lease_token, requests.c.status
+                ).where(requests.c.id == lease.request_id)
             ).one_or_none()
         if row is None or row.lease_token != lease.token or row.status != Status.IN_PROGRESS:
             return StepAck.LOST
@@ -211,8 +240,12 @@ class JobStore:
     def release(self, lease: Lease) -> bool:
         """Give a request back to the queue (worker shutting down): the attempt does not count."""
         return self._transition(
-            lease.request_id, Status.IN_PROGRESS, Status.IN_QUEUE, token=lease.token,
-            attempts=requests.c.attempts - 1, **_cleared_lease(),
+            lease.request_id,
+            Status.IN_PROGRESS,
+            Status.IN_QUEUE,
+            token=lease.token,
+            attempts=requests.c.attempts - 1,
+            **_cleared_lease(),
         )
 
     def requeue_expired(self) -> list[tuple[str, Status]]:
@@ -225,36 +258,52 @@ class JobStore:
         now = utcnow()
         with self.engine.connect() as conn:
             expired = conn.execute(
-                select(requests.c.id, requests.c.lease_token, requests.c.attempts,
-                       requests.c.cancel_requested_at)
-                .where(requests.c.status == Status.IN_PROGRESS,
-                       requests.c.lease_expires_at < now)
+                select(
+                    requests.c.id,
+                    requests.c.lease_token,
+                    requests.c.attempts,
+                    requests.c.cancel_requested_at,
+                ).where(requests.c.status == Status.IN_PROGRESS, requests.c.lease_expires_at < now)
             ).all()
         moved: list[tuple[str, Status]] = []
         for row in expired:
-            guard = and_(requests.c.lease_token == row.lease_token,
-                         requests.c.lease_expires_at < now)
+            values: dict[str, Any]
+            guard = and_(
+                requests.c.lease_token == row.lease_token, requests.c.lease_expires_at < now
+            )
             if row.cancel_requested_at is not None:
                 target, values = Status.CANCELLED, {"finished_at": now}
             elif row.attempts >= self.max_attempts:
-                target, values = Status.FAILED, {
-                    "finished_at": now, "error_code": "worker_lost",
-                    "error_message": (
-                        f"the worker running this request stopped responding "
-                        f"{row.attempts} times; it will not be retried"
-                    ),
-                }
+                target, values = (
+                    Status.FAILED,
+                    {
+                        "finished_at": now,
+                        "error_code": "worker_lost",
+                        "error_message": (
+                            f"the worker running this request stopped responding "
+                            f"{row.attempts} times; it will not be retried"
+                        ),
+                    },
+                )
             else:
                 target, values = Status.IN_QUEUE, {"started_at": None}
-            if self._transition(row.id, Status.IN_PROGRESS, target, extra_guard=guard, **_cleared_lease(), **values):
+            if self._transition(
+                row.id, Status.IN_PROGRESS, target, extra_guard=guard, **_cleared_lease(), **values
+            ):
                 moved.append((row.id, target))
         return moved
 
     # -- the one place that writes status ---------------------------------------------------
 
     def _transition(
-        self, request_id: str, source: Status, target: Status, *, token: str | None = None,
-        extra_guard: Any = None, **values: Any,
+        self,
+        request_id: str,
+        source: Status,
+        target: Status,
+        *,
+        token: str | None = None,
+        extra_guard: Any = None,
+        **values: Any,
     ) -> bool:
         states.check(source, target)
         where = [requests.c.id == request_id, requests.c.status == source]
@@ -264,24 +313,30 @@ class JobStore:
             where.append(extra_guard)
         with self.engine.begin() as conn:
             changed = conn.execute(
-                update(requests).where(*where)
-                .values(status=target, updated_at=utcnow(), **values)
+                update(requests).where(*where).values(status=target, updated_at=utcnow(), **values)
             ).rowcount
         return bool(changed == 1)
 
     def _finish(self, lease: Lease, target: Status, **values: Any) -> bool:
         return self._transition(
-            lease.request_id, Status.IN_PROGRESS, target, token=lease.token, finished_at=utcnow(),
-            lease_expires_at=None, **values,
+            lease.request_id,
+            Status.IN_PROGRESS,
+            target,
+            token=lease.token,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            **values,
         )
 
     def _leased_write(self, lease: Lease, **values: Any) -> bool:
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(requests)
-                .where(requests.c.id == lease.request_id,
-                       requests.c.status == Status.IN_PROGRESS,
-                       requests.c.lease_token == lease.token)
+                .where(
+                    requests.c.id == lease.request_id,
+                    requests.c.status == Status.IN_PROGRESS,
+                    requests.c.lease_token == lease.token,
+                )
                 .values(updated_at=utcnow(), **values)
             ).rowcount
         return bool(changed == 1)
@@ -301,5 +356,12 @@ class JobStore:
 
 
 def _cleared_lease() -> dict[str, Any]:
-    return {"worker_id": None, "lease_token": None, "lease_expires_at": None,
-            "phase": None, "step": None, "total_steps": None, "progress": None}
+    return {
+        "worker_id": None,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "phase": None,
+        "step": None,
+        "total_steps": None,
+        "progress": None,
+    }

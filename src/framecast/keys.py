@@ -64,23 +64,39 @@ class KeyStore:
     def create(self, name: str) -> NewKey:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(
-            id="key_" + secrets.token_hex(8), name=name, prefix=secret[:10],
-            created_at=utcnow(), revoked_at=None,
+            id="key_" + secrets.token_hex(8),
+            name=name,
+            prefix=secret[:10],
+            created_at=utcnow(),
+            revoked_at=None,
         )
         with self.engine.begin() as conn:
-            conn.execute(insert(api_keys).values(
-                id=record.id, name=record.name, prefix=record.prefix,
-                key_hash=hash_key(secret), created_at=record.created_at,
-            ))
+            conn.execute(
+                insert(api_keys).values(
+                    id=record.id,
+                    name=record.name,
+                    prefix=record.prefix,
+                    key_hash=hash_key(secret),
+                    created_at=record.created_at,
+                )
+            )
         return NewKey(record, secret)
 
     def list(self) -> list[KeyRecord]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(api_keys.c.id, api_keys.c.name, api_keys.c.prefix,
-                       api_keys.c.created_at, api_keys.c.revoked_at)
-                .order_by(api_keys.c.created_at)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(
+                        api_keys.c.id,
+                        api_keys.c.name,
+                        api_keys.c.prefix,
+                        api_keys.c.created_at,
+                        api_keys.c.revoked_at,
+                    ).order_by(api_keys.c.created_at)
+                )
+                .mappings()
+                .all()
+            )
         return [KeyRecord(**row) for row in rows]
 
     def revoke(self, key_id: str) -> bool:

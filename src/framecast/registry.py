@@ -33,14 +33,23 @@ class WorkerRegistry:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(workers).values(
-                    id=worker_id, hostname=hostname, pid=pid, state="loading",
-                    started_at=now, heartbeat_at=now,
+                    id=worker_id,
+                    hostname=hostname,
+                    pid=pid,
+                    state="loading",
+                    started_at=now,
+                    heartbeat_at=now,
                 )
             )
 
     def beat(
-        self, worker_id: str, *, state: str | None = None, engine: str | None = None,
-        model: str | None = None, current_request: str | None | bool = False,
+        self,
+        worker_id: str,
+        *,
+        state: str | None = None,
+        engine: str | None = None,
+        model: str | None = None,
+        current_request: str | bool | None = False,
     ) -> None:
         """Refresh the heartbeat; optionally change the fields given (False: leave as is)."""
         values: dict[str, object] = {"heartbeat_at": utcnow()}
@@ -59,15 +68,22 @@ class WorkerRegistry:
         """Workers whose last heartbeat is younger than ``max_age`` and that have not stopped."""
         cutoff = utcnow() - max_age
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(workers).where(workers.c.heartbeat_at >= cutoff,
-                                      workers.c.state != "stopped")
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(workers).where(
+                        workers.c.heartbeat_at >= cutoff, workers.c.state != "stopped"
+                    )
+                )
+                .mappings()
+                .all()
+            )
         return [WorkerInfo(**row) for row in rows]
 
     def forget_older_than(self, age: dt.timedelta) -> int:
         """Drop rows of workers silent for ``age`` so the table does not grow forever."""
         with self.engine.begin() as conn:
-            return int(conn.execute(
-                delete(workers).where(workers.c.heartbeat_at < utcnow() - age)
-            ).rowcount)
+            return int(
+                conn.execute(
+                    delete(workers).where(workers.c.heartbeat_at < utcnow() - age)
+                ).rowcount
+            )

@@ -37,11 +37,14 @@ class ImageToVideoInput(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="Input")
 
     prompt: str = Field(
-        title="Prompt", min_length=1, max_length=MAX_PROMPT_CHARS,
+        title="Prompt",
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         json_schema_extra={"default": DEFAULT_PROMPT},
     )
     image_url: str = Field(
-        title="Image", min_length=1,
+        title="Image",
+        min_length=1,
         description="http(s) URL of the input image, or a data: URI (JPEG, PNG, WebP, GIF, BMP; at most 50 MB).",
         json_schema_extra={"default": DEFAULT_IMAGE_URL},
     )
@@ -76,10 +79,16 @@ OUTPUT_SCHEMA: dict[str, Any] = {
         "properties": {
             "image": {"type": "string", "format": "uri", "description": "single image URL"},
             "video": {"type": "string", "format": "uri", "description": "single video URL"},
-            "images": {"type": "array", "description": "multiple image URLs",
-                       "items": {"type": "string", "format": "uri"}},
-            "videos": {"type": "array", "description": "multiple video URLs",
-                       "items": {"type": "string", "format": "uri"}},
+            "images": {
+                "type": "array",
+                "description": "multiple image URLs",
+                "items": {"type": "string", "format": "uri"},
+            },
+            "videos": {
+                "type": "array",
+                "description": "multiple video URLs",
+                "items": {"type": "string", "format": "uri"},
+            },
         },
     }
 }

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import uvicorn
-
-from collections.abc import Iterator
 
 from framecast.api.app import create_app
 from framecast.db import create_db_engine, migrate
@@ -35,9 +33,7 @@ class WorkerPool:
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "framecast", "worker", "--exit-with-parent"]
-        )
+        return subprocess.Popen([sys.executable, "-m", "framecast", "worker", "--exit-with-parent"])
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.size)]
@@ -96,8 +92,12 @@ def serve(settings: Settings) -> None:
     pool.start()
     try:
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, proxy_headers=True,
-            log_level="info", access_log=False,
+            app,
+            host=settings.host,
+            port=settings.port,
+            proxy_headers=True,
+            log_level="info",
+            access_log=False,
         )
         _Server(config).run()
     finally:

@@ -21,35 +21,76 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
     # Where things live
-    data_dir: Path = Field(Path("./framecast-data"), description="SQLite database, media files and the generated secret key.")
-    database_url: str | None = Field(None, description="Any SQLAlchemy URL; default: SQLite in data_dir.")
+    data_dir: Path = Field(
+        Path("./framecast-data"),
+        description="SQLite database, media files and the generated secret key.",
+    )
+    database_url: str | None = Field(
+        None, description="Any SQLAlchemy URL; default: SQLite in data_dir."
+    )
 
     # HTTP
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
-    public_base_url: str | None = Field(None, description="Base URL used in returned links (e.g. https://api.example.com); default: taken from each request.")
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated API keys accepted besides those created with `framecast keys create`.")
-    secret_key: str | None = Field(None, description="Secret that signs output links; default: generated once and kept in data_dir/secret_key. Set the same value on every API node.")
-    link_ttl_seconds: int = Field(24 * 3600, gt=0, description="How long an output link stays valid.")
+    public_base_url: str | None = Field(
+        None,
+        description="Base URL used in returned links (e.g. https://api.example.com); default: taken from each request.",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys accepted besides those created with `framecast keys create`.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Secret that signs output links; default: generated once and kept in data_dir/secret_key. Set the same value on every API node.",
+    )
+    link_ttl_seconds: int = Field(
+        24 * 3600, gt=0, description="How long an output link stays valid."
+    )
 
     # Inputs
-    allow_private_urls: bool = Field(False, description="Let image_url reach loopback/private addresses. For local development and tests only.")
-    max_image_bytes: int = Field(50 * 1024 * 1024, gt=0, description="Largest input image download.")
-    max_image_pixels: int = Field(40_000_000, gt=0, description="Largest input image in pixels (decompression-bomb guard).")
-    fetch_timeout_seconds: float = Field(20.0, gt=0, description="Time limit for downloading image_url, redirects included.")
+    allow_private_urls: bool = Field(
+        False,
+        description="Let image_url reach loopback/private addresses. For local development and tests only.",
+    )
+    max_image_bytes: int = Field(
+        50 * 1024 * 1024, gt=0, description="Largest input image download."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Largest input image in pixels (decompression-bomb guard)."
+    )
+    fetch_timeout_seconds: float = Field(
+        20.0, gt=0, description="Time limit for downloading image_url, redirects included."
+    )
 
     # Workers and the queue
-    engine: EngineChoice = Field("auto", description="auto: hunyuan when its weights and a GPU are there, else preview.")
-    workers: int = Field(1, ge=0, description="Worker processes started by `framecast serve` (0: API only).")
-    lease_seconds: float = Field(30.0, gt=0, description="A worker's claim on a request lasts this long unless renewed.")
-    max_attempts: int = Field(3, ge=1, description="Times a request is tried before it fails when its workers keep vanishing.")
+    engine: EngineChoice = Field(
+        "auto", description="auto: hunyuan when its weights and a GPU are there, else preview."
+    )
+    workers: int = Field(
+        1, ge=0, description="Worker processes started by `framecast serve` (0: API only)."
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A worker's claim on a request lasts this long unless renewed."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Times a request is tried before it fails when its workers keep vanishing.",
+    )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
 
     # Video
     x264_preset: str = Field("medium", description="libx264 preset for output videos.")
-    x264_crf: int = Field(18, ge=0, le=51, description="libx264 constant rate factor for output videos.")
-    preview_step_seconds: float = Field(0.0, ge=0, description="Extra delay per frame in the preview engine, to watch progress and try cancel.")
+    x264_crf: int = Field(
+        18, ge=0, le=51, description="libx264 constant rate factor for output videos."
+    )
+    preview_step_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Extra delay per frame in the preview engine, to watch progress and try cancel.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

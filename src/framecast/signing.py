@@ -19,7 +19,9 @@ def sign(secret: bytes, path: str, ttl_seconds: int, now: float | None = None) -
     return f"expires={expires}&signature={_mac(secret, path, expires)}", expires
 
 
-def verify(secret: bytes, path: str, expires: int, signature: str, now: float | None = None) -> str | None:
+def verify(
+    secret: bytes, path: str, expires: int, signature: str, now: float | None = None
+) -> str | None:
     """None when the link is valid, else why not (``expired`` or ``bad_signature``)."""
     if not hmac.compare_digest(_mac(secret, path, expires), signature):
         return "bad_signature"

@@ -7,7 +7,6 @@ back. Should the process die anyway, its lease runs out and another worker reque
 
 from __future__ import annotations
 
-
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from framecast.errors import FramecastError
 from framecast.images import decode_image
 from framecast.jobs import JobStore, Lease, StepAck
 from framecast.registry import WorkerRegistry
-from framecast.schemas import FPS
+from framecast.schemas import FPS, SIZES
 from framecast.settings import Settings
 from framecast.storage import LocalStorage
 from framecast.video import encode_mp4
@@ -103,10 +102,19 @@ class Worker:
                 self.engine = load_engine(self.settings)
             self._state = "idle"
             self._beat()
-            log.info("worker %s ready (engine %s, model %s)", self.id, self.engine.name, self.engine.model)
+            log.info(
+                "worker %s ready (engine %s, model %s)",
+                self.id,
+                self.engine.name,
+                self.engine.model,
+            )
             while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
                 for request_id, status in self.jobs.requeue_expired():
-                    log.warning("request %s: its worker stopped renewing its lease -> %s", request_id, status)
+                    log.warning(
+                        "request %s: its worker stopped renewing its lease -> %s",
+                        request_id,
+                        status,
+                    )
                 lease = self.jobs.claim(self.id)
                 if lease is None:
                     self.stop.wait(self.settings.poll_seconds)
@@ -130,8 +138,11 @@ class Worker:
     def _beat(self) -> None:
         engine = self.engine
         self.registry.beat(
-            self.id, state=self._state, current_request=self._current,
-            engine=engine.name if engine else None, model=engine.model if engine else None,
+            self.id,
+            state=self._state,
+            current_request=self._current,
+            engine=engine.name if engine else None,
+            model=engine.model if engine else None,
         )
 
     # -- one request --------------------------------------------------------------------------
@@ -174,16 +185,26 @@ class Worker:
         except FileNotFoundError as exc:
             raise FramecastError("the stored input image is missing", code="input_missing") from exc
         image = decode_image(data, max_pixels=self.settings.max_image_pixels).image
-        width, height = _size(params)
+        width, height = SIZES[(params["aspect_ratio"], params["resolution"])]
         request = GenerationRequest(
-            image=image, prompt=params["prompt"], seed=params["seed"], width=width,
-            height=height, num_frames=params["num_frames"], fps=FPS,
+            image=image,
+            prompt=params["prompt"],
+            seed=params["seed"],
+            width=width,
+            height=height,
+            num_frames=params["num_frames"],
+            fps=FPS,
         )
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         info = encode_mp4(
-            self.engine.generate(request, hooks), workdir / "video.mp4", width=width,
-            height=height, fps=FPS, crf=self.settings.x264_crf, preset=self.settings.x264_preset,
+            self.engine.generate(request, hooks),
+            workdir / "video.mp4",
+            width=width,
+            height=height,
+            fps=FPS,
+            crf=self.settings.x264_crf,
+            preset=self.settings.x264_preset,
             poster_path=workdir / "poster.jpg",
         )
         elapsed = time.perf_counter() - started
@@ -196,11 +217,18 @@ class Worker:
         self.storage.put_file(poster_key, workdir / "poster.jpg")
         metadata = {
             **self.engine.metadata(),
-            "seed": params["seed"], "width": info.width, "height": info.height,
-            "num_frames": info.num_frames, "fps": info.fps, "duration_s": info.duration_s,
-            "aspect_ratio": params["aspect_ratio"], "resolution": params["resolution"],
-            "video_bytes": info.size_bytes, "generation_seconds": round(elapsed, 3),
-            "worker_id": self.id, "attempt": job.attempts,
+            "seed": params["seed"],
+            "width": info.width,
+            "height": info.height,
+            "num_frames": info.num_frames,
+            "fps": info.fps,
+            "duration_s": info.duration_s,
+            "aspect_ratio": params["aspect_ratio"],
+            "resolution": params["resolution"],
+            "video_bytes": info.size_bytes,
+            "generation_seconds": round(elapsed, 3),
+            "worker_id": self.id,
+            "attempt": job.attempts,
         }
         return {"video_key": video_key, "poster_key": poster_key, "metadata": metadata}
 
@@ -210,7 +238,9 @@ class Worker:
             try:
                 if not self.jobs.renew(lease):
                     hooks.flags.lost = True
-                    log.warning("request %s: lease lost; stopping at the next step", lease.request_id)
+                    log.warning(
+                        "request %s: lease lost; stopping at the next step", lease.request_id
+                    )
                     return
                 hooks.apply(self.jobs.check(lease))
             except Exception:
@@ -237,19 +267,18 @@ class Worker:
             written = self.jobs.fail(lease, code, message)
             log.warning("request %s: failed: %s: %s", request_id, code, message)
         if not written:
-            log.warning("request %s: final status %s refused: the lease was taken away", request_id, kind)
-
-
-def _size(params: dict[str, Any]) -> tuple[int, int]:
-    from framecast.schemas import SIZES
-
-    return SIZES[(params["aspect_ratio"], params["resolution"])]
+            log.warning(
+                "request %s: final status %s refused: the lease was taken away", request_id, kind
+            )
 
 
 def _describe_engine_error(exc: Exception) -> tuple[str, str]:
     name = type(exc).__name__
     if "OutOfMemory" in name:
-        return "out_of_memory", f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode"
+        return (
+            "out_of_memory",
+            f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode",
+        )
     return "engine_error", f"the engine failed: {name}: {exc}"[:1000]
 
 
@@ -280,5 +309,3 @@ def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     worker.run()
-
-

@@ -45,14 +45,21 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait_ready: bool = True) -> None:
-        env = {**os.environ, **self.env, "FRAMECAST_DATA_DIR": str(self.data_dir),
-               "FRAMECAST_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "FRAMECAST_DATA_DIR": str(self.data_dir),
+            "FRAMECAST_PORT": str(self.port),
+        }
         log_path = self.data_dir.parent / f"server-{len(self.log_paths)}.log"
         self.log_paths.append(log_path)
         log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "framecast", "serve"], env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "framecast", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         path = "/readyz" if wait_ready else "/healthz"
@@ -96,9 +103,13 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     servers: list[Server] = []
 
     def make(**env: Any) -> Server:
-        base = {"FRAMECAST_API_KEYS": f"{KEY_A},{KEY_B}", "FRAMECAST_ENGINE": "preview",
-                "FRAMECAST_HEARTBEAT_SECONDS": "1", "FRAMECAST_POLL_SECONDS": "0.1",
-                "FRAMECAST_X264_PRESET": "veryfast"}
+        base = {
+            "FRAMECAST_API_KEYS": f"{KEY_A},{KEY_B}",
+            "FRAMECAST_ENGINE": "preview",
+            "FRAMECAST_HEARTBEAT_SECONDS": "1",
+            "FRAMECAST_POLL_SECONDS": "0.1",
+            "FRAMECAST_X264_PRESET": "veryfast",
+        }
         base.update({f"FRAMECAST_{k.upper()}": str(v) for k, v in env.items()})
         server = Server(tmp_path_factory.mktemp("server") / "data", base)
         servers.append(server)
@@ -129,8 +140,13 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     httpd.shutdown()
 
 
-def wait_for(client: httpx.Client, request_id: str, statuses: set[str], timeout: float = 120,
-             seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def wait_for(
+    client: httpx.Client,
+    request_id: str,
+    statuses: set[str],
+    timeout: float = 120,
+    seen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(f"/v1/requests/{request_id}/status").json()

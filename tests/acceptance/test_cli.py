@@ -19,8 +19,13 @@ SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
 
 def _framecast(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "FRAMECAST_DATA_DIR": str(data_dir), **env}
-    return subprocess.run([sys.executable, "-m", "framecast", *args], env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "framecast", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
@@ -38,8 +43,19 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 def test_generate_writes_the_video_asked_for(tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
-    run = _framecast("generate", str(SAMPLE), "--prompt", "pan right", "-o", str(out),
-                     "--aspect-ratio", "9:16", "--engine", "preview", data_dir=tmp_path)
+    run = _framecast(
+        "generate",
+        str(SAMPLE),
+        "--prompt",
+        "pan right",
+        "-o",
+        str(out),
+        "--aspect-ratio",
+        "9:16",
+        "--engine",
+        "preview",
+        data_dir=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert "engine preview" in run.stdout
     with av.open(str(out)) as c:
@@ -49,18 +65,29 @@ def test_generate_writes_the_video_asked_for(tmp_path: Path) -> None:
 
 
 def test_generate_rejects_bad_options_clearly(tmp_path: Path) -> None:
-    run = _framecast("generate", str(SAMPLE), "--prompt", "x", "--aspect-ratio", "4:3",
-                     data_dir=tmp_path)
+    run = _framecast(
+        "generate", str(SAMPLE), "--prompt", "x", "--aspect-ratio", "4:3", data_dir=tmp_path
+    )
     assert run.returncode == 2 and "aspect_ratio" in run.stderr
 
 
 def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "FRAMECAST_DATA_DIR": str(tmp_path), "FRAMECAST_PORT": str(port),
-           "FRAMECAST_ENGINE": "preview", "FRAMECAST_API_KEYS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "framecast", "serve", "--dev"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "FRAMECAST_DATA_DIR": str(tmp_path),
+        "FRAMECAST_PORT": str(port),
+        "FRAMECAST_ENGINE": "preview",
+        "FRAMECAST_API_KEYS": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framecast", "serve", "--dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         lines: list[str] = []
@@ -70,7 +97,7 @@ def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
                 break
         banner = "".join(lines)
         key = re.search(r"development API key:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
-        script = banner[banner.index("KEY="):banner.index("then poll")]
+        script = banner[banner.index("KEY=") : banner.index("then poll")]
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -39,15 +39,24 @@ def _decode(data: bytes, tmp_path: Path) -> tuple[int, int, int, float]:
     [("16:9", "harbour.jpg", (1280, 720)), ("9:16", "portrait.png", (720, 1280))],
 )
 def test_submit_poll_and_download_a_real_video(
-    server: Server, image_server: tuple[str, Path], tmp_path: Path,
-    aspect_ratio: str, image: str, size: tuple[int, int],
+    server: Server,
+    image_server: tuple[str, Path],
+    tmp_path: Path,
+    aspect_ratio: str,
+    image: str,
+    size: tuple[int, int],
 ) -> None:
     base, _ = image_server
     with server.client() as c:
-        r = c.post(SUBMIT_PATH, json={
-            "prompt": "slow push in on the harbour", "image_url": f"{base}/{image}",
-            "aspect_ratio": aspect_ratio, "seed": 7,
-        })
+        r = c.post(
+            SUBMIT_PATH,
+            json={
+                "prompt": "slow push in on the harbour",
+                "image_url": f"{base}/{image}",
+                "aspect_ratio": aspect_ratio,
+                "seed": 7,
+            },
+        )
         assert r.status_code == 200, r.text
         sub = r.json()
         assert set(sub) == {"request_id", "status_url", "result_url", "cancel_url"}
@@ -122,7 +131,9 @@ def test_each_result_call_gives_a_fresh_link_and_tampered_or_expired_links_are_r
     ],
 )
 @pytest.mark.parametrize("key", [None, "wrong-key"])
-def test_every_route_needs_a_valid_key(server: Server, method: str, path: str, key: str | None) -> None:
+def test_every_route_needs_a_valid_key(
+    server: Server, method: str, path: str, key: str | None
+) -> None:
     with server.client(key) as c:
         r = c.request(method, path, json={"prompt": "p", "image_url": "data:,"})
     assert r.status_code == 401
@@ -135,17 +146,27 @@ def test_every_route_needs_a_valid_key(server: Server, method: str, path: str, k
         ({"image_url": "data:,"}, "prompt", "prompt is required"),
         ({"prompt": "p"}, "image_url", "image_url is required"),
         ({"prompt": "   ", "image_url": "data:,"}, "prompt", "blank"),
-        ({"prompt": "p", "image_url": "data:,", "colour": "red"}, "colour", "allowed fields: prompt, image_url"),
+        (
+            {"prompt": "p", "image_url": "data:,", "colour": "red"},
+            "colour",
+            "allowed fields: prompt, image_url",
+        ),
         ({"prompt": "p", "image_url": "data:,", "seed": "12"}, "seed", "integer"),
         ({"prompt": "p", "image_url": "data:,", "seed": -1}, "seed", "greater than or equal to 0"),
         ({"prompt": 5, "image_url": "data:,"}, "prompt", "string"),
-        ({"prompt": "p", "image_url": "data:,", "aspect_ratio": "4:3"}, "aspect_ratio", "'16:9' or '9:16'"),
+        (
+            {"prompt": "p", "image_url": "data:,", "aspect_ratio": "4:3"},
+            "aspect_ratio",
+            "'16:9' or '9:16'",
+        ),
         ({"prompt": "p", "image_url": "data:,", "resolution": "1080p"}, "resolution", "'720p'"),
         ({"prompt": "p", "image_url": "data:,", "num_frames": 64}, "num_frames", "129"),
         ({"prompt": "p", "image_url": "data:,", "num_frames": 129.0}, "num_frames", "integer"),
     ],
 )
-def test_bad_input_is_422_naming_the_field(server: Server, body: dict[str, Any], field: str, needle: str) -> None:
+def test_bad_input_is_422_naming_the_field(
+    server: Server, body: dict[str, Any], field: str, needle: str
+) -> None:
     with server.client() as c:
         r = c.post(SUBMIT_PATH, json=body)
     assert r.status_code == 422, r.text

@@ -28,10 +28,17 @@ def _data(payload: bytes, media: str = "image/png") -> str:
 
 def _huge_png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,7 +67,9 @@ def test_private_addresses_are_refused(
     assert "FRAMECAST_ALLOW_PRIVATE_URLS" in err["message"]
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/", "javascript:alert(1)"]
+)
 def test_other_schemes_are_refused(guarded: Server, url: str) -> None:
     with guarded.client() as c:
         r = c.post(SUBMIT_PATH, json={"prompt": "p", "image_url": url})

@@ -100,13 +100,17 @@ def test_a_killed_worker_request_is_requeued_and_finished_by_another(slow: Serve
         assert str(pid) not in meta["worker_id"].split("-")
 
 
-def test_nothing_is_lost_across_a_restart(make_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_nothing_is_lost_across_a_restart(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
     server = make_server(preview_step_seconds="0.02", lease_seconds="2")
     server.start()
     with server.client() as c:
         done = _submit(c)
         wait_for(c, done, {"completed"})
-        video_before = httpx.get(c.get(f"/v1/requests/{done}/result").json()["output"]["video"]).content
+        video_before = httpx.get(
+            c.get(f"/v1/requests/{done}/result").json()["output"]["video"]
+        ).content
         running = _submit(c)
         wait_for(c, running, {"in_progress"})
         queued = [_submit(c) for _ in range(2)]
@@ -117,7 +121,10 @@ def test_nothing_is_lost_across_a_restart(make_server: Callable[..., Server], tm
         assert result["status"] == "completed"
         assert httpx.get(result["output"]["video"]).content == video_before
         for rid in [running, *queued]:
-            assert wait_for(c, rid, {"completed", "failed", "cancelled"}, timeout=120)["status"] == "completed"
+            assert (
+                wait_for(c, rid, {"completed", "failed", "cancelled"}, timeout=120)["status"]
+                == "completed"
+            )
     assert "given back to the queue" in server.log()
 
 

@@ -27,7 +27,8 @@ def _submit(store: JobStore, owner: str = "alice") -> str:
 def _expire(db: Engine, request_id: str) -> None:
     with db.begin() as conn:
         conn.execute(
-            update(requests).where(requests.c.id == request_id)
+            update(requests)
+            .where(requests.c.id == request_id)
             .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
         )
 
@@ -66,7 +67,9 @@ def test_concurrent_claims_never_hand_out_a_request_twice(store: JobStore) -> No
     assert all(store.get(i).status is Status.COMPLETED for i in ids)  # type: ignore[union-attr]
 
 
-def test_expired_lease_is_requeued_and_the_old_worker_is_fenced_out(db: Engine, store: JobStore) -> None:
+def test_expired_lease_is_requeued_and_the_old_worker_is_fenced_out(
+    db: Engine, store: JobStore
+) -> None:
     request_id = _submit(store)
     old = store.claim("w1")
     assert old is not None

@@ -22,5 +22,8 @@ def test_tampering_is_detected() -> None:
     query, _ = signing.sign(b"secret", "/v1/files/a/video.mp4", 60, now=1000)
     exp, sig = _parts(query)
     assert signing.verify(b"secret", "/v1/files/b/video.mp4", exp, sig, now=1000) == "bad_signature"
-    assert signing.verify(b"secret", "/v1/files/a/video.mp4", exp + 3600, sig, now=1000) == "bad_signature"
+    assert (
+        signing.verify(b"secret", "/v1/files/a/video.mp4", exp + 3600, sig, now=1000)
+        == "bad_signature"
+    )
     assert signing.verify(b"other", "/v1/files/a/video.mp4", exp, sig, now=1000) == "bad_signature"

@@ -6,7 +6,7 @@ from framecast.states import TERMINAL, TRANSITIONS, IllegalTransition, Status, c
 
 
 def test_terminal_states_are_exactly_the_finished_ones() -> None:
-    assert TERMINAL == {Status.COMPLETED, Status.FAILED, Status.CANCELLED}
+    assert {Status.COMPLETED, Status.FAILED, Status.CANCELLED} == TERMINAL
 
 
 @pytest.mark.parametrize(

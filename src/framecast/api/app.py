@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import mimetypes
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ def build_services(settings: Settings) -> Services:
         registry=WorkerRegistry(db),
         storage=LocalStorage(settings.media_dir, settings.signing_key()),
         fetcher=UrlFetcher(
-            allow_private=settings.allow_private_urls, max_bytes=settings.max_image_bytes,
+            allow_private=settings.allow_private_urls,
+            max_bytes=settings.max_image_bytes,
             timeout=settings.fetch_timeout_seconds,
         ),
     )
@@ -76,7 +78,8 @@ def authenticate(request: Request) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise FramecastError(
             "missing API key: send it as 'Authorization: Bearer <key>'",
-            code="unauthorized", status=401,
+            code="unauthorized",
+            status=401,
         )
     owner = _services(request).keys.owner_for(key.strip())
     if owner is None:
@@ -91,7 +94,9 @@ def _find(request: Request, request_id: str, owner: str) -> Job:
     job = _services(request).jobs.get(request_id, owner)
     if job is None:
         # Another key's request looks exactly like one that does not exist.
-        raise FramecastError(f"no request with id {request_id}", code="request_not_found", status=404)
+        raise FramecastError(
+            f"no request with id {request_id}", code="request_not_found", status=404
+        )
     return job
 
 
@@ -132,12 +137,15 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         decoded = await run_in_threadpool(
             decode_image, fetched.data, max_pixels=settings.max_image_pixels
         )
-        job_id = _new_id()
+        job_id = str(uuid.uuid4())
         image_key = f"inputs/{job_id}/image.{decoded.format.lower()}"
         await run_in_threadpool(services.storage.put_bytes, image_key, fetched.data)
         job = await run_in_threadpool(
             lambda: services.jobs.submit(
-                owner=owner, model=MODEL_ID, input=_stored_input(body), image_key=image_key,
+                owner=owner,
+                model=MODEL_ID,
+                input=_stored_input(body),
+                image_key=image_key,
                 request_id=job_id,
             )
         )
@@ -146,7 +154,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     @app.post("/v1/models/{model_id:path}", tags=["requests"], include_in_schema=False)
     def unknown_model(model_id: str, owner: Owner) -> JSONResponse:
         return error_response(
-            404, "model_not_found", f"this server does not serve '{model_id}'; it serves '{MODEL_ID}'"
+            404,
+            "model_not_found",
+            f"this server does not serve '{model_id}'; it serves '{MODEL_ID}'",
         )
 
     @app.get("/v1/requests/{request_id}/status", tags=["requests"])
@@ -158,7 +168,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     def result(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
         job = _find(request, request_id, owner)
         return result_body(
-            job, _base_url(request), services.jobs.queue_position(job), services.storage,
+            job,
+            _base_url(request),
+            services.jobs.queue_position(job),
+            services.storage,
             settings.link_ttl_seconds,
         )
 
@@ -167,12 +180,15 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         """Cancel: a queued request never runs; a running one stops at its next step."""
         outcome = services.jobs.cancel(request_id, owner)
         if outcome is None:
-            raise FramecastError(f"no request with id {request_id}", code="request_not_found", status=404)
+            raise FramecastError(
+                f"no request with id {request_id}", code="request_not_found", status=404
+            )
         kind, job = outcome
         body = status_body(job, _base_url(request), services.jobs.queue_position(job))
         if kind is CancelOutcome.ALREADY_FINISHED:
             return error_response(
-                409, "request_already_finished",
+                409,
+                "request_already_finished",
                 f"request {job.id} is already {job.status.value} and cannot be cancelled",
                 request=body,
             )
@@ -192,16 +208,21 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         """Signed, expiring links to outputs; no header needed; Range requests supported."""
         problem = services.storage.verify(key, expires, signature)
         if problem == "expired":
-            return error_response(403, "link_expired", "this link has expired; ask the result URL for a fresh one")
+            return error_response(
+                403, "link_expired", "this link has expired; ask the result URL for a fresh one"
+            )
         if problem is not None:
             return error_response(403, "invalid_signature", "this link is not valid")
         path = services.storage.path(key)
         if not path.is_file():
-            return error_response(404, "file_not_found", "the file behind this link no longer exists")
+            return error_response(
+                404, "file_not_found", "the file behind this link no longer exists"
+            )
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         remaining = max(0, expires - int(dt.datetime.now(dt.UTC).timestamp()))
         return FileResponse(
-            path, media_type=media_type,
+            path,
+            media_type=media_type,
             headers={"Cache-Control": f"private, max-age={remaining}"},
         )
 
@@ -215,21 +236,22 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             with services.db.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
-            return error_response(503, "database_unreachable", f"the database is unreachable: {exc.__class__.__name__}")
+            return error_response(
+                503,
+                "database_unreachable",
+                f"the database is unreachable: {exc.__class__.__name__}",
+            )
         live = services.registry.live(dt.timedelta(seconds=3 * settings.heartbeat_seconds))
-        workers = [{"id": w.id, "state": w.state, "engine": w.engine, "model": w.model} for w in live]
+        workers = [
+            {"id": w.id, "state": w.state, "engine": w.engine, "model": w.model} for w in live
+        ]
         if not any(w.state in {"idle", "busy"} for w in live):
             why = (
-                "workers are still loading their engine" if live
+                "workers are still loading their engine"
+                if live
                 else "no worker has sent a heartbeat recently; start one with `framecast worker`"
             )
             return error_response(503, "no_ready_worker", why, workers=workers)
         return {"status": "ready", "database": "ok", "workers": workers}
 
     return app
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())

@@ -15,9 +15,16 @@ from framecast.errors import FramecastError
 log = logging.getLogger("framecast.api")
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "invalid_input", 429: "too_many_requests",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
 }
 
 
@@ -25,7 +32,8 @@ def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
 ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"code": code, "message": message, **details}}, status_code=status,
+        {"error": {"code": code, "message": message, **details}},
+        status_code=status,
         headers=headers,
     )
 
@@ -35,7 +43,9 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def describe_validation_errors(errors: list[dict[str, Any]], allowed_fields: list[str] | None = None) -> list[dict[str, Any]]:
+def describe_validation_errors(
+    errors: list[dict[str, Any]], allowed_fields: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Turn pydantic's errors into messages that name the field and what it accepts."""
     out = []
     for err in errors:
@@ -44,7 +54,9 @@ def describe_validation_errors(errors: list[dict[str, Any]], allowed_fields: lis
         entry: dict[str, Any] = {"field": field}
         if kind == "extra_forbidden":
             allowed = ", ".join(allowed_fields or [])
-            entry["message"] = f"unknown field '{field}'" + (f"; allowed fields: {allowed}" if allowed else "")
+            entry["message"] = f"unknown field '{field}'" + (
+                f"; allowed fields: {allowed}" if allowed else ""
+            )
         elif kind == "missing":
             entry["message"] = f"{field} is required"
         elif kind == "literal_error":
@@ -75,12 +87,15 @@ def install_error_handlers(app: FastAPI, allowed_fields: list[str]) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message, headers=exc.headers)
+        return error_response(
+            exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
-            500, "internal_error",
+            500,
+            "internal_error",
             "the server hit an unexpected error; it has been logged. Try again, and report it if it persists.",
         )

@@ -55,7 +55,11 @@ def status_body(job: Job, base_url: str, queue_position: int | None) -> dict[str
 
 
 def result_body(
-    job: Job, base_url: str, queue_position: int | None, storage: Storage, link_ttl: int,
+    job: Job,
+    base_url: str,
+    queue_position: int | None,
+    storage: Storage,
+    link_ttl: int,
 ) -> dict[str, Any]:
     if job.status is not Status.COMPLETED or job.result is None:
         return status_body(job, base_url, queue_position)

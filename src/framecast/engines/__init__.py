@@ -10,8 +10,14 @@ from framecast.errors import FramecastError
 from framecast.settings import Settings
 
 __all__ = [
-    "Cancelled", "Engine", "EngineUnavailable", "GenerationRequest", "Hooks", "NullHooks",
-    "hunyuan_unavailable_reason", "load_engine",
+    "Cancelled",
+    "Engine",
+    "EngineUnavailable",
+    "GenerationRequest",
+    "Hooks",
+    "NullHooks",
+    "hunyuan_unavailable_reason",
+    "load_engine",
 ]
 
 log = logging.getLogger("framecast.engines")
@@ -39,7 +45,8 @@ def load_engine(settings: Settings) -> Engine:
             raise EngineUnavailable(f"FRAMECAST_ENGINE=hunyuan but {reason}")
         log.warning(
             "FRAMECAST_ENGINE=auto: HunyuanVideo cannot run here (%s); using the CPU preview "
-            "engine, whose videos are camera moves over the input image, not model output", reason,
+            "engine, whose videos are camera moves over the input image, not model output",
+            reason,
         )
     from framecast.engines.preview import PreviewEngine
 
