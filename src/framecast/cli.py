@@ -36,9 +36,9 @@ def _settings(**flags: Any) -> Settings:
     return get_settings()
 
 
-def _logging() -> None:
+def _logging(settings: Settings) -> None:
     logging.basicConfig(
-        level=os.environ.get("FRAMECAST_LOG_LEVEL", "INFO").upper(),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -58,8 +58,8 @@ def serve(
     ] = False,
 ) -> None:
     """Start the API and its worker processes."""
-    _logging()
     settings = _settings(host=host, port=port, workers=workers, engine=engine, data_dir=data_dir)
+    _logging(settings)
     if dev:
         from framecast.devkey import print_dev_banner
 
@@ -76,10 +76,11 @@ def worker(
     exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start one worker process (no API)."""
-    _logging()
+    settings = _settings(engine=engine, data_dir=data_dir)
+    _logging(settings)
     from framecast.worker import run_worker
 
-    run_worker(_settings(engine=engine, data_dir=data_dir), exit_with_parent=exit_with_parent)
+    run_worker(settings, exit_with_parent=exit_with_parent)
 
 
 def _key_store(data_dir: Path | None) -> Any:
@@ -155,8 +156,8 @@ def generate(
     from framecast.schemas import FPS, ImageToVideoInput
     from framecast.video import encode_mp4
 
-    _logging()
     settings = _settings(engine=engine)
+    _logging(settings)
     try:
         params = ImageToVideoInput(
             prompt=prompt,

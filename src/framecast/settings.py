@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
 
+    log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+
     # Video
     x264_preset: str = Field("medium", description="libx264 preset for output videos.")
     x264_crf: int = Field(

@@ -167,19 +167,17 @@ def test_single_frame() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("width", "height"), [(1280, 720), (720, 1280)])
-def test_full_size_129_frames_is_fast(width: int, height: int) -> None:
+def test_full_size_129_frames(width: int, height: int) -> None:
+    # Its speed is measured by bench/preview_render.py, not asserted here.
     image = textured_image(1920, 1080)
-    start = time.perf_counter()
     count = 0
     for frame in PreviewEngine().generate(
         request(width=width, height=height, num_frames=129, image=image), NullHooks()
     ):
         assert frame.shape == (height, width, 3)
         count += 1
-    elapsed = time.perf_counter() - start
 
     assert count == 129
-    assert elapsed < 6.0
 
 
 def test_accepts_non_rgb_images() -> None:

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framecast.settings import Settings
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_documented_in_the_readme(name: str) -> None:
+    assert f"`FRAMECAST_{name.upper()}`" in README
+
+
+def test_environment_is_read_at_construction(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FRAMECAST_API_KEYS", " a, b ,,c ")
+    monkeypatch.setenv("FRAMECAST_PORT", "9001")
+    monkeypatch.setenv("FRAMECAST_DATA_DIR", str(tmp_path))
+    s = Settings()
+    assert s.api_keys == ["a", "b", "c"] and s.port == 9001
+    assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'framecast.db'}"
+
+
+def test_generated_secret_is_kept_across_restarts(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).signing_key()
+    assert first == Settings(data_dir=tmp_path).signing_key()
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert Settings(data_dir=tmp_path, secret_key="given").signing_key() == b"given"
