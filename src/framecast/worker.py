@@ -109,13 +109,12 @@ class Worker:
                 self.engine.model,
             )
             while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
-                for request_id, status in self.jobs.requeue_expired():
-                    log.warning(
-                        "request %s: its worker stopped renewing its lease -> %s",
-                        request_id,
-                        status,
-                    )
-                lease = self.jobs.claim(self.id)
+                try:
+                    lease = self._next()
+                except Exception:
+                    # A database hiccup (locked, restarting) must not kill the worker.
+                    log.exception("worker %s: could not look for work; retrying", self.id)
+                    lease = None
                 if lease is None:
                     self.stop.wait(self.settings.poll_seconds)
                     continue
@@ -127,6 +126,13 @@ class Worker:
             beat.join(timeout=5)
             self._beat()
             self.db.dispose()
+
+    def _next(self) -> Lease | None:
+        for request_id, status in self.jobs.requeue_expired():
+            log.warning(
+                "request %s: its worker stopped renewing its lease -> %s", request_id, status
+            )
+        return self.jobs.claim(self.id)
 
     def _heartbeat(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_seconds):
