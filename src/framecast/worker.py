@@ -7,6 +7,7 @@ back. Should the process die anyway, its lease runs out and another worker reque
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -94,6 +95,7 @@ class Worker:
     def run(self, *, max_jobs: int | None = None) -> None:
         migrate(self.db)
         self.registry.register(self.id, socket.gethostname(), os.getpid())
+        self.registry.forget_older_than(dt.timedelta(days=7))  # rows of long-gone workers
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         done = 0

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine, update
+
+from framecast.db import utcnow, workers
+from framecast.registry import WorkerRegistry
+
+
+def _age(db: Engine, worker_id: str, seconds: float) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            update(workers)
+            .where(workers.c.id == worker_id)
+            .values(heartbeat_at=utcnow() - dt.timedelta(seconds=seconds))
+        )
+
+
+def test_live_lists_fresh_running_workers_only(db: Engine) -> None:
+    reg = WorkerRegistry(db)
+    for wid in ("fresh", "stale", "stopped"):
+        reg.register(wid, "host", 1)
+    reg.beat("fresh", state="idle", engine="preview", model="m")
+    reg.beat("stopped", state="stopped")
+    _age(db, "stale", 60)
+    live = reg.live(dt.timedelta(seconds=15))
+    assert [(w.id, w.state, w.engine) for w in live] == [("fresh", "idle", "preview")]
+
+
+def test_new_worker_reports_loading_until_it_says_otherwise(db: Engine) -> None:
+    reg = WorkerRegistry(db)
+    reg.register("w", "host", 1)
+    assert reg.live(dt.timedelta(seconds=15))[0].state == "loading"
+    reg.beat("w", state="busy", current_request="r1")
+    [w] = reg.live(dt.timedelta(seconds=15))
+    assert (w.state, w.current_request) == ("busy", "r1")
+    reg.beat("w", state="idle", current_request=None)
+    assert reg.live(dt.timedelta(seconds=15))[0].current_request is None
+
+
+def test_forget_drops_only_long_silent_workers(db: Engine) -> None:
+    reg = WorkerRegistry(db)
+    reg.register("old", "host", 1)
+    reg.register("new", "host", 2)
+    _age(db, "old", 8 * 86400)
+    assert reg.forget_older_than(dt.timedelta(days=7)) == 1
+    assert [w.id for w in reg.live(dt.timedelta(days=30))] == ["new"]
