@@ -90,7 +90,7 @@ requests = Table(
     Column("error_code", String(64)),
     Column("error_message", Text),
     Column("result", JSON),
-    Index("ix_requests_status_seq", "status", "seq"),
+    Index("ix_requests_status_model_seq", "status", "model", "seq"),
     Index("ix_requests_owner", "owner"),
 )
 

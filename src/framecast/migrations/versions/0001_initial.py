@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text),
         sa.Column("result", sa.JSON),
     )
-    op.create_index("ix_requests_status_seq", "requests", ["status", "seq"])
+    op.create_index("ix_requests_status_model_seq", "requests", ["status", "model", "seq"])
     op.create_index("ix_requests_owner", "requests", ["owner"])
     op.create_table(
         "api_keys",
@@ -73,5 +73,5 @@ def downgrade() -> None:
     op.drop_table("workers")
     op.drop_table("api_keys")
     op.drop_index("ix_requests_owner", "requests")
-    op.drop_index("ix_requests_status_seq", "requests")
+    op.drop_index("ix_requests_status_model_seq", "requests")
     op.drop_table("requests")
