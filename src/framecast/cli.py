@@ -150,10 +150,10 @@ def generate(
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from framecast.engines import GenerationRequest, load_engine
+    from framecast.engines import load_engine
     from framecast.errors import FramecastError
     from framecast.images import decode_image
-    from framecast.schemas import FPS, ImageToVideoInput
+    from framecast.schemas import ImageToVideoInput
     from framecast.video import encode_mp4
 
     settings = _settings(engine=engine)
@@ -175,16 +175,7 @@ def generate(
     except FramecastError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    width, height = params.size
-    request = GenerationRequest(
-        image=decoded.image,
-        prompt=prompt,
-        seed=seed,
-        width=width,
-        height=height,
-        num_frames=num_frames,
-        fps=FPS,
-    )
+    request = params.generation_request(decoded.image)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -203,9 +194,9 @@ def generate(
         info = encode_mp4(
             eng.generate(request, _BarHooks()),
             output,
-            width=width,
-            height=height,
-            fps=FPS,
+            width=request.width,
+            height=request.height,
+            fps=request.fps,
             crf=settings.x264_crf,
             preset=settings.x264_preset,
         )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from framecast.engines.base import GenerationRequest
 
 MODEL_ID = "tencent/hunyuan/image-to-video"
 DEFAULT_PROMPT = (
@@ -71,6 +74,19 @@ class ImageToVideoInput(BaseModel):
     @property
     def size(self) -> tuple[int, int]:
         return SIZES[(self.aspect_ratio, self.resolution)]
+
+    def generation_request(self, image: Image.Image) -> GenerationRequest:
+        """What an engine is asked to make for this input (the worker and `generate` share it)."""
+        width, height = self.size
+        return GenerationRequest(
+            image=image,
+            prompt=self.prompt,
+            seed=self.seed,
+            width=width,
+            height=height,
+            num_frames=self.num_frames,
+            fps=FPS,
+        )
 
 
 OUTPUT_SCHEMA: dict[str, Any] = {

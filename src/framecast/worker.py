@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from framecast.db import create_db_engine, migrate
-from framecast.engines import Engine, GenerationRequest, load_engine
+from framecast.engines import Engine, load_engine
 from framecast.engines.base import Cancelled
 from framecast.errors import FramecastError
 from framecast.images import decode_image
 from framecast.jobs import JobStore, Lease, StepAck
 from framecast.registry import WorkerRegistry
-from framecast.schemas import FPS, SIZES
+from framecast.schemas import ImageToVideoInput
 from framecast.settings import Settings
 from framecast.storage import LocalStorage
 from framecast.video import encode_mp4
@@ -187,30 +187,21 @@ class Worker:
     def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> dict[str, Any]:
         assert self.engine is not None
         job = lease.job
-        params = job.input
+        params = ImageToVideoInput.model_validate(job.input)
         try:
             data = self.storage.get_bytes(job.image_key)
         except FileNotFoundError as exc:
             raise FramecastError("the stored input image is missing", code="input_missing") from exc
         image = decode_image(data, max_pixels=self.settings.max_image_pixels).image
-        width, height = SIZES[(params["aspect_ratio"], params["resolution"])]
-        request = GenerationRequest(
-            image=image,
-            prompt=params["prompt"],
-            seed=params["seed"],
-            width=width,
-            height=height,
-            num_frames=params["num_frames"],
-            fps=FPS,
-        )
+        request = params.generation_request(image)
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         info = encode_mp4(
             self.engine.generate(request, hooks),
             workdir / "video.mp4",
-            width=width,
-            height=height,
-            fps=FPS,
+            width=request.width,
+            height=request.height,
+            fps=request.fps,
             crf=self.settings.x264_crf,
             preset=self.settings.x264_preset,
             poster_path=workdir / "poster.jpg",
@@ -225,14 +216,14 @@ class Worker:
         self.storage.put_file(poster_key, workdir / "poster.jpg")
         metadata = {
             **self.engine.metadata(),
-            "seed": params["seed"],
+            "seed": params.seed,
             "width": info.width,
             "height": info.height,
             "num_frames": info.num_frames,
             "fps": info.fps,
             "duration_s": info.duration_s,
-            "aspect_ratio": params["aspect_ratio"],
-            "resolution": params["resolution"],
+            "aspect_ratio": params.aspect_ratio,
+            "resolution": params.resolution,
             "video_bytes": info.size_bytes,
             "generation_seconds": round(elapsed, 3),
             "worker_id": self.id,
