@@ -1,5 +1,9 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
 PYTHON ?= python3
+# torch first, pinned: on this kind of machine the pin takes a local CPU build; on a GPU
+# machine it is the CUDA build from PyPI. Override for another CUDA version, e.g.
+# make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" run
+TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,6 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

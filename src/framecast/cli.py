@@ -1,4 +1,4 @@
-"""The ``framecast`` command: serve, worker, keys, generate, db."""
+"""The ``framecast`` command: serve, worker, keys, generate, weights, db."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from framecast.settings import Settings, get_settings
+from framecast.settings import DEFAULT_HUNYUAN_MODEL, Settings, get_settings
 
 app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+weights_app = typer.Typer(help="HunyuanVideo-I2V weights.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(weights_app, name="weights")
 
 DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
 Engine = Annotated[
@@ -142,11 +144,29 @@ def generate(
     ),
     seed: int = 99271155,
     aspect_ratio: Annotated[str, typer.Option(help="16:9 or 9:16")] = "16:9",
-    resolution: str = "720p",
-    num_frames: int = 129,
+    resolution: Annotated[str, typer.Option(help="720p, 540p or 360p")] = "720p",
+    num_frames: Annotated[int, typer.Option(help="4n+1 from 5 to 129")] = 129,
+    i2v_stability: Annotated[
+        bool, typer.Option("--i2v-stability/--no-i2v-stability", help="Official stability init.")
+    ] = True,
+    flow_shift: Annotated[
+        float | None, typer.Option(help="Default 7 with i2v stability, 17 without.", show_default=False)
+    ] = None,
+    num_inference_steps: int = 50,
+    cfg_scale: Annotated[float, typer.Option(help="True CFG; >1 uses the negative prompt.")] = 1.0,
+    negative_prompt: Annotated[str | None, typer.Option(show_default=False)] = None,
     engine: Engine = None,
+    hunyuan_model: Annotated[
+        str | None, typer.Option(help="FRAMECAST_HUNYUAN_MODEL", show_default=False)
+    ] = None,
+    offload: Annotated[
+        str | None, typer.Option(help="FRAMECAST_OFFLOAD: none, model, group or sequential", show_default=False)
+    ] = None,
 ) -> None:
-    """Run an engine locally on one image, with a progress bar; no server needed."""
+    """Run an engine locally on one image, with a progress bar; no server needed.
+
+    Every input of the API is a flag here, with the same names, defaults and limits.
+    """
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -156,21 +176,34 @@ def generate(
     from framecast.schemas import ImageToVideoInput
     from framecast.video import encode_mp4
 
-    settings = _settings(engine=engine)
+    try:
+        settings = _settings(engine=engine, hunyuan_model=hunyuan_model, offload=offload)
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from exc
     _logging(settings)
     try:
-        params = ImageToVideoInput(
-            prompt=prompt,
-            image_url="file:" + str(image),
-            seed=seed,
-            aspect_ratio=aspect_ratio,  # type: ignore[arg-type]
-            resolution=resolution,  # type: ignore[arg-type]
-            num_frames=num_frames,  # type: ignore[arg-type]
+        params = ImageToVideoInput.model_validate(
+            {
+                "prompt": prompt,
+                "image_url": "file:" + str(image),
+                "seed": seed,
+                "aspect_ratio": aspect_ratio,
+                "resolution": resolution,
+                "num_frames": num_frames,
+                "i2v_stability": i2v_stability,
+                "flow_shift": flow_shift,
+                "num_inference_steps": num_inference_steps,
+                "cfg_scale": cfg_scale,
+                "negative_prompt": negative_prompt,
+            }
         )
         decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
         eng = load_engine(settings)
     except ValidationError as exc:
-        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        typer.echo(f"error: {where}: {first['msg']}", err=True)
         raise typer.Exit(2) from exc
     except FramecastError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -182,7 +215,7 @@ def generate(
         TextColumn("{task.completed}/{task.total}"),
         TimeRemainingColumn(),
     ) as bar:
-        task = bar.add_task(f"{eng.name}", total=num_frames)
+        task = bar.add_task(f"{eng.name}", total=None)
 
         class _BarHooks:
             def progress(self, step: int, total: int, phase: str) -> None:
@@ -204,6 +237,30 @@ def generate(
         f"wrote {output} ({info.width}x{info.height}, {info.num_frames} frames, {info.fps} fps, "
         f"engine {eng.name}, model {eng.model})"
     )
+    warning = eng.metadata().get("warning")
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+@weights_app.command("download")
+def weights_download(
+    to: Annotated[
+        Path | None,
+        typer.Option(help="Directory to put the weights in; default: the Hugging Face cache.", show_default=False),
+    ] = None,
+    model: Annotated[str, typer.Option(help="Hub id to fetch.")] = DEFAULT_HUNYUAN_MODEL,
+) -> None:
+    """Fetch the HunyuanVideo-I2V weights (~40 GB) once, before starting workers."""
+    from framecast.engines.hunyuan.weights import WeightsError, download
+
+    typer.echo(f"downloading {model} ...")
+    try:
+        path = download(model, to)
+    except WeightsError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    hint = f"FRAMECAST_HUNYUAN_MODEL={path}" if to is not None else f"FRAMECAST_HUNYUAN_MODEL={model}"
+    typer.echo(f"complete: {path}\nuse it with {hint}")
 
 
 def main() -> None:  # pragma: no cover

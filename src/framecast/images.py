@@ -139,3 +139,22 @@ def _identify_any(data: bytes) -> str | None:
             return image.format
     except Exception:  # any failure just means "unknown"
         return None
+
+
+def cover_fit(
+    image: Image.Image, width: int, height: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
+    """``image`` cropped around its centre to ``width:height`` and resized to exactly that size.
+
+    Nothing is letterboxed or stretched: the part of the image outside the target aspect ratio
+    is cut off, as the official HunyuanVideo-I2V code does (resize, then centre crop).
+    """
+    iw, ih = image.size
+    aspect = width / height
+    if iw / ih > aspect:
+        cw = ih * aspect
+        box = ((iw - cw) / 2, 0.0, (iw + cw) / 2, float(ih))
+    else:
+        ch = iw / aspect
+        box = (0.0, (ih - ch) / 2, float(iw), (ih + ch) / 2)
+    return image.resize((width, height), resample=resample, box=box)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from framecast.engines.base import GenerationRequest
 
@@ -25,11 +25,31 @@ DEFAULT_SEED = 99271155
 FPS = 24
 MAX_PROMPT_CHARS = 10_000
 
-# (aspect_ratio, resolution) -> (width, height)
-SIZES: dict[tuple[str, str], tuple[int, int]] = {
-    ("16:9", "720p"): (1280, 720),
-    ("9:16", "720p"): (720, 1280),
+MIN_FRAMES = 5
+MAX_FRAMES = 129
+MAX_STEPS = 100
+DEFAULT_STEPS = 50
+EMBEDDED_GUIDANCE_SCALE = 6.0
+FLOW_SHIFT_STABLE = 7.0
+FLOW_SHIFT_FREE = 17.0
+NEGATIVE_PROMPT_I2V = (
+    "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
+)
+"""The official I2V default negative prompt, used only with true CFG (``cfg_scale`` > 1)."""
+
+# The named resolution at 16:9, each side rounded up to a multiple of 16 (the transformer
+# patchifies 8x-downsampled latents by 2), as the official `align_to` does: 540 -> 544,
+# 360 -> 368. 9:16 swaps the sides.
+_LANDSCAPE: dict[str, tuple[int, int]] = {
+    "720p": (1280, 720),
+    "540p": (960, 544),
+    "360p": (640, 368),
 }
+SIZES: dict[tuple[str, str], tuple[int, int]] = {
+    **{("16:9", res): size for res, size in _LANDSCAPE.items()},
+    **{("9:16", res): (h, w) for res, (w, h) in _LANDSCAPE.items()},
+}
+"""(aspect_ratio, resolution) -> (width, height)."""
 
 
 class ImageToVideoInput(BaseModel):
@@ -53,8 +73,52 @@ class ImageToVideoInput(BaseModel):
     )
     seed: int = Field(DEFAULT_SEED, title="Seed", ge=0, le=2**63 - 1)
     aspect_ratio: Literal["16:9", "9:16"] = Field("16:9", title="Aspect Ratio (W:H)")
-    resolution: Literal["720p"] = Field("720p", title="Resolution")
-    num_frames: Literal[129] = Field(129, title="Number of Frames")
+    # Widened from RunComfy's single value: every value it accepts still means the same.
+    resolution: Literal["720p", "540p", "360p"] = Field(
+        "720p",
+        title="Resolution",
+        description="720p is 1280x720, 540p 960x544, 360p 640x368 (at 16:9; 9:16 swaps them).",
+    )
+    num_frames: int = Field(
+        129,
+        title="Number of Frames",
+        ge=MIN_FRAMES,
+        le=MAX_FRAMES,
+        description="4n+1 from 5 to 129 (the VAE compresses time 4x); 24 fps.",
+    )
+
+    # Beyond RunComfy's schema: the official HunyuanVideo-I2V options, with its defaults.
+    i2v_stability: bool = Field(
+        True,
+        title="I2V Stability",
+        description="Start from 0.999*noise + 0.001*image latent (steadier, closer to the image); "
+        "off starts from pure noise (more motion).",
+    )
+    flow_shift: float | None = Field(
+        None,
+        title="Flow Shift",
+        gt=0,
+        le=100,
+        description=f"Sampling schedule shift; default {FLOW_SHIFT_STABLE:g} with i2v_stability, "
+        f"{FLOW_SHIFT_FREE:g} without.",
+    )
+    num_inference_steps: int = Field(
+        DEFAULT_STEPS, title="Inference Steps", ge=1, le=MAX_STEPS
+    )
+    cfg_scale: float = Field(
+        1.0,
+        title="CFG Scale",
+        ge=1.0,
+        le=20.0,
+        description="True classifier-free guidance; above 1 it uses negative_prompt and costs "
+        "two transformer passes per step. The model's embedded guidance (6.0) applies always.",
+    )
+    negative_prompt: str | None = Field(
+        None,
+        title="Negative Prompt",
+        max_length=MAX_PROMPT_CHARS,
+        description="Only with cfg_scale > 1; defaults to the official I2V negative prompt.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -63,13 +127,53 @@ class ImageToVideoInput(BaseModel):
             raise ValueError("prompt must not be blank")
         return value
 
-    @field_validator("num_frames", "seed", mode="before")
+    @field_validator("num_frames", "seed", "num_inference_steps", mode="before")
     @classmethod
     def _whole_number(cls, value: object) -> object:
-        # 129.0 == 129 would pass the Literal check: a JSON float is still the wrong type.
+        # A JSON float is the wrong type for a count, even when it is whole (129.0).
         if isinstance(value, float | bool):
             raise ValueError("must be an integer")
         return value
+
+    @field_validator("num_frames")
+    @classmethod
+    def _four_n_plus_one(cls, value: int) -> int:
+        if (value - 1) % 4:
+            lower = value - (value - 1) % 4
+            raise ValueError(
+                f"must be 4n+1 (5, 9, ..., 125, 129); nearest are {lower} and {lower + 4}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _negative_needs_cfg(self) -> ImageToVideoInput:
+        # The official code drops the negative prompt when CFG is off; accepting one silently
+        # would let a client believe it had an effect.
+        if self.negative_prompt is not None and self.cfg_scale <= 1.0:
+            raise ValueError(
+                "negative_prompt only has an effect with cfg_scale > 1 (true classifier-free "
+                "guidance, twice the GPU time per step); set cfg_scale or drop negative_prompt"
+            )
+        return self
+
+    @property
+    def resolved_flow_shift(self) -> float:
+        if self.flow_shift is not None:
+            return self.flow_shift
+        return FLOW_SHIFT_STABLE if self.i2v_stability else FLOW_SHIFT_FREE
+
+    def model_options(self) -> dict[str, Any]:
+        """The HunyuanVideo-specific inputs, defaults resolved, as engines receive them."""
+        return {
+            "num_inference_steps": self.num_inference_steps,
+            "i2v_stability": self.i2v_stability,
+            "flow_shift": self.resolved_flow_shift,
+            "cfg_scale": self.cfg_scale,
+            "negative_prompt": (
+                (self.negative_prompt or NEGATIVE_PROMPT_I2V) if self.cfg_scale > 1.0 else None
+            ),
+            "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
+        }
 
     @property
     def size(self) -> tuple[int, int]:
@@ -86,6 +190,7 @@ class ImageToVideoInput(BaseModel):
             height=height,
             num_frames=self.num_frames,
             fps=FPS,
+            options=self.model_options(),
         )
 
 

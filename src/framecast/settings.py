@@ -15,6 +15,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EngineChoice = Literal["auto", "preview", "hunyuan"]
+OffloadMode = Literal["none", "model", "sequential", "group"]
+DEFAULT_HUNYUAN_MODEL = "hunyuanvideo-community/HunyuanVideo-I2V"
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,17 @@ class Settings(BaseSettings):
     # Workers and the queue
     engine: EngineChoice = Field(
         "auto", description="auto: hunyuan when its weights and a GPU are there, else preview."
+    )
+    hunyuan_model: str = Field(
+        DEFAULT_HUNYUAN_MODEL,
+        description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise).",
+    )
+    device: str = Field(
+        "auto", description="Torch device for the hunyuan engine: auto (cuda if present), cuda, cuda:N or cpu."
+    )
+    offload: OffloadMode = Field(
+        "none",
+        description="GPU memory mode of the hunyuan engine: none (fastest; the text encoder leaves the GPU while denoising unless there is room), model, group or sequential (least memory, slowest). See docs/performance.md.",
     )
     workers: int = Field(
         1, ge=0, description="Worker processes started by `framecast serve` (0: API only)."

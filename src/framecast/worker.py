@@ -216,6 +216,7 @@ class Worker:
         self.storage.put_file(poster_key, workdir / "poster.jpg")
         metadata = {
             **self.engine.metadata(),
+            **self.engine.describe(request),
             "seed": params.seed,
             "width": info.width,
             "height": info.height,

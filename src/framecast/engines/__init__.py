@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from framecast.engines.base import Cancelled, Engine, GenerationRequest, Hooks, NullHooks
@@ -27,17 +28,60 @@ class EngineUnavailable(FramecastError):
 
 
 def load_engine(settings: Settings) -> Engine:
+    """The engine ``FRAMECAST_ENGINE`` asks for, loaded and ready to run.
+
+    ``hunyuan`` fails with a message that says what is missing; ``auto`` takes hunyuan when it
+    can run here (its packages, a GPU and its weights) and otherwise preview, saying why.
+    """
     choice = settings.engine
-    if choice in {"hunyuan", "auto"}:
-        # The HunyuanVideo engine is its own piece of work and not in this build yet.
-        reason = "this build of framecast does not include the HunyuanVideo engine yet"
-        if choice == "hunyuan":
-            raise EngineUnavailable(f"FRAMECAST_ENGINE=hunyuan but {reason}")
+    if choice == "hunyuan":
+        return _load_hunyuan(settings)
+    if choice == "auto":
+        reason = _why_not_hunyuan(settings)
+        if reason is None:
+            return _load_hunyuan(settings)
         log.warning(
-            "FRAMECAST_ENGINE=auto: HunyuanVideo cannot run here (%s); using the CPU preview "
-            "engine, whose videos are camera moves over the input image, not model output",
+            "FRAMECAST_ENGINE=auto: using the CPU preview engine, whose videos are camera "
+            "moves over the input image, not model output, because %s",
             reason,
         )
     from framecast.engines.preview import PreviewEngine
 
     return PreviewEngine(step_seconds=settings.preview_step_seconds)
+
+
+def _missing_packages() -> list[str]:
+    return [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
+
+
+def _load_hunyuan(settings: Settings) -> Engine:
+    missing = _missing_packages()
+    if missing:
+        raise EngineUnavailable(
+            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
+            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
+        )
+    from framecast.engines.hunyuan.engine import HunyuanEngine
+    from framecast.engines.hunyuan.weights import resolve_model
+
+    source = resolve_model(settings.hunyuan_model)
+    return HunyuanEngine.load(source, device=settings.device, offload=settings.offload)
+
+
+def _why_not_hunyuan(settings: Settings) -> str | None:
+    missing = _missing_packages()
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    from framecast.engines.hunyuan.weights import WeightsError, resolve_model
+
+    try:
+        source = resolve_model(settings.hunyuan_model)
+    except WeightsError as exc:
+        return exc.message
+    if source.is_tiny:
+        return None  # asked for by name: a test or smoke run, on any device
+    from framecast.engines.hunyuan import cuda_available
+
+    if settings.device == "auto" and not cuda_available():
+        return "torch sees no CUDA GPU (a 13B video model on the CPU would take days)"
+    return None

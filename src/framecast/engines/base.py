@@ -77,3 +77,7 @@ class Engine(ABC):
     def metadata(self) -> dict[str, Any]:
         """Facts about this engine recorded with every result it produces."""
         return {"engine": self.name, "model": self.model}
+
+    def describe(self, request: GenerationRequest) -> dict[str, Any]:
+        """The settings this engine actually used for ``request`` (defaults resolved)."""
+        return {}

@@ -1,0 +1,337 @@
+"""The ``hunyuan`` engine: HunyuanVideo-I2V through diffusers, loaded once per worker.
+
+One request runs in three phases, each reported through the hooks: ``encoding`` (LLaVA and
+CLIP), ``denoising`` (one update per step, cancel checked after every step) and ``decoding``
+(the VAE, tiled). The denoising call is diffusers' own ``__call__`` on
+:class:`~framecast.engines.hunyuan.pipeline.FramecastHunyuanPipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import HunyuanVideoTransformer3DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+from framecast.engines import EngineUnavailable
+from framecast.engines.base import Engine, GenerationRequest, Hooks
+from framecast.engines.hunyuan.pipeline import (
+    FramecastHunyuanPipeline,
+    encode_conditions,
+    scheduler_with_shift,
+)
+from framecast.engines.hunyuan.weights import ModelSource, WeightsError
+from framecast.errors import InputError
+from framecast.images import cover_fit
+
+log = logging.getLogger("framecast.engines.hunyuan")
+
+TEXT_ENCODER_HEADROOM = 40 * 2**30
+"""GPU memory that must stay free for denoising and decoding at 720p if the 8B text encoder
+is to stay on the GPU between requests (offload=none). An estimate from the official 60 GB
+peak minus the ~26 GB transformer; below it the encoder moves to the GPU only to encode."""
+
+DEFAULTS: dict[str, Any] = {
+    "num_inference_steps": 50,
+    "i2v_stability": True,
+    "flow_shift": None,
+    "cfg_scale": 1.0,
+    "negative_prompt": None,
+    "embedded_guidance_scale": 6.0,
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each part of the model lives and in which precision."""
+
+    device: torch.device
+    offload: str
+    transformer_dtype: torch.dtype
+    dtype: torch.dtype
+    """Of the VAE and both text encoders."""
+    text_encoder_resident: bool
+
+    @classmethod
+    def choose(cls, device_spec: str, offload: str) -> Placement:
+        if device_spec == "auto":
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = torch.device(device_spec)
+            except RuntimeError as exc:
+                raise EngineUnavailable(f"FRAMECAST_DEVICE={device_spec}: {exc}") from exc
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise EngineUnavailable(
+                    f"FRAMECAST_DEVICE={device_spec} but torch sees no CUDA GPU "
+                    f"(torch {torch.__version__}); install a CUDA build of torch or use cpu"
+                )
+        if device.type == "cuda":
+            # The official precisions: transformer bf16, VAE and text encoders fp16.
+            return cls(device, offload, torch.bfloat16, torch.float16, False)
+        if offload != "none":
+            log.warning("FRAMECAST_OFFLOAD=%s has no meaning on the CPU; ignoring it", offload)
+        # Half precision on the CPU is slow and, for the tiny test model, needlessly lossy.
+        return cls(device, "none", torch.float32, torch.float32, True)
+
+
+@dataclass(frozen=True)
+class Options:
+    num_inference_steps: int
+    i2v_stability: bool
+    flow_shift: float
+    cfg_scale: float
+    negative_prompt: str | None
+    embedded_guidance_scale: float
+
+    @classmethod
+    def of(cls, request: GenerationRequest) -> Options:
+        given = {**DEFAULTS, **request.options}
+        stability = bool(given["i2v_stability"])
+        shift = given["flow_shift"]
+        if shift is None:
+            shift = 7.0 if stability else 17.0
+        cfg = float(given["cfg_scale"])
+        return cls(
+            num_inference_steps=int(given["num_inference_steps"]),
+            i2v_stability=stability,
+            flow_shift=float(shift),
+            cfg_scale=cfg,
+            negative_prompt=given["negative_prompt"] if cfg > 1.0 else None,
+            embedded_guidance_scale=float(given["embedded_guidance_scale"]),
+        )
+
+
+def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuanPipeline:
+    """Load the weights (never from the network) and place them as ``placement`` says."""
+    if source.is_tiny:
+        from framecast.engines.hunyuan.tiny import build_tiny_pipeline
+
+        pipe = FramecastHunyuanPipeline(**build_tiny_pipeline().components)
+        if placement.dtype != torch.float32:  # built in float32
+            pipe.to(dtype=placement.dtype)
+            pipe.transformer.to(dtype=placement.transformer_dtype)
+    else:
+        assert source.path is not None
+        try:
+            transformer = HunyuanVideoTransformer3DModel.from_pretrained(
+                source.path,
+                subfolder="transformer",
+                torch_dtype=placement.transformer_dtype,
+                local_files_only=True,
+            )
+            pipe = FramecastHunyuanPipeline.from_pretrained(
+                source.path,
+                transformer=transformer,
+                torch_dtype=placement.dtype,
+                local_files_only=True,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise WeightsError(
+                f"cannot load HunyuanVideo-I2V from {source.path}: {type(exc).__name__}: {exc}"
+            ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
+    _place(pipe, placement)
+    return pipe
+
+
+def _place(pipe: FramecastHunyuanPipeline, placement: Placement) -> None:
+    device = placement.device
+    if placement.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif placement.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif placement.offload == "group":
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
+        )
+    else:
+        for part in (pipe.transformer, pipe.vae, pipe.text_encoder_2):
+            part.to(device)
+        if placement.text_encoder_resident:
+            pipe.text_encoder.to(device)
+
+
+def _text_encoder_fits(pipe: FramecastHunyuanPipeline, device: torch.device) -> bool:
+    free, _total = torch.cuda.mem_get_info(device)
+    size = sum(p.numel() * p.element_size() for p in pipe.text_encoder.parameters())
+    return bool(free - size >= TEXT_ENCODER_HEADROOM)
+
+
+class HunyuanEngine(Engine):
+    name = "hunyuan"
+
+    def __init__(
+        self,
+        pipe: FramecastHunyuanPipeline,
+        *,
+        model: str,
+        placement: Placement,
+        tiny: bool = False,
+    ) -> None:
+        self.pipe = pipe
+        self.model = model
+        self.placement = placement
+        self.tiny = tiny
+        self._base_scheduler = pipe.scheduler
+
+    @classmethod
+    def load(cls, source: ModelSource, *, device: str = "auto", offload: str = "none") -> HunyuanEngine:
+        placement = Placement.choose(device, offload)
+        pipe = load_pipeline(source, placement)
+        if placement.device.type == "cuda" and placement.offload == "none":
+            if _text_encoder_fits(pipe, placement.device):
+                pipe.text_encoder.to(placement.device)
+                placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
+        log.info(
+            "HunyuanVideo-I2V loaded from %s on %s (offload=%s, text encoder %s)",
+            source.name,
+            placement.device,
+            placement.offload,
+            "resident" if placement.text_encoder_resident else "moved in to encode",
+        )
+        return cls(pipe, model=source.name, placement=placement, tiny=source.is_tiny)
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "engine": self.name,
+            "model": self.model,
+            "device": str(self.placement.device),
+            "dtype": str(self.placement.transformer_dtype).removeprefix("torch."),
+            "offload": self.placement.offload,
+        }
+        if self.tiny:
+            meta["tiny_random"] = True
+            meta["warning"] = (
+                "TINY RANDOM MODEL (FRAMECAST_HUNYUAN_MODEL=tiny-random): random weights for "
+                "tests; this video is noise, not HunyuanVideo-I2V output"
+            )
+        return meta
+
+    def describe(self, request: GenerationRequest) -> dict[str, Any]:
+        options = Options.of(request)
+        return {k: v for k, v in options.__dict__.items() if v is not None}
+
+    def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
+        options = Options.of(request)
+        _check_geometry(request)
+        hooks.raise_if_cancelled()
+        image = cover_fit(request.image.convert("RGB"), request.width, request.height)
+        try:
+            hooks.progress(0, 1, "encoding")
+            with torch.inference_mode():
+                conditions = self._encode(image, request.prompt, options.negative_prompt)
+            hooks.progress(1, 1, "encoding")
+            hooks.raise_if_cancelled()
+            latents = self._denoise(image, conditions, request, options, hooks)
+            hooks.progress(0, 1, "decoding")
+            with torch.inference_mode():
+                frames = self._decode(latents)
+            hooks.progress(1, 1, "decoding")
+        finally:
+            self._tidy()
+        yield from frames
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _encode(self, image: Any, prompt: str, negative_prompt: str | None) -> Any:
+        pipe, placement = self.pipe, self.placement
+        device = placement.device
+        visiting = placement.offload == "none" and not placement.text_encoder_resident
+        if visiting:
+            pipe.text_encoder.to(device)
+        try:
+            conditions = encode_conditions(pipe, image, prompt, negative_prompt, device)
+        finally:
+            if visiting:
+                # The 8B encoder leaves the GPU so denoising has the memory to itself.
+                pipe.text_encoder.to("cpu")
+        return conditions
+
+    def _denoise(
+        self,
+        image: Any,
+        conditions: Any,
+        request: GenerationRequest,
+        options: Options,
+        hooks: Hooks,
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        steps = options.num_inference_steps
+        # A CPU generator: the same seed gives the same noise on every GPU model and on the CPU
+        # (the official code seeds a CUDA generator, whose stream differs between devices).
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        latent_frames = (request.num_frames - 1) // pipe.vae_scale_factor_temporal + 1
+        shape = (
+            1,
+            pipe.transformer.config.in_channels,
+            latent_frames,
+            request.height // pipe.vae_scale_factor_spatial,
+            request.width // pipe.vae_scale_factor_spatial,
+        )
+        noise = randn_tensor(shape, generator=generator, device=self.placement.device, dtype=torch.float32)
+
+        def on_step(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            hooks.progress(i + 1, steps, "denoising")
+            hooks.raise_if_cancelled()
+            return kwargs
+
+        pipe.i2v_stability = options.i2v_stability
+        pipe.scheduler = scheduler_with_shift(self._base_scheduler, options.flow_shift)
+        with torch.inference_mode():
+            (latents,) = pipe(
+                image=image,
+                height=request.height,
+                width=request.width,
+                num_frames=request.num_frames,
+                num_inference_steps=steps,
+                guidance_scale=options.embedded_guidance_scale,
+                true_cfg_scale=options.cfg_scale,
+                generator=generator,
+                latents=noise,
+                output_type="latent",
+                return_dict=False,
+                callback_on_step_end=on_step,
+                callback_on_step_end_tensor_inputs=[],
+                **conditions.as_call_kwargs(),
+            )
+        result: torch.Tensor = latents
+        return result
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        pipe = self.pipe
+        latents = latents.to(pipe.vae.dtype) / pipe.vae_scaling_factor
+        video = pipe.vae.decode(latents, return_dict=False)[0]
+        frames = pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        # The rounding diffusers uses when it makes PIL images from the same array.
+        out: np.ndarray = (frames * 255).round().astype(np.uint8)
+        return out
+
+    def _tidy(self) -> None:
+        if self.placement.offload == "model":
+            # A cancel or an error leaves the last model on the GPU; put everything back.
+            self.pipe.maybe_free_model_hooks()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _check_geometry(request: GenerationRequest) -> None:
+    if request.width % 16 or request.height % 16:
+        raise InputError(
+            f"width and height must be multiples of 16, got {request.width}x{request.height}",
+            field="resolution",
+        )
+    if request.num_frames < 1 or (request.num_frames - 1) % 4:
+        raise InputError(
+            f"num_frames must be 4n+1, got {request.num_frames}", field="num_frames"
+        )

@@ -1,0 +1,230 @@
+"""The hunyuan engine on the tiny random model: parity with diffusers, the official departures,
+determinism, shapes, progress and cancel.
+
+Sizes are small (64x48, 5 frames, 2-3 steps) so the whole file runs in seconds on a CPU; the
+API-sized run (360p) is in the acceptance tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers")
+
+import PIL.Image
+import torch
+from diffusers import HunyuanVideoImageToVideoPipeline
+
+from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
+from framecast.engines.hunyuan.engine import HunyuanEngine
+from framecast.engines.hunyuan.pipeline import IMAGE_EMBED_INTERLEAVE, encode_conditions
+from framecast.engines.hunyuan.weights import resolve_model
+from framecast.images import cover_fit
+
+PROMPT = "a red fox runs across the snow"
+W, H, FRAMES = 64, 48, 5
+
+
+@pytest.fixture(scope="module")
+def engine() -> HunyuanEngine:
+    return HunyuanEngine.load(resolve_model("tiny-random"))
+
+
+@pytest.fixture(scope="module")
+def image() -> PIL.Image.Image:
+    # Not the output aspect, so the cover crop matters; a gradient so crops differ.
+    x = np.linspace(0, 255, 100, dtype=np.uint8)
+    rgb = np.stack([np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1)
+    return PIL.Image.fromarray(rgb)
+
+
+def request(image: PIL.Image.Image, **options: Any) -> GenerationRequest:
+    size = options.pop("size", (W, H))
+    return GenerationRequest(
+        image=image,
+        prompt=options.pop("prompt", PROMPT),
+        seed=options.pop("seed", 7),
+        width=size[0],
+        height=size[1],
+        num_frames=options.pop("num_frames", FRAMES),
+        options={"num_inference_steps": 2, **options},
+    )
+
+
+def run(engine: HunyuanEngine, req: GenerationRequest, hooks: Any = None) -> np.ndarray:
+    return np.stack(list(engine.generate(req, hooks or NullHooks())))
+
+
+def stock(engine: HunyuanEngine, image: PIL.Image.Image, *, seed: int = 7, shift: float | None = None, **kwargs: Any) -> np.ndarray:
+    """diffusers' own pipeline on the same weights, called as its docs show for this model."""
+    pipe = HunyuanVideoImageToVideoPipeline(**engine.pipe.components)
+    pipe.scheduler = engine._base_scheduler  # the engine swaps its own per request
+    if shift is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(
+        image=cover_fit(image, W, H),
+        prompt=PROMPT,
+        height=H,
+        width=W,
+        num_frames=FRAMES,
+        num_inference_steps=2,
+        guidance_scale=6.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        **kwargs,
+    ).frames[0]
+    return (out * 255).round().astype(np.uint8)
+
+
+class Recorder:
+    def __init__(self, cancel_at: int | None = None) -> None:
+        self.events: list[tuple[str, int, int]] = []
+        self.cancel_at = cancel_at
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        self.events.append((phase, step, total))
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel_at is not None and ("denoising", self.cancel_at, 3) in self.events:
+            raise Cancelled("cancelled by the client")
+
+
+def first_transformer_input(engine: HunyuanEngine, req: GenerationRequest) -> torch.Tensor:
+    seen: list[torch.Tensor] = []
+
+    def grab(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        seen.append(kwargs["hidden_states"].clone())
+
+    handle = engine.pipe.transformer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        run(engine, req)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_default_request_equals_the_stock_pipeline_bitwise(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    ours = run(engine, request(image))
+    assert ours.shape == (FRAMES, H, W, 3) and ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours, stock(engine, image))
+
+
+def test_flow_shift_is_per_request_and_matches_stock_with_that_shift(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
+    ours = run(engine, request(image, flow_shift=17.0))
+    np.testing.assert_array_equal(ours, stock(engine, image, shift=17.0))
+    assert not np.array_equal(ours, run(engine, request(image)))
+
+
+def test_stability_off_starts_from_pure_noise_with_shift_17(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    noise = torch.randn((1, 4, 2, H // 8, W // 8), generator=torch.Generator().manual_seed(7))
+    on = first_transformer_input(engine, request(image, i2v_stability=True))
+    off = first_transformer_input(engine, request(image, i2v_stability=False))
+    # Frame 0 is the clean image latent in both (token_replace); the rest is what differs.
+    torch.testing.assert_close(on[:, :, :1], off[:, :, :1], rtol=0, atol=0)
+    torch.testing.assert_close(off[:, :, 1:], noise[:, :, 1:], rtol=0, atol=0)
+    mixed = noise[:, :, 1:] * 0.999 + on[:, :, :1] * 0.001
+    torch.testing.assert_close(on[:, :, 1:], mixed)
+    assert engine.describe(request(image, i2v_stability=False))["flow_shift"] == 17.0
+
+
+def test_negative_prompt_is_encoded_with_the_official_interleave(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    with torch.inference_mode():
+        c = encode_conditions(engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu"))
+        # What diffusers would do with negative_prompt="blurry": every 2nd image token.
+        stock_neg, _, _ = engine.pipe.encode_prompt(
+            image=PIL.Image.new("RGB", (W, H)), prompt="blurry", device=torch.device("cpu")
+        )
+    assert c.negative_prompt_embeds is not None
+    assert c.negative_prompt_embeds.shape == c.prompt_embeds.shape
+    image_tokens = 576 // IMAGE_EMBED_INTERLEAVE
+    assert stock_neg.shape[1] - c.negative_prompt_embeds.shape[1] == 576 // 2 - image_tokens
+
+
+def test_true_cfg_runs_the_stock_loop_with_official_negative_embeddings(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
+    ours = run(engine, request(image, cfg_scale=3.0, negative_prompt="blurry"))
+    with torch.inference_mode():
+        c = encode_conditions(engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu"))
+    theirs = stock(
+        engine,
+        image,
+        true_cfg_scale=3.0,
+        negative_prompt_embeds=c.negative_prompt_embeds,
+        negative_pooled_prompt_embeds=c.negative_pooled_prompt_embeds,
+        negative_prompt_attention_mask=c.negative_prompt_attention_mask,
+    )
+    np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(ours, run(engine, request(image)))
+
+
+def test_same_seed_same_frames_other_seed_other_frames(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    a = run(engine, request(image, seed=1))
+    np.testing.assert_array_equal(a, run(engine, request(image, seed=1)))
+    assert not np.array_equal(a, run(engine, request(image, seed=2)))
+
+
+def test_the_prompt_changes_the_video(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    a = run(engine, request(image))
+    assert not np.array_equal(a, run(engine, request(image, prompt="a boat drifts at dusk")))
+
+
+@pytest.mark.parametrize(("size", "frames"), [((64, 48), 5), ((48, 64), 9)])
+def test_both_orientations_give_the_asked_shape(
+    engine: HunyuanEngine, image: PIL.Image.Image, size: tuple[int, int], frames: int
+) -> None:
+    out = run(engine, request(image, size=size, num_frames=frames))
+    assert out.shape == (frames, size[1], size[0], 3)
+
+
+def test_progress_for_every_step_and_each_phase(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    hooks = Recorder()
+    run(engine, request(image, num_inference_steps=3), hooks)
+    assert hooks.events == [
+        ("encoding", 0, 1),
+        ("encoding", 1, 1),
+        ("denoising", 1, 3),
+        ("denoising", 2, 3),
+        ("denoising", 3, 3),
+        ("decoding", 0, 1),
+        ("decoding", 1, 1),
+    ]
+
+
+def test_cancel_stops_at_that_step(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    hooks = Recorder(cancel_at=1)
+    calls: list[int] = []
+    handle = engine.pipe.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(Cancelled):
+            run(engine, request(image, num_inference_steps=3), hooks)
+    finally:
+        handle.remove()
+    assert hooks.events[-1] == ("denoising", 1, 3)
+    assert len(calls) == 1  # no second transformer pass, no decode
+    # The engine is usable again after a cancel.
+    assert run(engine, request(image)).shape == (FRAMES, H, W, 3)
+
+
+def test_geometry_the_model_cannot_take_is_an_input_error(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+    from framecast.errors import InputError
+
+    with pytest.raises(InputError, match="multiples of 16"):
+        run(engine, request(image, size=(60, 48)))
+    with pytest.raises(InputError, match="4n\\+1"):
+        run(engine, request(image, num_frames=6))
+
+
+def test_metadata_says_loudly_that_the_tiny_model_is_not_the_real_one(engine: HunyuanEngine) -> None:
+    meta = engine.metadata()
+    assert meta["engine"] == "hunyuan" and meta["model"] == "tiny-random"
+    assert meta["tiny_random"] is True and "noise" in meta["warning"]
+
+
