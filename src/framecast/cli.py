@@ -150,7 +150,8 @@ def generate(
         bool, typer.Option("--i2v-stability/--no-i2v-stability", help="Official stability init.")
     ] = True,
     flow_shift: Annotated[
-        float | None, typer.Option(help="Default 7 with i2v stability, 17 without.", show_default=False)
+        float | None,
+        typer.Option(help="Default 7 with i2v stability, 17 without.", show_default=False),
     ] = None,
     num_inference_steps: int = 50,
     cfg_scale: Annotated[float, typer.Option(help="True CFG; >1 uses the negative prompt.")] = 1.0,
@@ -160,7 +161,10 @@ def generate(
         str | None, typer.Option(help="FRAMECAST_HUNYUAN_MODEL", show_default=False)
     ] = None,
     offload: Annotated[
-        str | None, typer.Option(help="FRAMECAST_OFFLOAD: none, model, group or sequential", show_default=False)
+        str | None,
+        typer.Option(
+            help="FRAMECAST_OFFLOAD: none, model, group or sequential", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Run an engine locally on one image, with a progress bar; no server needed.
@@ -246,7 +250,10 @@ def generate(
 def weights_download(
     to: Annotated[
         Path | None,
-        typer.Option(help="Directory to put the weights in; default: the Hugging Face cache.", show_default=False),
+        typer.Option(
+            help="Directory to put the weights in; default: the Hugging Face cache.",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="Hub id to fetch.")] = DEFAULT_HUNYUAN_MODEL,
 ) -> None:
@@ -259,7 +266,9 @@ def weights_download(
     except WeightsError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    hint = f"FRAMECAST_HUNYUAN_MODEL={path}" if to is not None else f"FRAMECAST_HUNYUAN_MODEL={model}"
+    hint = (
+        f"FRAMECAST_HUNYUAN_MODEL={path}" if to is not None else f"FRAMECAST_HUNYUAN_MODEL={model}"
+    )
     typer.echo(f"complete: {path}\nuse it with {hint}")
 
 

@@ -142,7 +142,10 @@ def _identify_any(data: bytes) -> str | None:
 
 
 def cover_fit(
-    image: Image.Image, width: int, height: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+    image: Image.Image,
+    width: int,
+    height: int,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
 ) -> Image.Image:
     """``image`` cropped around its centre to ``width:height`` and resized to exactly that size.
 

@@ -208,9 +208,16 @@ class JobStore:
         now = utcnow()
         return self._leased_write(lease, lease_expires_at=now + self.lease)
 
-    def report_step(self, lease: Lease, step: int, total: int, phase: str) -> StepAck:
-        """Record progress; tell the worker whether to go on, stop for a cancel, or give up."""
-        progress = min(1.0, max(0.0, step / total)) if total > 0 else 0.0
+    def report_step(
+        self, lease: Lease, step: int, total: int, phase: str, progress: float | None = None
+    ) -> StepAck:
+        """Record progress; tell the worker whether to go on, stop for a cancel, or give up.
+
+        ``progress`` is the whole request's fraction done; default ``step / total``.
+        """
+        if progress is None:
+            progress = step / total if total > 0 else 0.0
+        progress = min(1.0, max(0.0, progress))
         if not self._leased_write(
             lease, step=step, total_steps=total, phase=phase, progress=progress
         ):

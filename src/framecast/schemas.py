@@ -102,9 +102,7 @@ class ImageToVideoInput(BaseModel):
         description=f"Sampling schedule shift; default {FLOW_SHIFT_STABLE:g} with i2v_stability, "
         f"{FLOW_SHIFT_FREE:g} without.",
     )
-    num_inference_steps: int = Field(
-        DEFAULT_STEPS, title="Inference Steps", ge=1, le=MAX_STEPS
-    )
+    num_inference_steps: int = Field(DEFAULT_STEPS, title="Inference Steps", ge=1, le=MAX_STEPS)
     cfg_scale: float = Field(
         1.0,
         title="CFG Scale",

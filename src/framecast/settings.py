@@ -74,7 +74,8 @@ class Settings(BaseSettings):
         description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise).",
     )
     device: str = Field(
-        "auto", description="Torch device for the hunyuan engine: auto (cuda if present), cuda, cuda:N or cpu."
+        "auto",
+        description="Torch device for the hunyuan engine: auto (cuda if present), cuda, cuda:N or cpu.",
     )
     offload: OffloadMode = Field(
         "none",

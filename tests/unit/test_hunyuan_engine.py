@@ -7,7 +7,6 @@ API-sized run (360p) is in the acceptance tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,9 @@ def engine() -> HunyuanEngine:
 def image() -> PIL.Image.Image:
     # Not the output aspect, so the cover crop matters; a gradient so crops differ.
     x = np.linspace(0, 255, 100, dtype=np.uint8)
-    rgb = np.stack([np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1)
+    rgb = np.stack(
+        [np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1
+    )
     return PIL.Image.fromarray(rgb)
 
 
@@ -59,7 +60,14 @@ def run(engine: HunyuanEngine, req: GenerationRequest, hooks: Any = None) -> np.
     return np.stack(list(engine.generate(req, hooks or NullHooks())))
 
 
-def stock(engine: HunyuanEngine, image: PIL.Image.Image, *, seed: int = 7, shift: float | None = None, **kwargs: Any) -> np.ndarray:
+def stock(
+    engine: HunyuanEngine,
+    image: PIL.Image.Image,
+    *,
+    seed: int = 7,
+    shift: float | None = None,
+    **kwargs: Any,
+) -> np.ndarray:
     """diffusers' own pipeline on the same weights, called as its docs show for this model."""
     pipe = HunyuanVideoImageToVideoPipeline(**engine.pipe.components)
     pipe.scheduler = engine._base_scheduler  # the engine swaps its own per request
@@ -108,7 +116,9 @@ def first_transformer_input(engine: HunyuanEngine, req: GenerationRequest) -> to
     return seen[0]
 
 
-def test_default_request_equals_the_stock_pipeline_bitwise(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_default_request_equals_the_stock_pipeline_bitwise(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     ours = run(engine, request(image))
     assert ours.shape == (FRAMES, H, W, 3) and ours.dtype == np.uint8
     np.testing.assert_array_equal(ours, stock(engine, image))
@@ -122,7 +132,9 @@ def test_flow_shift_is_per_request_and_matches_stock_with_that_shift(
     assert not np.array_equal(ours, run(engine, request(image)))
 
 
-def test_stability_off_starts_from_pure_noise_with_shift_17(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_stability_off_starts_from_pure_noise_with_shift_17(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     noise = torch.randn((1, 4, 2, H // 8, W // 8), generator=torch.Generator().manual_seed(7))
     on = first_transformer_input(engine, request(image, i2v_stability=True))
     off = first_transformer_input(engine, request(image, i2v_stability=False))
@@ -134,9 +146,13 @@ def test_stability_off_starts_from_pure_noise_with_shift_17(engine: HunyuanEngin
     assert engine.describe(request(image, i2v_stability=False))["flow_shift"] == 17.0
 
 
-def test_negative_prompt_is_encoded_with_the_official_interleave(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_negative_prompt_is_encoded_with_the_official_interleave(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     with torch.inference_mode():
-        c = encode_conditions(engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu"))
+        c = encode_conditions(
+            engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu")
+        )
         # What diffusers would do with negative_prompt="blurry": every 2nd image token.
         stock_neg, _, _ = engine.pipe.encode_prompt(
             image=PIL.Image.new("RGB", (W, H)), prompt="blurry", device=torch.device("cpu")
@@ -152,7 +168,9 @@ def test_true_cfg_runs_the_stock_loop_with_official_negative_embeddings(
 ) -> None:
     ours = run(engine, request(image, cfg_scale=3.0, negative_prompt="blurry"))
     with torch.inference_mode():
-        c = encode_conditions(engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu"))
+        c = encode_conditions(
+            engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu")
+        )
     theirs = stock(
         engine,
         image,
@@ -165,7 +183,9 @@ def test_true_cfg_runs_the_stock_loop_with_official_negative_embeddings(
     assert not np.array_equal(ours, run(engine, request(image)))
 
 
-def test_same_seed_same_frames_other_seed_other_frames(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_same_seed_same_frames_other_seed_other_frames(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     a = run(engine, request(image, seed=1))
     np.testing.assert_array_equal(a, run(engine, request(image, seed=1)))
     assert not np.array_equal(a, run(engine, request(image, seed=2)))
@@ -184,7 +204,9 @@ def test_both_orientations_give_the_asked_shape(
     assert out.shape == (frames, size[1], size[0], 3)
 
 
-def test_progress_for_every_step_and_each_phase(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_progress_for_every_step_and_each_phase(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     hooks = Recorder()
     run(engine, request(image, num_inference_steps=3), hooks)
     assert hooks.events == [
@@ -213,7 +235,9 @@ def test_cancel_stops_at_that_step(engine: HunyuanEngine, image: PIL.Image.Image
     assert run(engine, request(image)).shape == (FRAMES, H, W, 3)
 
 
-def test_geometry_the_model_cannot_take_is_an_input_error(engine: HunyuanEngine, image: PIL.Image.Image) -> None:
+def test_geometry_the_model_cannot_take_is_an_input_error(
+    engine: HunyuanEngine, image: PIL.Image.Image
+) -> None:
     from framecast.errors import InputError
 
     with pytest.raises(InputError, match="multiples of 16"):
@@ -222,9 +246,9 @@ def test_geometry_the_model_cannot_take_is_an_input_error(engine: HunyuanEngine,
         run(engine, request(image, num_frames=6))
 
 
-def test_metadata_says_loudly_that_the_tiny_model_is_not_the_real_one(engine: HunyuanEngine) -> None:
+def test_metadata_says_loudly_that_the_tiny_model_is_not_the_real_one(
+    engine: HunyuanEngine,
+) -> None:
     meta = engine.metadata()
     assert meta["engine"] == "hunyuan" and meta["model"] == "tiny-random"
     assert meta["tiny_random"] is True and "noise" in meta["warning"]
-
-

@@ -87,7 +87,7 @@ def test_a_model_folder_without_weights_is_incomplete(tmp_path: Path) -> None:
 
 
 def test_a_directory_that_does_not_exist(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="the directory .* itself"):
+    with pytest.raises(WeightsError, match=r"the directory .* itself"):
         resolve_model(str(tmp_path / "nowhere"))
 
 

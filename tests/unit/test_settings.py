@@ -30,3 +30,14 @@ def test_generated_secret_is_kept_across_restarts(tmp_path: Path) -> None:
     assert first == Settings(data_dir=tmp_path).signing_key()
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
     assert Settings(data_dir=tmp_path, secret_key="given").signing_key() == b"given"
+
+
+def test_overall_progress_only_goes_up_across_model_phases() -> None:
+    from framecast.worker import overall_progress
+
+    steps = [("encoding", 0, 1), ("encoding", 1, 1)]
+    steps += [("denoising", i, 50) for i in range(1, 51)]
+    steps += [("decoding", 0, 1), ("decoding", 1, 1)]
+    values = [overall_progress(*s) for s in steps]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
+    assert overall_progress("rendering", 64, 128) == 0.5  # engines with one phase

@@ -51,7 +51,9 @@ def load_engine(settings: Settings) -> Engine:
 
 
 def _missing_packages() -> list[str]:
-    return [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    return [
+        m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None
+    ]
 
 
 def _load_hunyuan(settings: Settings) -> Engine:
@@ -61,10 +63,11 @@ def _load_hunyuan(settings: Settings) -> Engine:
             f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
             "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
         )
-    from framecast.engines.hunyuan.engine import HunyuanEngine
     from framecast.engines.hunyuan.weights import resolve_model
 
-    source = resolve_model(settings.hunyuan_model)
+    source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
+    from framecast.engines.hunyuan.engine import HunyuanEngine
+
     return HunyuanEngine.load(source, device=settings.device, offload=settings.offload)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import HunyuanVideoTransformer3DModel
+from diffusers.models.transformers.transformer_hunyuan_video import (
+    HunyuanVideoTransformer3DModel,
+)
 from diffusers.utils.torch_utils import randn_tensor
 
 from framecast.engines import EngineUnavailable
@@ -135,7 +137,7 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
             raise WeightsError(
                 f"cannot load HunyuanVideo-I2V from {source.path}: {type(exc).__name__}: {exc}"
             ) from exc
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
     _place(pipe, placement)
     return pipe
@@ -186,13 +188,18 @@ class HunyuanEngine(Engine):
         self._base_scheduler = pipe.scheduler
 
     @classmethod
-    def load(cls, source: ModelSource, *, device: str = "auto", offload: str = "none") -> HunyuanEngine:
+    def load(
+        cls, source: ModelSource, *, device: str = "auto", offload: str = "none"
+    ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
         pipe = load_pipeline(source, placement)
-        if placement.device.type == "cuda" and placement.offload == "none":
-            if _text_encoder_fits(pipe, placement.device):
-                pipe.text_encoder.to(placement.device)
-                placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
+        if (
+            placement.device.type == "cuda"
+            and placement.offload == "none"
+            and _text_encoder_fits(pipe, placement.device)
+        ):
+            pipe.text_encoder.to(placement.device)
+            placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
         log.info(
             "HunyuanVideo-I2V loaded from %s on %s (offload=%s, text encoder %s)",
             source.name,
@@ -279,7 +286,9 @@ class HunyuanEngine(Engine):
             request.height // pipe.vae_scale_factor_spatial,
             request.width // pipe.vae_scale_factor_spatial,
         )
-        noise = randn_tensor(shape, generator=generator, device=self.placement.device, dtype=torch.float32)
+        noise = randn_tensor(
+            shape, generator=generator, device=self.placement.device, dtype=torch.float32
+        )
 
         def on_step(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             hooks.progress(i + 1, steps, "denoising")
@@ -320,7 +329,7 @@ class HunyuanEngine(Engine):
     def _tidy(self) -> None:
         if self.placement.offload == "model":
             # A cancel or an error leaves the last model on the GPU; put everything back.
-            self.pipe.maybe_free_model_hooks()
+            self.pipe.maybe_free_model_hooks()  # type: ignore[no-untyped-call]
         if self.placement.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -332,6 +341,4 @@ def _check_geometry(request: GenerationRequest) -> None:
             field="resolution",
         )
     if request.num_frames < 1 or (request.num_frames - 1) % 4:
-        raise InputError(
-            f"num_frames must be 4n+1, got {request.num_frames}", field="num_frames"
-        )
+        raise InputError(f"num_frames must be 4n+1, got {request.num_frames}", field="num_frames")

@@ -25,16 +25,21 @@ from typing import Any
 
 import PIL.Image
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
+
+# Imported from their modules: the top-level names are placeholders to a type checker.
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
     DEFAULT_PROMPT_TEMPLATE,
+    HunyuanVideoImageToVideoPipeline,
+)
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteScheduler,
 )
 
 IMAGE_EMBED_INTERLEAVE = 4
 """Every 4th of the 576 LLaVA image tokens goes to the token_replace transformer."""
 
 
-class FramecastHunyuanPipeline(HunyuanVideoImageToVideoPipeline):  # type: ignore[misc]
+class FramecastHunyuanPipeline(HunyuanVideoImageToVideoPipeline):
     """The stock pipeline with the official starting latent.
 
     Set :attr:`i2v_stability` before a call, and pass the noise as ``latents``: with
@@ -85,7 +90,10 @@ def scheduler_with_shift(
     scheduler: FlowMatchEulerDiscreteScheduler, shift: float
 ) -> FlowMatchEulerDiscreteScheduler:
     """A copy of ``scheduler`` with the official per-run flow shift."""
-    return FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, shift=shift)
+    shifted: FlowMatchEulerDiscreteScheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        scheduler.config, shift=shift
+    )
+    return shifted
 
 
 @dataclass
@@ -124,8 +132,10 @@ def encode_conditions(
 ) -> Conditions:
     """Encode the prompt (and, for true CFG, the negative prompt) the official way."""
     template = prompt_template or DEFAULT_PROMPT_TEMPLATE
+    # diffusers annotates `image` as a tensor but hands it to the CLIP image processor, which
+    # takes (and in the stock __call__ is given) a PIL image.
     embeds, pooled, mask = pipe.encode_prompt(
-        image=image,
+        image=image,  # type: ignore[arg-type]
         prompt=prompt.strip(),
         prompt_template=template,
         device=device,
@@ -137,7 +147,7 @@ def encode_conditions(
         # same image-token interleave as the conditional one (diffusers uses 2 here).
         black = PIL.Image.new("RGB", image.size, 0)
         neg, neg_pooled, neg_mask = pipe.encode_prompt(
-            image=black,
+            image=black,  # type: ignore[arg-type]
             prompt=negative_prompt.strip(),
             prompt_template=template,
             device=device,

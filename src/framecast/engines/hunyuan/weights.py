@@ -164,9 +164,7 @@ def download(repo_id: str, to: Path | None = None) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        path = Path(
-            snapshot_download(repo_id, local_dir=str(to) if to is not None else None)
-        )
+        path = Path(snapshot_download(repo_id, local_dir=str(to) if to is not None else None))
     except OfflineModeIsEnabled as exc:
         raise WeightsError(
             f"cannot download {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine with "

@@ -1,0 +1,43 @@
+"""Only the hunyuan engine imports torch: the API, the worker's plumbing and the CLI start fast
+and run on machines without it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).parents[2] / "src" / "framecast"
+HEAVY = {"torch", "diffusers", "transformers", "accelerate"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_module_outside_the_hunyuan_engine_imports_torch() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if "hunyuan" not in p.relative_to(SRC).parts and _imports(p) & HEAVY
+    ]
+    assert offenders == []
+
+
+def test_starting_the_api_worker_and_cli_does_not_load_torch() -> None:
+    code = (
+        "import sys\n"
+        "import framecast.api.app, framecast.worker, framecast.cli, framecast.engines\n"
+        "import framecast.engines.hunyuan, framecast.engines.hunyuan.weights\n"
+        "from framecast.api.app import create_app\n"
+        f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
