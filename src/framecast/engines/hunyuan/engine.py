@@ -30,6 +30,7 @@ from framecast.engines.hunyuan.pipeline import (
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
+from framecast.schemas import NEGATIVE_PROMPT_I2V
 
 log = logging.getLogger("framecast.engines.hunyuan")
 
@@ -104,7 +105,10 @@ class Options:
             i2v_stability=stability,
             flow_shift=float(shift),
             cfg_scale=cfg,
-            negative_prompt=given["negative_prompt"] if cfg > 1.0 else None,
+            # As the official code: with true CFG and no negative prompt, the default one.
+            negative_prompt=(given["negative_prompt"] or NEGATIVE_PROMPT_I2V)
+            if cfg > 1.0
+            else None,
             embedded_guidance_scale=float(given["embedded_guidance_scale"]),
         )
 

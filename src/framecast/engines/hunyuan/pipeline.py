@@ -132,28 +132,28 @@ def encode_conditions(
 ) -> Conditions:
     """Encode the prompt (and, for true CFG, the negative prompt) the official way."""
     template = prompt_template or DEFAULT_PROMPT_TEMPLATE
-    # diffusers annotates `image` as a tensor but hands it to the CLIP image processor, which
-    # takes (and in the stock __call__ is given) a PIL image.
-    embeds, pooled, mask = pipe.encode_prompt(
-        image=image,  # type: ignore[arg-type]
-        prompt=prompt.strip(),
-        prompt_template=template,
-        device=device,
-        image_embed_interleave=IMAGE_EMBED_INTERLEAVE,
-    )
-    conditions = Conditions(embeds, pooled, mask)
+
+    def encode(picture: PIL.Image.Image, text: str) -> tuple[torch.Tensor, ...]:
+        # diffusers annotates `image` as a tensor but hands it to the CLIP image processor,
+        # which takes (and in the stock __call__ is given) a PIL image.
+        return tuple(
+            pipe.encode_prompt(
+                image=picture,  # type: ignore[arg-type]
+                prompt=text.strip(),
+                prompt_template=template,
+                device=device,
+                image_embed_interleave=IMAGE_EMBED_INTERLEAVE,
+            )
+        )
+
+    conditions = Conditions(*encode(image, prompt))
     if negative_prompt is not None:
         # Official: the unconditional branch sees a black image of the input's size, and the
         # same image-token interleave as the conditional one (diffusers uses 2 here).
         black = PIL.Image.new("RGB", image.size, 0)
-        neg, neg_pooled, neg_mask = pipe.encode_prompt(
-            image=black,  # type: ignore[arg-type]
-            prompt=negative_prompt.strip(),
-            prompt_template=template,
-            device=device,
-            image_embed_interleave=IMAGE_EMBED_INTERLEAVE,
-        )
-        conditions.negative_prompt_embeds = neg
-        conditions.negative_pooled_prompt_embeds = neg_pooled
-        conditions.negative_prompt_attention_mask = neg_mask
+        (
+            conditions.negative_prompt_embeds,
+            conditions.negative_pooled_prompt_embeds,
+            conditions.negative_prompt_attention_mask,
+        ) = encode(black, negative_prompt)
     return conditions
