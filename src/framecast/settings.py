@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         "none",
         description="GPU memory mode of the hunyuan engine: none (fastest; the text encoder leaves the GPU while denoising unless there is room), model, group or sequential (least memory, slowest). See docs/performance.md.",
     )
+    compile: Literal["off", "on", "auto"] = Field(
+        "off",
+        description="torch.compile every transformer block of the hunyuan engine at start-up (auto: on a GPU). Same output, minutes of compiling once per worker; off until measured on a GPU.",
+    )
     workers: int = Field(
         1, ge=0, description="Worker processes started by `framecast serve` (0: API only)."
     )

@@ -30,7 +30,10 @@ W, H, FRAMES = 64, 48, 5
 
 @pytest.fixture(scope="module")
 def engine() -> HunyuanEngine:
-    return HunyuanEngine.load(resolve_model("tiny-random"))
+    # Without the exact speedups (cut padding, no mask), which change the last bits of a
+    # float: this engine must equal diffusers' stock pipeline to the bit. The speedups have
+    # their own tests against it (test_hunyuan_speedups.py).
+    return HunyuanEngine.load(resolve_model("tiny-random"), exact_speedups=False)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,9 @@ def _load_hunyuan(settings: Settings) -> Engine:
     source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine
 
-    return HunyuanEngine.load(source, device=settings.device, offload=settings.offload)
+    return HunyuanEngine.load(
+        source, device=settings.device, offload=settings.offload, compile_mode=settings.compile
+    )
 
 
 def _why_not_hunyuan(settings: Settings) -> str | None:

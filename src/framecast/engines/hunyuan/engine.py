@@ -27,6 +27,11 @@ from framecast.engines.hunyuan.pipeline import (
     encode_conditions,
     scheduler_with_shift,
 )
+from framecast.engines.hunyuan.speedups import (
+    compile_blocks,
+    install_unmasked_attention,
+    trim_padding,
+)
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
@@ -184,16 +189,33 @@ class HunyuanEngine(Engine):
         model: str,
         placement: Placement,
         tiny: bool = False,
+        exact_speedups: bool = True,
     ) -> None:
+        """``exact_speedups``: cut text padding and drop the attention mask (see speedups.py);
+        off only to compare with diffusers' stock pipeline bit for bit."""
         self.pipe = pipe
         self.model = model
         self.placement = placement
         self.tiny = tiny
         self._base_scheduler = pipe.scheduler
+        self._attention = install_unmasked_attention(pipe.transformer) if exact_speedups else None
+        self.compiled = False
+
+    def compile(self) -> None:
+        """Compile every transformer block (regional ``torch.compile``); the first request
+        after this pays the compile time."""
+        compile_blocks(self.pipe.transformer)
+        self.compiled = True
 
     @classmethod
     def load(
-        cls, source: ModelSource, *, device: str = "auto", offload: str = "none"
+        cls,
+        source: ModelSource,
+        *,
+        device: str = "auto",
+        offload: str = "none",
+        compile_mode: str = "off",
+        exact_speedups: bool = True,
     ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
         pipe = load_pipeline(source, placement)
@@ -211,7 +233,16 @@ class HunyuanEngine(Engine):
             placement.offload,
             "resident" if placement.text_encoder_resident else "moved in to encode",
         )
-        return cls(pipe, model=source.name, placement=placement, tiny=source.is_tiny)
+        engine = cls(
+            pipe,
+            model=source.name,
+            placement=placement,
+            tiny=source.is_tiny,
+            exact_speedups=exact_speedups,
+        )
+        if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
+            engine.compile()
+        return engine
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -220,6 +251,8 @@ class HunyuanEngine(Engine):
             "device": str(self.placement.device),
             "dtype": str(self.placement.transformer_dtype).removeprefix("torch."),
             "offload": self.placement.offload,
+            "attention_mask": "dropped (no padding)" if self._attention else "stock",
+            "compiled": self.compiled,
         }
         if self.tiny:
             meta["tiny_random"] = True
@@ -299,6 +332,8 @@ class HunyuanEngine(Engine):
             hooks.raise_if_cancelled()
             return kwargs
 
+        if self._attention is not None:
+            conditions, self._attention.unpadded = trim_padding(conditions)
         pipe.i2v_stability = options.i2v_stability
         pipe.scheduler = scheduler_with_shift(self._base_scheduler, options.flow_shift)
         with torch.inference_mode():
