@@ -273,14 +273,12 @@ class HunyuanEngine(Engine):
         image = cover_fit(request.image.convert("RGB"), request.width, request.height)
         try:
             hooks.progress(0, 1, "encoding")
-            with torch.inference_mode():
-                conditions = self._encode(image, request.prompt, options.negative_prompt)
+            conditions = self._encode(image, request.prompt, options.negative_prompt)
             hooks.progress(1, 1, "encoding")
             hooks.raise_if_cancelled()
             latents = self._denoise(image, conditions, request, options, hooks)
             hooks.progress(0, 1, "decoding")
-            with torch.inference_mode():
-                frames = self._decode(latents)
+            frames = self._decode(latents)
             hooks.progress(1, 1, "decoding")
         finally:
             self._tidy()
@@ -288,6 +286,7 @@ class HunyuanEngine(Engine):
 
     # -- phases -------------------------------------------------------------------------------
 
+    @torch.inference_mode()
     def _encode(self, image: Any, prompt: str, negative_prompt: str | None) -> Any:
         pipe, placement = self.pipe, self.placement
         device = placement.device
@@ -356,6 +355,7 @@ class HunyuanEngine(Engine):
         result: torch.Tensor = latents
         return result
 
+    @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         pipe = self.pipe
         latents = latents.to(pipe.vae.dtype) / pipe.vae_scaling_factor
