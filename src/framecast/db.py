@@ -90,8 +90,10 @@ requests = Table(
     Column("error_code", String(64)),
     Column("error_message", Text),
     Column("result", JSON),
+    Column("data_removed_at", UTCDateTime),
     Index("ix_requests_status_model_seq", "status", "model", "seq"),
     Index("ix_requests_owner", "owner"),
+    Index("ix_requests_finished_at", "finished_at"),
 )
 
 api_keys = Table(
@@ -117,6 +119,8 @@ workers = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("current_request", String(36)),
+    # The API models (e.g. tencent/hunyuan/image-to-video) this worker claims requests for.
+    Column("serves", JSON),
 )
 
 

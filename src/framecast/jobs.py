@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from framecast import states
@@ -49,6 +49,7 @@ class Job:
     error_code: str | None
     error_message: str | None
     result: dict[str, Any] | None
+    data_removed_at: dt.datetime | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Job:
@@ -83,9 +84,14 @@ class CancelOutcome(Enum):
     ALREADY_FINISHED = "already_finished"
 
 
+QUEUE_CHANNEL = "framecast_queue"
+"""PostgreSQL NOTIFY channel: a request became claimable (submitted, or back in the queue)."""
+
+
 class JobStore:
     def __init__(self, engine: Engine, *, lease_seconds: float, max_attempts: int) -> None:
         self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
 
@@ -116,6 +122,7 @@ class JobStore:
                     attempts=0,
                 )
             )
+            self._notify(conn)
             job = self._load(conn, request_id)
         assert job is not None
         return job
@@ -171,7 +178,11 @@ class JobStore:
     # -- the worker's side ------------------------------------------------------------------
 
     def claim(self, worker_id: str, models: list[str] | None = None) -> Lease | None:
-        """Take the oldest queued request, or None when there is none."""
+        """Take the oldest queued request (of ``models``, if given), or None when there is none."""
+        if self.postgres:
+            return self._claim_skip_locked(worker_id, models)
+        # SQLite has one writer at a time: read the oldest, then take it with a guarded
+        # update, and look again if another worker or a cancel got there in between.
         while True:
             query = (
                 select(requests.c.id)
@@ -203,6 +214,46 @@ class JobStore:
             ):
                 return Lease(self._must_get(request_id), token)
             # Another worker or a cancel got there first: look again.
+
+    def _claim_skip_locked(self, worker_id: str, models: list[str] | None) -> Lease | None:
+        """One statement: lock the oldest queued row nobody else holds, and take it.
+
+        Concurrent workers each skip the rows the others are locking, so none waits and no
+        two take the same request; the status guard keeps it a legal transition.
+        """
+        states.check(Status.IN_QUEUE, Status.IN_PROGRESS)
+        oldest = (
+            select(requests.c.seq)
+            .where(requests.c.status == Status.IN_QUEUE)
+            .order_by(requests.c.seq)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if models is not None:
+            oldest = oldest.where(requests.c.model.in_(models))
+        token = secrets.token_hex(16)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(requests)
+                .where(requests.c.seq == oldest.scalar_subquery())
+                .where(requests.c.status == Status.IN_QUEUE)
+                .values(
+                    status=Status.IN_PROGRESS,
+                    updated_at=now,
+                    worker_id=worker_id,
+                    lease_token=token,
+                    lease_expires_at=now + self.lease,
+                    started_at=now,
+                    attempts=requests.c.attempts + 1,
+                    phase="starting",
+                    step=0,
+                    total_steps=None,
+                    progress=0.0,
+                )
+                .returning(requests.c.id)
+            ).scalar()
+        return Lease(self._must_get(taken), token) if taken is not None else None
 
     def renew(self, lease: Lease) -> bool:
         now = utcnow()
@@ -322,7 +373,14 @@ class JobStore:
             changed = conn.execute(
                 update(requests).where(*where).values(status=target, updated_at=utcnow(), **values)
             ).rowcount
+            if changed == 1 and target is Status.IN_QUEUE:
+                self._notify(conn)
         return bool(changed == 1)
+
+    def _notify(self, conn: Connection) -> None:
+        # Delivered at commit, so a woken worker finds the row; SQLite workers just poll.
+        if self.postgres:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
 
     def _finish(self, lease: Lease, target: Status, **values: Any) -> bool:
         return self._transition(

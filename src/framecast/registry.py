@@ -22,13 +22,16 @@ class WorkerInfo:
     started_at: dt.datetime
     heartbeat_at: dt.datetime
     current_request: str | None
+    serves: list[str] | None
 
 
 class WorkerRegistry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def register(self, worker_id: str, hostname: str, pid: int) -> None:
+    def register(
+        self, worker_id: str, hostname: str, pid: int, serves: list[str] | None = None
+    ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
@@ -36,6 +39,7 @@ class WorkerRegistry:
                     id=worker_id,
                     hostname=hostname,
                     pid=pid,
+                    serves=serves,
                     state="loading",
                     started_at=now,
                     heartbeat_at=now,
@@ -78,6 +82,10 @@ class WorkerRegistry:
                 .all()
             )
         return [WorkerInfo(**row) for row in rows]
+
+    def serving(self, model: str, max_age: dt.timedelta) -> list[WorkerInfo]:
+        """Live workers that claim requests for ``model`` (loading ones included)."""
+        return [w for w in self.live(max_age) if w.serves is None or model in w.serves]
 
     def forget_older_than(self, age: dt.timedelta) -> int:
         """Drop rows of workers silent for ``age`` so the table does not grow forever."""

@@ -26,10 +26,11 @@ from framecast.errors import FramecastError
 from framecast.images import decode_image
 from framecast.jobs import JobStore, Lease, StepAck
 from framecast.registry import WorkerRegistry
-from framecast.schemas import ImageToVideoInput
+from framecast.schemas import MODEL_ID, ImageToVideoInput
 from framecast.settings import Settings
 from framecast.storage import LocalStorage
 from framecast.video import encode_mp4
+from framecast.wakeup import waiter_for
 
 log = logging.getLogger("framecast.worker")
 
@@ -104,6 +105,9 @@ class Worker:
         self.storage = LocalStorage(settings.media_dir, settings.signing_key())
         self.engine = engine
         self.stop = threading.Event()
+        self.waiter = waiter_for(settings.resolved_database_url, self.stop)
+        # Every engine here implements the one API model; a worker only claims what it serves.
+        self.serves = [MODEL_ID]
         self._state = "loading"
         self._current: str | None = None
 
@@ -111,7 +115,7 @@ class Worker:
 
     def run(self, *, max_jobs: int | None = None) -> None:
         migrate(self.db)
-        self.registry.register(self.id, socket.gethostname(), os.getpid())
+        self.registry.register(self.id, socket.gethostname(), os.getpid(), serves=self.serves)
         self.registry.forget_older_than(dt.timedelta(days=7))  # rows of long-gone workers
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
@@ -135,7 +139,7 @@ class Worker:
                     log.exception("worker %s: could not look for work; retrying", self.id)
                     lease = None
                 if lease is None:
-                    self.stop.wait(self.settings.poll_seconds)
+                    self.waiter.wait(self.settings.poll_seconds)
                     continue
                 self.process(lease)
                 done += 1
@@ -144,6 +148,7 @@ class Worker:
             self.stop.set()
             beat.join(timeout=5)
             self._beat()
+            self.waiter.close()
             self.db.dispose()
 
     def _next(self) -> Lease | None:
@@ -151,7 +156,7 @@ class Worker:
             log.warning(
                 "request %s: its worker stopped renewing its lease -> %s", request_id, status
             )
-        return self.jobs.claim(self.id)
+        return self.jobs.claim(self.id, models=self.serves)
 
     def _heartbeat(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_seconds):

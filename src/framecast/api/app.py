@@ -28,6 +28,7 @@ from framecast.keys import KeyStore
 from framecast.registry import WorkerRegistry
 from framecast.schemas import MODEL_ID, ImageToVideoInput, model_card
 from framecast.settings import Settings
+from framecast.states import Status
 from framecast.storage import LocalStorage
 
 log = logging.getLogger("framecast.api")
@@ -162,7 +163,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     @app.get("/v1/requests/{request_id}/status", tags=["requests"])
     def status(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
         job = _find(request, request_id, owner)
-        return status_body(job, _base_url(request), services.jobs.queue_position(job))
+        serving = None
+        if job.status is Status.IN_QUEUE:
+            serving = len(services.registry.serving(job.model, _heartbeat_window()))
+        return status_body(job, _base_url(request), services.jobs.queue_position(job), serving)
 
     @app.get("/v1/requests/{request_id}/result", tags=["requests"])
     def result(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
@@ -230,6 +234,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def _heartbeat_window() -> dt.timedelta:
+        return dt.timedelta(seconds=3 * settings.heartbeat_seconds)
+
     @app.get("/readyz", tags=["health"], response_model=None)
     def readyz() -> dict[str, Any] | JSONResponse:
         try:
@@ -241,10 +248,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                 "database_unreachable",
                 f"the database is unreachable: {exc.__class__.__name__}",
             )
-        live = services.registry.live(dt.timedelta(seconds=3 * settings.heartbeat_seconds))
+        live = services.registry.live(_heartbeat_window())
         workers = [
-            {"id": w.id, "state": w.state, "engine": w.engine, "model": w.model} for w in live
+            {"id": w.id, "state": w.state, "engine": w.engine, "model": w.model, "serves": w.serves}
+            for w in live
         ]
+        if not any(w.serves is None or MODEL_ID in w.serves for w in live):
+            why = f"no live worker serves {MODEL_ID}; its requests stay queued until one starts"
+            if not live:
+                why = "no worker has sent a heartbeat recently; start one with `framecast worker`"
+            return error_response(503, "no_ready_worker", why, workers=workers)
         if not any(w.state in {"idle", "busy"} for w in live):
             why = (
                 "workers are still loading their engine"

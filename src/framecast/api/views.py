@@ -23,7 +23,15 @@ def request_urls(base_url: str, request_id: str) -> dict[str, str]:
     }
 
 
-def status_body(job: Job, base_url: str, queue_position: int | None) -> dict[str, Any]:
+NO_WORKER_NOTE = (
+    "no worker serving this model has sent a heartbeat recently; the request stays queued "
+    "until one starts"
+)
+
+
+def status_body(
+    job: Job, base_url: str, queue_position: int | None, workers_serving: int | None = None
+) -> dict[str, Any]:
     urls = request_urls(base_url, job.id)
     body: dict[str, Any] = {
         "request_id": job.id,
@@ -34,6 +42,8 @@ def status_body(job: Job, base_url: str, queue_position: int | None) -> dict[str
     }
     if job.status is Status.IN_QUEUE:
         body["queue_position"] = queue_position if queue_position is not None else 0
+        if workers_serving == 0:
+            body["note"] = NO_WORKER_NOTE
     elif job.status is Status.IN_PROGRESS:
         body["started_at"] = _iso(job.started_at)
         body["progress"] = round(job.progress or 0.0, 4)
@@ -64,6 +74,21 @@ def result_body(
     if job.status is not Status.COMPLETED or job.result is None:
         return status_body(job, base_url, queue_position)
     result = job.result
+    if job.data_removed_at is not None:
+        # Retention deleted the files: say so rather than hand out links that 404.
+        return {
+            "request_id": job.id,
+            "status": "completed",
+            "output": None,
+            "data_removed_at": _iso(job.data_removed_at),
+            "note": "the input and output files were deleted after the retention period "
+            "(FRAMECAST_RETENTION_SECONDS)",
+            "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at),
+            "metadata": result["metadata"],
+            "input": job.input,
+        }
     video_url, expires = storage.link(result["video_key"], base_url, link_ttl)
     poster_url, _ = storage.link(result["poster_key"], base_url, link_ttl)
     return {

@@ -146,10 +146,23 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
             raise WeightsError(
                 f"cannot load HunyuanVideo-I2V from {source.path}: {type(exc).__name__}: {exc}"
             ) from exc
+    if placement.device.type == "cpu" and not source.is_tiny:
+        _copy_out_of_mmap(pipe)
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
     _place(pipe, placement)
     return pipe
+
+
+def _copy_out_of_mmap(pipe: FramecastHunyuanPipeline) -> None:
+    # from_pretrained leaves CPU weights memory-mapped from the safetensors files, 8-byte
+    # aligned; some CPU matmul kernels then round differently than on aligned memory, so the
+    # same model would give (slightly) different videos depending on how it was loaded. On a
+    # GPU the copy to the device does this anyway.
+    with torch.no_grad():
+        for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+            for tensor in [*part.parameters(), *part.buffers()]:
+                tensor.data = tensor.data.clone()
 
 
 def _place(pipe: FramecastHunyuanPipeline, placement: Placement) -> None:
