@@ -351,6 +351,41 @@ class JobStore:
                 moved.append((row.id, target))
         return moved
 
+    # -- retention --------------------------------------------------------------------------
+
+    def finished_before(self, cutoff: dt.datetime, limit: int = 100) -> list[Job]:
+        """Finished requests older than ``cutoff`` whose files are still kept, oldest first."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(requests)
+                    .where(
+                        requests.c.status.in_([s.value for s in states.TERMINAL]),
+                        requests.c.finished_at < cutoff,
+                        requests.c.data_removed_at.is_(None),
+                    )
+                    .order_by(requests.c.finished_at)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [Job.from_row(row) for row in rows]
+
+    def mark_data_removed(self, request_id: str) -> bool:
+        """Record that a finished request's files are gone (once; the status stays)."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(requests)
+                .where(
+                    requests.c.id == request_id,
+                    requests.c.status.in_([s.value for s in states.TERMINAL]),
+                    requests.c.data_removed_at.is_(None),
+                )
+                .values(data_removed_at=utcnow(), updated_at=utcnow())
+            ).rowcount
+        return bool(changed == 1)
+
     # -- the one place that writes status ---------------------------------------------------
 
     def _transition(

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         None, description="Any SQLAlchemy URL; default: SQLite in data_dir."
     )
 
+    storage_url: str | None = Field(
+        None,
+        description="Where inputs and outputs are kept: s3://bucket/prefix (AWS S3, R2, MinIO; endpoint, region and credentials from the usual AWS_* settings); default: data_dir/media.",
+    )
+
     # HTTP
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
@@ -98,6 +103,15 @@ class Settings(BaseSettings):
     )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
+
+    retention_seconds: int | None = Field(
+        None,
+        gt=0,
+        description="Delete the input and output files of requests finished longer ago than this (the requests stay, marked as removed); default: keep forever.",
+    )
+    retention_sweep_seconds: float = Field(
+        600.0, gt=0, description="How often an idle worker runs the retention sweep."
+    )
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
 

@@ -26,9 +26,10 @@ from framecast.errors import FramecastError
 from framecast.images import decode_image
 from framecast.jobs import JobStore, Lease, StepAck
 from framecast.registry import WorkerRegistry
+from framecast.retention import sweep
 from framecast.schemas import MODEL_ID, ImageToVideoInput
 from framecast.settings import Settings
-from framecast.storage import LocalStorage
+from framecast.storage import open_storage
 from framecast.video import encode_mp4
 from framecast.wakeup import waiter_for
 
@@ -102,7 +103,9 @@ class Worker:
             self.db, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
         )
         self.registry = WorkerRegistry(self.db)
-        self.storage = LocalStorage(settings.media_dir, settings.signing_key())
+        self.storage = open_storage(
+            settings.storage_url, local_root=settings.media_dir, secret=settings.signing_key()
+        )
         self.engine = engine
         self.stop = threading.Event()
         self.waiter = waiter_for(settings.resolved_database_url, self.stop)
@@ -110,6 +113,7 @@ class Worker:
         self.serves = [MODEL_ID]
         self._state = "loading"
         self._current: str | None = None
+        self._next_sweep = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class Worker:
                     log.exception("worker %s: could not look for work; retrying", self.id)
                     lease = None
                 if lease is None:
+                    self._maybe_sweep()
                     self.waiter.wait(self.settings.poll_seconds)
                     continue
                 self.process(lease)
@@ -157,6 +162,17 @@ class Worker:
                 "request %s: its worker stopped renewing its lease -> %s", request_id, status
             )
         return self.jobs.claim(self.id, models=self.serves)
+
+    def _maybe_sweep(self) -> None:
+        retention = self.settings.retention_seconds
+        now = time.monotonic()
+        if retention is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.settings.retention_sweep_seconds
+        try:
+            sweep(self.jobs, self.storage, dt.timedelta(seconds=retention))
+        except Exception:
+            log.exception("worker %s: retention sweep failed; will retry later", self.id)
 
     def _heartbeat(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_seconds):

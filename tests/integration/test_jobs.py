@@ -1,4 +1,4 @@
-"""The queue on a real SQLite database: claims, leases, fencing, cancel, requeue."""
+"""The queue on real databases (SQLite and PostgreSQL): claims, leases, fencing, cancel, requeue."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from framecast.registry import WorkerRegistry
 from framecast.schemas import MODEL_ID, ImageToVideoInput, model_card
 from framecast.settings import Settings
 from framecast.states import Status
-from framecast.storage import LocalStorage
+from framecast.storage import LocalStorage, Storage, open_storage
 
 log = logging.getLogger("framecast.api")
 
@@ -41,7 +41,7 @@ class Services:
     jobs: JobStore
     keys: KeyStore
     registry: WorkerRegistry
-    storage: LocalStorage
+    storage: Storage
     fetcher: UrlFetcher
 
 
@@ -53,7 +53,9 @@ def build_services(settings: Settings) -> Services:
         jobs=JobStore(db, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts),
         keys=KeyStore(db, settings.api_keys),
         registry=WorkerRegistry(db),
-        storage=LocalStorage(settings.media_dir, settings.signing_key()),
+        storage=open_storage(
+            settings.storage_url, local_root=settings.media_dir, secret=settings.signing_key()
+        ),
         fetcher=UrlFetcher(
             allow_private=settings.allow_private_urls,
             max_bytes=settings.max_image_bytes,
@@ -210,14 +212,17 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         signature: Annotated[str, Query()],
     ) -> FileResponse | JSONResponse:
         """Signed, expiring links to outputs; no header needed; Range requests supported."""
-        problem = services.storage.verify(key, expires, signature)
+        storage = services.storage
+        if not isinstance(storage, LocalStorage):  # object-store links point at the store
+            return error_response(404, "file_not_found", "files are served by the object store")
+        problem = storage.verify(key, expires, signature)
         if problem == "expired":
             return error_response(
                 403, "link_expired", "this link has expired; ask the result URL for a fresh one"
             )
         if problem is not None:
             return error_response(403, "invalid_signature", "this link is not valid")
-        path = services.storage.path(key)
+        path = storage.path(key)
         if not path.is_file():
             return error_response(
                 404, "file_not_found", "the file behind this link no longer exists"
