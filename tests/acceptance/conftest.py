@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -162,3 +164,40 @@ def png_bytes(size: tuple[int, int] = (64, 36)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (200, 120, 40)).save(buf, "PNG")
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    if request.param == "sqlite":
+        yield {}
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    pg_url: str = request.getfixturevalue("pg_url")
+    schema = f"fc_accept_{secrets.token_hex(6)}"
+    admin = create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield {"database_url": url.render_as_string(hide_password=False)}
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Server settings for each queue backend, shared by a module's server: SQLite in the data
+    dir, or a fresh schema of the test PostgreSQL server (tests/conftest.py finds or skips it)."""
+    with _backend_env(request) as env:
+        yield env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The same, for one test's own server (two servers on one queue would share requests)."""
+    with _backend_env(request) as env:
+        yield env

@@ -1,4 +1,5 @@
-"""Queue, cancel, failure, a killed worker and a restarted server, with a slowed-down engine."""
+"""Queue, cancel, failure, a killed worker and a restarted server, with a slowed-down engine,
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ def _submit(c: httpx.Client, prompt: str = "pan left across the room") -> str:
 
 
 @pytest.fixture(scope="module")
-def slow(make_server: Callable[..., Server]) -> Server:
+def slow(make_server: Callable[..., Server], backend: dict[str, str]) -> Server:
     # ~129 x 0.04 s = 5 s a request: long enough to watch, queue behind and cancel.
-    s = make_server(preview_step_seconds="0.04", lease_seconds="2", max_attempts="3")
+    s = make_server(preview_step_seconds="0.04", lease_seconds="2", max_attempts="3", **backend)
     s.start()
     return s
 
@@ -101,9 +102,9 @@ def test_a_killed_worker_request_is_requeued_and_finished_by_another(slow: Serve
 
 
 def test_nothing_is_lost_across_a_restart(
-    make_server: Callable[..., Server], tmp_path: Path
+    make_server: Callable[..., Server], tmp_path: Path, own_backend: dict[str, str]
 ) -> None:
-    server = make_server(preview_step_seconds="0.02", lease_seconds="2")
+    server = make_server(preview_step_seconds="0.02", lease_seconds="2", **own_backend)
     server.start()
     with server.client() as c:
         done = _submit(c)
