@@ -26,7 +26,9 @@ def finished(store: JobStore, storage: LocalStorage, name: str, age: dt.timedelt
     video, poster = f"outputs/{rid}/video.mp4", f"outputs/{rid}/poster.jpg"
     storage.put_bytes(video, b"mp4")
     storage.put_bytes(poster, b"jpg")
-    assert store.complete(lease, {"video_key": video, "poster_key": poster, "metadata": {"seed": 1}})
+    assert store.complete(
+        lease, {"video_key": video, "poster_key": poster, "metadata": {"seed": 1}}
+    )
     with store.engine.begin() as conn:
         conn.execute(
             update(requests).where(requests.c.id == rid).values(finished_at=utcnow() - age)
@@ -54,7 +56,9 @@ def test_sweep_removes_old_files_only_and_the_result_says_so(db: Engine, tmp_pat
     assert body["metadata"] == {"seed": 1}
     fresh = store.get(new)
     assert fresh is not None
-    assert result_body(fresh, "http://x", None, storage, 60)["output"]["video"].startswith("http://x/")
+    assert result_body(fresh, "http://x", None, storage, 60)["output"]["video"].startswith(
+        "http://x/"
+    )
     assert store.get(queued) is not None
 
     # Running again (another worker, or after a crash) changes nothing and fails on nothing.
