@@ -1,4 +1,4 @@
-"""Deleting old inputs and outputs (``FRAMECAST_RETENTION_SECONDS``).
+"""Deleting old inputs and outputs (``FRAMECAST_RETENTION``).
 
 Workers run the sweep now and then while idle. Files go first, then the request is marked:
 a crash in between leaves a request whose files are partly gone but which is still unmarked,

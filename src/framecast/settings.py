@@ -5,7 +5,9 @@ Nothing is read at import time: call :func:`get_settings`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -104,10 +106,9 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
 
-    retention_seconds: int | None = Field(
+    retention: dt.timedelta | None = Field(
         None,
-        gt=0,
-        description="Delete the input and output files of requests finished longer ago than this (the requests stay, marked as removed); default: keep forever.",
+        description="Delete the input and output files of requests finished longer ago than this: seconds, or a number with s, m, h or d (e.g. 7d). The requests stay, marked as removed. Default: keep forever.",
     )
     retention_sweep_seconds: float = Field(
         600.0, gt=0, description="How often an idle worker runs the retention sweep."
@@ -125,6 +126,22 @@ class Settings(BaseSettings):
         ge=0,
         description="Extra delay per frame in the preview engine, to watch progress and try cancel.",
     )
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+            if not match:
+                raise ValueError("a duration like 3600, 90m, 24h or 7d")
+            seconds = (
+                float(match.group(1))
+                * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+            )
+            if seconds <= 0:
+                raise ValueError("must be more than zero")
+            return dt.timedelta(seconds=seconds)
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

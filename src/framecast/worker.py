@@ -164,13 +164,13 @@ class Worker:
         return self.jobs.claim(self.id, models=self.serves)
 
     def _maybe_sweep(self) -> None:
-        retention = self.settings.retention_seconds
+        retention = self.settings.retention
         now = time.monotonic()
         if retention is None or now < self._next_sweep:
             return
         self._next_sweep = now + self.settings.retention_sweep_seconds
         try:
-            sweep(self.jobs, self.storage, dt.timedelta(seconds=retention))
+            sweep(self.jobs, self.storage, retention)
         except Exception:
             log.exception("worker %s: retention sweep failed; will retry later", self.id)
 

@@ -98,7 +98,7 @@ def test_postgres_and_s3_end_to_end_then_retention_removes_the_files(
         monkeypatch.setenv(name, value)  # the server process inherits the environment
     server = make_server(
         storage_url="s3://fleet/prod",
-        retention_seconds="3",
+        retention="3s",
         retention_sweep_seconds="0.5",
         x264_preset="ultrafast",
         **pg,

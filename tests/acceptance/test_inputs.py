@@ -107,5 +107,6 @@ def test_a_good_image_is_queued_and_readyz_says_no_worker(guarded: Server) -> No
         assert r.status_code == 200
         status = c.get(f"/v1/requests/{r.json()['request_id']}/status").json()
         assert status["status"] == "in_queue" and status["queue_position"] >= 0
+        assert "no worker serving this model" in status["note"]
         ready = c.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "no_ready_worker"

@@ -46,3 +46,28 @@ def test_forget_drops_only_long_silent_workers(db: Engine) -> None:
     _age(db, "old", 8 * 86400)
     assert reg.forget_older_than(dt.timedelta(days=7)) == 1
     assert [w.id for w in reg.live(dt.timedelta(days=30))] == ["new"]
+
+
+def test_only_workers_serving_a_model_count_for_it(db: Engine) -> None:
+    reg = WorkerRegistry(db)
+    reg.register("w-other", "host", 1, serves=["someone/else"])
+    reg.register("w-i2v", "host", 2, serves=["tencent/hunyuan/image-to-video"])
+    window = dt.timedelta(seconds=15)
+    assert [w.id for w in reg.serving("tencent/hunyuan/image-to-video", window)] == ["w-i2v"]
+    assert [w.id for w in reg.serving("someone/else", window)] == ["w-other"]
+    assert reg.serving("nobody/serves-this", window) == []
+
+
+def test_a_worker_only_claims_the_models_it_serves(db: Engine) -> None:
+    from framecast.jobs import JobStore
+
+    store = JobStore(db, lease_seconds=30, max_attempts=2)
+    other = store.submit(owner="o", model="someone/else", input={}, image_key="inputs/a").id
+    mine = store.submit(
+        owner="o", model="tencent/hunyuan/image-to-video", input={}, image_key="inputs/b"
+    ).id
+    lease = store.claim("w", models=["tencent/hunyuan/image-to-video"])
+    assert lease is not None and lease.request_id == mine
+    assert store.claim("w", models=["tencent/hunyuan/image-to-video"]) is None
+    job = store.get(other)
+    assert job is not None and job.status.value == "in_queue"

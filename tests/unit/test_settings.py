@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,17 @@ def test_overall_progress_only_goes_up_across_model_phases() -> None:
     values = [overall_progress(*s) for s in steps]
     assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
     assert overall_progress("rendering", 64, 128) == 0.5  # engines with one phase
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("3600", 3600), ("90m", 5400), ("24h", 86400), ("7d", 604800), ("1.5h", 5400)],
+)
+def test_retention_takes_durations(value: str, seconds: int) -> None:
+    assert Settings(retention=value).retention == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value", ["0", "7 weeks", "-1d", "soon"])
+def test_retention_refuses_what_is_not_a_duration(value: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|more than zero"):
+        Settings(retention=value)

@@ -82,7 +82,7 @@ def result_body(
             "output": None,
             "data_removed_at": _iso(job.data_removed_at),
             "note": "the input and output files were deleted after the retention period "
-            "(FRAMECAST_RETENTION_SECONDS)",
+            "(FRAMECAST_RETENTION)",
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at),
