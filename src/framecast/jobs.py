@@ -197,20 +197,11 @@ class JobStore:
             if request_id is None:
                 return None
             token = secrets.token_hex(16)
-            now = utcnow()
             if self._transition(
                 request_id,
                 Status.IN_QUEUE,
                 Status.IN_PROGRESS,
-                worker_id=worker_id,
-                lease_token=token,
-                lease_expires_at=now + self.lease,
-                started_at=now,
-                attempts=requests.c.attempts + 1,
-                phase="starting",
-                step=0,
-                total_steps=None,
-                progress=0.0,
+                **self._claim_values(worker_id, token, utcnow()),
             ):
                 return Lease(self._must_get(request_id), token)
             # Another worker or a cancel got there first: look again.
@@ -241,19 +232,24 @@ class JobStore:
                 .values(
                     status=Status.IN_PROGRESS,
                     updated_at=now,
-                    worker_id=worker_id,
-                    lease_token=token,
-                    lease_expires_at=now + self.lease,
-                    started_at=now,
-                    attempts=requests.c.attempts + 1,
-                    phase="starting",
-                    step=0,
-                    total_steps=None,
-                    progress=0.0,
+                    **self._claim_values(worker_id, token, now),
                 )
                 .returning(requests.c.id)
             ).scalar()
         return Lease(self._must_get(taken), token) if taken is not None else None
+
+    def _claim_values(self, worker_id: str, token: str, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "worker_id": worker_id,
+            "lease_token": token,
+            "lease_expires_at": now + self.lease,
+            "started_at": now,
+            "attempts": requests.c.attempts + 1,
+            "phase": "starting",
+            "step": 0,
+            "total_steps": None,
+            "progress": 0.0,
+        }
 
     def renew(self, lease: Lease) -> bool:
         now = utcnow()
