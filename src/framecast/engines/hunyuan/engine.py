@@ -35,7 +35,13 @@ from framecast.engines.hunyuan.speedups import (
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
-from framecast.schemas import NEGATIVE_PROMPT_I2V
+from framecast.schemas import (
+    DEFAULT_STEPS,
+    EMBEDDED_GUIDANCE_SCALE,
+    FLOW_SHIFT_FREE,
+    FLOW_SHIFT_STABLE,
+    NEGATIVE_PROMPT_I2V,
+)
 
 log = logging.getLogger("framecast.engines.hunyuan")
 
@@ -45,13 +51,14 @@ is to stay on the GPU between requests (offload=none). An estimate from the offi
 peak minus the ~26 GB transformer; below it the encoder moves to the GPU only to encode."""
 
 DEFAULTS: dict[str, Any] = {
-    "num_inference_steps": 50,
+    "num_inference_steps": DEFAULT_STEPS,
     "i2v_stability": True,
     "flow_shift": None,
     "cfg_scale": 1.0,
     "negative_prompt": None,
-    "embedded_guidance_scale": 6.0,
+    "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
 }
+"""The API's defaults (schemas.py), for callers that build a GenerationRequest themselves."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class Options:
         stability = bool(given["i2v_stability"])
         shift = given["flow_shift"]
         if shift is None:
-            shift = 7.0 if stability else 17.0
+            shift = FLOW_SHIFT_STABLE if stability else FLOW_SHIFT_FREE
         cfg = float(given["cfg_scale"])
         return cls(
             num_inference_steps=int(given["num_inference_steps"]),
