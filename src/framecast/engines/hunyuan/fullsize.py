@@ -30,19 +30,18 @@ from transformers import (
     CLIPTextModel,
     CLIPVisionConfig,
     LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
 )
 
 from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
 from framecast.engines.hunyuan.tiny import (
     CLIP_EOS,
-    IMAGE,
     PAD,
     _clip_tokenizer,
     _llama_tokenizer,
     _token_id,
-    build_tiny_pipeline,
+    llava_config_for,
+    llava_image_processor,
 )
 
 LLAVA_VOCAB = 128_320
@@ -85,15 +84,7 @@ def configs() -> dict[str, Any]:
         patch_size=14,
         projection_dim=768,
     )
-    llava = LlavaConfig(
-        vision_config=vision,
-        text_config=llama,
-        image_token_index=_token_id(tokenizer, IMAGE),
-        image_seq_length=576,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        pad_token_id=_token_id(tokenizer, PAD),  # type: ignore[call-arg]
-    )
+    llava = llava_config_for(llama, vision, tokenizer)
     clip = CLIPTextConfig(
         vocab_size=CLIP_VOCAB,
         hidden_size=768,
@@ -127,7 +118,7 @@ def build_full_size_pipeline(
         text_encoder_2 = CLIPTextModel(c["clip"])
     for model in (transformer, vae, text_encoder, text_encoder_2):
         model.eval()
-    image_processor = build_tiny_pipeline().image_processor  # the real LLaVA settings
+    image_processor = llava_image_processor()
     return FramecastHunyuanPipeline(
         transformer=transformer,
         vae=vae,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
@@ -83,20 +83,15 @@ def build_tiny_pipeline(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
         FlowMatchEulerDiscreteScheduler,
     )
     from transformers import (
-        CLIPImageProcessorPil,
         CLIPTextConfig,
         CLIPTextModel,
         CLIPVisionConfig,
         LlamaConfig,
-        LlavaConfig,
         LlavaForConditionalGeneration,
     )
-    from transformers.image_utils import PILImageResampling
-    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     tokenizer = _llama_tokenizer()
     tokenizer_2 = _clip_tokenizer()
-    image_token_id = _token_id(tokenizer, IMAGE)
     pad_token_id = _token_id(tokenizer, PAD)
 
     text_config = LlamaConfig(
@@ -124,17 +119,7 @@ def build_tiny_pipeline(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
         patch_size=14,
         projection_dim=8,
     )
-    llava_config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=image_token_id,
-        image_seq_length=576,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        # transformers 5 dropped pad_token_id from LlavaConfig, but diffusers reads it from there
-        # to pad the prompt after splicing in the image tokens.
-        pad_token_id=pad_token_id,  # type: ignore[call-arg]
-    )
+    llava_config = llava_config_for(text_config, vision_config, tokenizer)
     clip_text_config = CLIPTextConfig(
         vocab_size=len(tokenizer_2),
         hidden_size=8,
@@ -193,13 +178,7 @@ def build_tiny_pipeline(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
         # Modules start in training mode; from_pretrained hands them over in eval mode.
         model.eval()
 
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": 336},
-        crop_size={"height": 336, "width": 336},
-        resample=PILImageResampling.BICUBIC,
-        image_mean=list(OPENAI_CLIP_MEAN),
-        image_std=list(OPENAI_CLIP_STD),
-    )
+    image_processor = llava_image_processor()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
 
     pipe: HunyuanVideoImageToVideoPipeline = HunyuanVideoImageToVideoPipeline(
@@ -215,9 +194,42 @@ def build_tiny_pipeline(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
         tokenizer_2=tokenizer_2,  # type: ignore[arg-type]
         # Without torchvision, transformers maps CLIPImageProcessor to this PIL class anyway;
         # naming it keeps the pixels the same on machines that do have torchvision.
-        image_processor=image_processor,  # type: ignore[arg-type]
+        image_processor=image_processor,
     )
     return pipe
+
+
+def llava_config_for(text_config: Any, vision_config: Any, tokenizer: Any) -> Any:
+    """LLaVA wired to ``tokenizer`` the way diffusers' I2V template expects: 576 image tokens
+    (a 336 px image in 14 px patches, CLS dropped) from the second-to-last vision layer."""
+    from transformers import LlavaConfig
+
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=_token_id(tokenizer, IMAGE),
+        image_seq_length=576,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        # transformers 5 dropped pad_token_id from LlavaConfig, but diffusers reads it from there
+        # to pad the prompt after splicing in the image tokens.
+        pad_token_id=_token_id(tokenizer, PAD),  # type: ignore[call-arg]
+    )
+
+
+def llava_image_processor() -> Any:
+    """The LLaVA image processor's published settings (shortest edge and crop 336, bicubic)."""
+    from transformers import CLIPImageProcessorPil
+    from transformers.image_utils import PILImageResampling
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": 336},
+        crop_size={"height": 336, "width": 336},
+        resample=PILImageResampling.BICUBIC,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
 
 
 @contextlib.contextmanager
