@@ -6,6 +6,7 @@ import importlib.util
 import logging
 
 from framecast.engines.base import Cancelled, Engine, GenerationRequest, Hooks, NullHooks
+from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 from framecast.errors import FramecastError
 from framecast.settings import Settings
 
@@ -37,9 +38,9 @@ def load_engine(settings: Settings) -> Engine:
     if choice == "hunyuan":
         return _load_hunyuan(settings)
     if choice == "auto":
-        reason = _why_not_hunyuan(settings)
-        if reason is None:
-            return _load_hunyuan(settings)
+        source, reason = _hunyuan_here(settings)
+        if source is not None:
+            return _load_hunyuan(settings, source)
         log.warning(
             "FRAMECAST_ENGINE=auto: using the CPU preview engine, whose videos are camera "
             "moves over the input image, not model output, because %s",
@@ -56,16 +57,15 @@ def _missing_packages() -> list[str]:
     ]
 
 
-def _load_hunyuan(settings: Settings) -> Engine:
+def _load_hunyuan(settings: Settings, source: ModelSource | None = None) -> Engine:
     missing = _missing_packages()
     if missing:
         raise EngineUnavailable(
             f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
             "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
         )
-    from framecast.engines.hunyuan.weights import resolve_model
-
-    source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
+    if source is None:
+        source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine
 
     return HunyuanEngine.load(
@@ -73,20 +73,19 @@ def _load_hunyuan(settings: Settings) -> Engine:
     )
 
 
-def _why_not_hunyuan(settings: Settings) -> str | None:
+def _hunyuan_here(settings: Settings) -> tuple[ModelSource | None, str]:
+    """The weights hunyuan would run here, or None and the reason it cannot."""
     missing = _missing_packages()
     if missing:
-        return f"{', '.join(missing)} not installed"
-    from framecast.engines.hunyuan.weights import WeightsError, resolve_model
-
+        return None, f"{', '.join(missing)} not installed"
     try:
         source = resolve_model(settings.hunyuan_model)
     except WeightsError as exc:
-        return exc.message
+        return None, exc.message
     if source.is_tiny:
-        return None  # asked for by name: a test or smoke run, on any device
+        return source, ""  # asked for by name: a test or smoke run, on any device
     from framecast.engines.hunyuan import cuda_available
 
     if settings.device == "auto" and not cuda_available():
-        return "torch sees no CUDA GPU (a 13B video model on the CPU would take days)"
-    return None
+        return None, "torch sees no CUDA GPU (a 13B video model on the CPU would take days)"
+    return source, ""
