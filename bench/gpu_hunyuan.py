@@ -8,6 +8,8 @@ bf16 matmul rate and an attention rate measured in the same run.
 
     python bench/gpu_hunyuan.py --paths stock            # the baseline (one command)
     python bench/gpu_hunyuan.py --paths exact            # the engine's default path
+    python bench/gpu_hunyuan.py --paths exact,fast       # plus FP8 linears (last: in place)
+    python bench/gpu_hunyuan.py --paths exact --attention cudnn
     python bench/gpu_hunyuan.py --model tiny --device cpu --width 64 --height 48 --frames 5
 
 Writes JSON to bench/results/ (or --out). The tiny CPU run checks the harness end to end; its
@@ -28,16 +30,19 @@ from typing import Any
 
 import PIL.Image
 import torch
-import torch.nn.functional as F
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
-from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
-    HunyuanVideoImageToVideoPipeline,
-)
 
 from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.engine import HunyuanEngine, Options, Placement, load_pipeline
 from framecast.engines.hunyuan.flops import step_flops
+from framecast.engines.hunyuan.fp8 import convert_blocks_to_fp8
 from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
+from framecast.engines.hunyuan.speedups import (
+    ATTENTION_BACKENDS,
+    AttentionUnavailable,
+    check_attention_backend,
+)
 from framecast.engines.hunyuan.weights import ModelSource
 
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, the lamp starts to turn."
@@ -77,15 +82,33 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
     return 2 * n**3 * repeats / seconds
 
 
-def attention_rate(
-    device: torch.device, dtype: torch.dtype, tokens: int, heads: int, dim: int, masked: bool
-) -> float:
-    """SDPA FLOP/s over one block's joint sequence, with diffusers' all-true mask or none."""
-    q, k, v = (torch.randn(1, heads, tokens, dim, device=device, dtype=dtype) for _ in range(3))
-    mask = torch.ones(1, 1, 1, tokens, device=device, dtype=torch.bool) if masked else None
-    F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    _, seconds = timed(device, lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-    return 4.0 * tokens * tokens * heads * dim / seconds
+def attention_rates(
+    device: torch.device, dtype: torch.dtype, tokens: int, heads: int, dim: int
+) -> dict[str, float | str]:
+    """FLOP/s of one block's attention over the joint sequence, through diffusers' dispatcher
+    as the model calls it: stock (PyTorch SDPA with diffusers' all-true mask), then each
+    FRAMECAST_ATTENTION backend without a mask; a backend that cannot run here says why."""
+    q, k, v = (torch.randn(1, tokens, heads, dim, device=device, dtype=dtype) for _ in range(3))
+    flop = 4.0 * tokens * tokens * heads * dim
+    mask = torch.ones(1, 1, 1, tokens, device=device, dtype=torch.bool)
+    rates: dict[str, float | str] = {}
+    for name in ["stock-masked", *ATTENTION_BACKENDS]:
+        backend = None if name == "stock-masked" else ATTENTION_BACKENDS[name][0]
+        attn_mask = mask if name == "stock-masked" else None
+        if name not in ("stock-masked", "auto"):
+            try:
+                check_attention_backend(name, device, dtype)
+            except AttentionUnavailable as exc:
+                rates[name] = f"unavailable: {exc}"[:300]
+                continue
+
+        def call(backend: Any = backend, attn_mask: Any = attn_mask) -> Any:
+            return dispatch_attention_fn(q, k, v, attn_mask=attn_mask, backend=backend)
+
+        call()  # warm-up
+        seconds = sorted(timed(device, call)[1] for _ in range(3))[1]  # the median of three
+        rates[name] = round(flop / seconds / 1e12, 2)
+    return rates
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -145,8 +168,18 @@ def measure(
         *pipe.transformer.single_transformer_blocks,
     ]:
         block.attn.set_processor(stock_processor)
+    if path == "fast":
+        result_linear = "fp8"
+        converted = convert_blocks_to_fp8(pipe.transformer)  # in place: the last path
+    else:
+        result_linear, converted = "bf16", 0
     engine = HunyuanEngine(
-        pipe, model=args.model, placement=placement, exact_speedups=path != "stock"
+        pipe,
+        model=args.model,
+        placement=placement,
+        exact_speedups=path != "stock",
+        attention="auto" if path == "stock" else args.attention,
+        linear=result_linear,
     )
     if path == "exact-compiled":
         engine.compile()
@@ -161,14 +194,12 @@ def measure(
         options={"num_inference_steps": args.warmup + args.steps},
     )
     options = Options.of(request)
-    result: dict[str, Any] = {"path": path}
-
-    if path == "stock":
-        stock = HunyuanVideoImageToVideoPipeline(**pipe.components)
-        stock.set_progress_bar_config(disable=True)
-        conditions, seconds = timed(device, lambda: engine._encode(image, PROMPT, None))
-    else:
-        conditions, seconds = timed(device, lambda: engine._encode(image, PROMPT, None))
+    result: dict[str, Any] = {"path": path, "metadata": engine.metadata()}
+    if converted:
+        result["fp8_layers"] = converted
+    # The stock path's denoising is diffusers' own __call__ (FramecastHunyuanPipeline changes
+    # only prepare_latents, and only with i2v_stability off) with diffusers' processors.
+    conditions, seconds = timed(device, lambda: engine._encode(image, PROMPT, None))
     result["encode_s"] = round(seconds, 3)
 
     stamps: list[float] = []
@@ -225,11 +256,13 @@ def measure(
             pooled_projections=conditions.pooled_prompt_embeds.to(pipe.transformer.dtype),
             return_dict=False,
         )[0].float()
-    if "stock" in probe:
-        reference = probe["stock"]
-        result["rel_error_vs_stock"] = float((out - reference).norm() / reference.norm())
-    elif path == "stock":
-        probe["stock"] = out
+    for reference_path in ("stock", "exact"):
+        if reference_path in probe and path != reference_path:
+            reference = probe[reference_path]
+            error = float((out - reference).norm() / reference.norm())
+            result[f"rel_error_vs_{reference_path}"] = error
+    if path in ("stock", "exact"):
+        probe[path] = out
     return result
 
 
@@ -242,9 +275,22 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=129)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="measured steps after warm-up")
-    parser.add_argument("--paths", default="stock,exact", help="stock, exact, exact-compiled")
+    parser.add_argument(
+        "--paths",
+        default="stock,exact",
+        help="stock, exact, exact-compiled, fast (FP8 linears, converted in place: last)",
+    )
+    parser.add_argument(
+        "--attention",
+        default="auto",
+        choices=list(ATTENTION_BACKENDS),
+        help="FRAMECAST_ATTENTION of the non-stock paths",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    if "fast" in paths[:-1]:
+        parser.error("fast converts the model in place, so it must be the last path")
 
     device = torch.device(args.device)
     report: dict[str, Any] = {
@@ -263,10 +309,7 @@ def main() -> None:
         step_flops(pipe.transformer.config, args.frames, args.height, args.width, 0).video_tokens
         + 400
     )
-    report["attention_tflops"] = {
-        kind: round(attention_rate(device, dtype, tokens, heads, dim, kind == "masked") / 1e12, 2)
-        for kind in ("masked", "unmasked")
-    }
+    report["attention_tflops"] = attention_rates(device, dtype, tokens, heads, dim)
     latent_shape = (
         1,
         pipe.transformer.config.in_channels,
@@ -275,7 +318,7 @@ def main() -> None:
         args.width // 8,
     )
     probe = {"latents": torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))}
-    report["paths"] = [measure(p, pipe, placement, args, probe) for p in args.paths.split(",")]
+    report["paths"] = [measure(p, pipe, placement, args, probe) for p in paths]
     out = args.out or Path(__file__).parent / "results" / (
         f"gpu_hunyuan-{args.model}-{device.type}-{dt.date.today().isoformat()}.json"
     )

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EngineChoice = Literal["auto", "preview", "hunyuan"]
 OffloadMode = Literal["none", "model", "sequential", "group"]
+AttentionChoice = Literal["auto", "cudnn", "flash", "flash-attn", "flash-attn-3", "sage"]
+LinearPrecision = Literal["bf16", "fp8"]
 DEFAULT_HUNYUAN_MODEL = "hunyuanvideo-community/HunyuanVideo-I2V"
 
 
@@ -91,6 +93,14 @@ class Settings(BaseSettings):
     compile: Literal["off", "on", "auto"] = Field(
         "off",
         description="torch.compile every transformer block of the hunyuan engine at start-up (auto: on a GPU). Same output, minutes of compiling once per worker; off until measured on a GPU.",
+    )
+    attention: AttentionChoice = Field(
+        "auto",
+        description="Attention kernel of the hunyuan engine once the mask is dropped: auto (PyTorch's SDPA chooses), cudnn, flash (PyTorch's own), flash-attn (the flash-attn package), flash-attn-3 (Hopper, built from source), or sage (SageAttention 2: INT8, the fast path, labelled in results). Checked at start-up.",
+    )
+    linear: LinearPrecision = Field(
+        "bf16",
+        description="Precision of the hunyuan transformer's linear layers: bf16 (exact) or fp8 (the fast path: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, half the transformer's memory; results are labelled path=fast).",
     )
     workers: int = Field(
         1, ge=0, description="Worker processes started by `framecast serve` (0: API only)."

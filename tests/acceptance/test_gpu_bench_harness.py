@@ -18,7 +18,7 @@ pytest.importorskip("diffusers")
 BENCH = Path(__file__).parents[2] / "bench" / "gpu_hunyuan.py"
 
 
-def test_harness_reports_every_figure_for_both_paths(tmp_path: Path) -> None:
+def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     run = subprocess.run(
         [
@@ -35,7 +35,9 @@ def test_harness_reports_every_figure_for_both_paths(tmp_path: Path) -> None:
             "--frames",
             "5",
             "--paths",
-            "stock,exact",
+            "stock,exact,fast",
+            "--attention",
+            "flash",  # PyTorch's flash kernel has a CPU version
             "--out",
             str(out),
         ],
@@ -46,10 +48,25 @@ def test_harness_reports_every_figure_for_both_paths(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["environment"]["torch"] and report["matmul_tflops"] > 0
-    assert set(report["attention_tflops"]) == {"masked", "unmasked"}
-    stock, exact = report["paths"]
-    assert (stock["path"], exact["path"]) == ("stock", "exact")
-    for path in (stock, exact):
+    rates = report["attention_tflops"]
+    assert set(rates) == {
+        "stock-masked",
+        "auto",
+        "cudnn",
+        "flash",
+        "flash-attn",
+        "flash-attn-3",
+        "sage",
+    }
+    assert rates["stock-masked"] > 0 and rates["auto"] > 0 and rates["flash"] > 0
+    assert rates["cudnn"].startswith("unavailable: FRAMECAST_ATTENTION=cudnn cannot run on cpu")
+    stock, exact, fast = report["paths"]
+    assert (stock["path"], exact["path"], fast["path"]) == ("stock", "exact", "fast")
+    assert exact["metadata"]["attention"] == fast["metadata"]["attention"] == "flash"
+    assert stock["metadata"]["attention_mask"] == "stock"
+    assert (exact["metadata"]["path"], fast["metadata"]["path"]) == ("exact", "fast")
+    assert fast["fp8_layers"] == 17
+    for path in (stock, exact, fast):
         assert len(path["step_s"]) == 4 and path["mean_step_s"] > 0
         assert path["encode_s"] > 0 and path["decode_s"] > 0
         assert path["end_to_end_50_steps_s"] >= 50 * path["mean_step_s"]
@@ -57,3 +74,5 @@ def test_harness_reports_every_figure_for_both_paths(tmp_path: Path) -> None:
     # The exact path attends only to real text tokens, and computes the same step.
     assert exact["flop_per_step"]["text_tokens"] < stock["flop_per_step"]["text_tokens"]
     assert exact["rel_error_vs_stock"] < 1e-5
+    # The fast path deviates, by about what e4m3 rounding predicts, and says by how much.
+    assert 1e-4 < fast["rel_error_vs_exact"] < 0.1

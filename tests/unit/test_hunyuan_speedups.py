@@ -12,11 +12,15 @@ pytest.importorskip("diffusers")
 import PIL.Image
 import torch
 
+from framecast.engines import EngineUnavailable
 from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.flops import FULL_SIZE, step_flops
 from framecast.engines.hunyuan.pipeline import Conditions, encode_conditions
 from framecast.engines.hunyuan.speedups import (
+    ATTENTION_BACKENDS,
+    AttentionUnavailable,
+    check_attention_backend,
     compile_blocks,
     install_unmasked_attention,
     trim_padding,
@@ -168,3 +172,49 @@ def test_flop_model_matches_the_published_budget() -> None:
     cfg = step_flops(FULL_SIZE, 129, 720, 1280, text_tokens=400, passes=2)
     one = step_flops(FULL_SIZE, 129, 720, 1280, text_tokens=400)
     assert cfg.total == 2 * one.total > 2 * f.total
+
+
+def test_unmasked_calls_go_to_the_chosen_backend_and_masked_ones_do_not(
+    conditions: Conditions,
+) -> None:
+    # cuDNN attention has no CPU kernel: a call that reaches it fails, one that does not runs.
+    engine = HunyuanEngine.load(resolve_model("tiny-random"), exact_speedups=False)
+    padded = forward(engine, conditions)
+    processor = install_unmasked_attention(engine.pipe.transformer, "cudnn")
+    torch.testing.assert_close(forward(engine, conditions), padded, rtol=0, atol=0)
+    trimmed, processor.unpadded = trim_padding(conditions)
+    with pytest.raises(RuntimeError):
+        forward(engine, trimmed)
+
+
+def test_a_chosen_backend_makes_the_same_video(fast: HunyuanEngine) -> None:
+    # PyTorch's flash kernel also exists for the CPU: the one backend choice runnable here.
+    flash = HunyuanEngine.load(resolve_model("tiny-random"), attention="flash")
+    assert flash.metadata()["attention"] == "flash" and flash.metadata()["path"] == "exact"
+    a, b = run(fast), run(flash)
+    assert int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+    assert float(np.mean(a != b)) < 0.01
+
+
+@pytest.mark.parametrize("choice", ["cudnn", "flash-attn", "flash-attn-3", "sage"])
+def test_a_backend_that_cannot_run_here_fails_at_start_and_says_what_to_do(choice: str) -> None:
+    with pytest.raises(AttentionUnavailable) as caught:
+        check_attention_backend(choice, CPU, torch.float32)
+    message = str(caught.value)
+    assert message.startswith(f"FRAMECAST_ATTENTION={choice} ")
+    assert ("is not installed" in message) == (choice != "cudnn")  # none of those is, here
+    assert ATTENTION_BACKENDS[choice][1] in message and "FRAMECAST_ATTENTION=auto" in message
+    assert len(message) < 500
+    with pytest.raises(EngineUnavailable, match=f"FRAMECAST_ATTENTION={choice} "):
+        HunyuanEngine.load(resolve_model("tiny-random"), attention=choice)
+
+
+def test_only_quantised_attention_is_labelled_fast(fast: HunyuanEngine) -> None:
+    assert fast.metadata()["attention"] == "auto" and fast.metadata()["path"] == "exact"
+    check_attention_backend("auto", CPU, torch.float32)  # nothing to check
+    labelled = HunyuanEngine(fast.pipe, model="m", placement=fast.placement, attention="sage")
+    assert labelled.metadata()["path"] == "fast"
+    with pytest.raises(ValueError, match="needs exact_speedups"):
+        HunyuanEngine(
+            fast.pipe, model="m", placement=fast.placement, attention="cudnn", exact_speedups=False
+        )

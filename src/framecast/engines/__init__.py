@@ -69,7 +69,12 @@ def _load_hunyuan(settings: Settings, source: ModelSource | None = None) -> Engi
     from framecast.engines.hunyuan.engine import HunyuanEngine
 
     return HunyuanEngine.load(
-        source, device=settings.device, offload=settings.offload, compile_mode=settings.compile
+        source,
+        device=settings.device,
+        offload=settings.offload,
+        compile_mode=settings.compile,
+        attention=settings.attention,
+        linear=settings.linear,
     )
 
 

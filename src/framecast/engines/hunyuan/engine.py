@@ -22,12 +22,20 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import Engine, GenerationRequest, Hooks
+from framecast.engines.hunyuan.fp8 import (
+    Fp8Unsupported,
+    check_fp8_supported,
+    convert_blocks_to_fp8,
+)
 from framecast.engines.hunyuan.pipeline import (
     FramecastHunyuanPipeline,
     encode_conditions,
     scheduler_with_shift,
 )
 from framecast.engines.hunyuan.speedups import (
+    INEXACT_ATTENTION,
+    AttentionUnavailable,
+    check_attention_backend,
     compile_blocks,
     install_unmasked_attention,
     trim_padding,
@@ -125,8 +133,11 @@ class Options:
         )
 
 
-def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuanPipeline:
-    """Load the weights (never from the network) and place them as ``placement`` says."""
+def load_pipeline(
+    source: ModelSource, placement: Placement, linear: str = "bf16"
+) -> FramecastHunyuanPipeline:
+    """Load the weights (never from the network) and place them as ``placement`` says;
+    ``linear="fp8"`` converts the transformer blocks' linear layers first (see fp8.py)."""
     if source.is_tiny:
         from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 
@@ -157,6 +168,15 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
         _copy_out_of_mmap(pipe)
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
+    if linear == "fp8":
+        try:
+            check_fp8_supported(placement.device)
+        except Fp8Unsupported as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        if placement.offload == "none":
+            pipe.transformer.to(placement.device)  # quantising on a GPU takes seconds, not minutes
+        # Before _place: offload hooks capture the modules they move.
+        convert_blocks_to_fp8(pipe.transformer)
     _place(pipe, placement)
     return pipe
 
@@ -210,16 +230,31 @@ class HunyuanEngine(Engine):
         placement: Placement,
         tiny: bool = False,
         exact_speedups: bool = True,
+        attention: str = "auto",
+        linear: str = "bf16",
     ) -> None:
         """``exact_speedups``: cut text padding and drop the attention mask (see speedups.py);
-        off only to compare with diffusers' stock pipeline bit for bit."""
+        off only to compare with diffusers' stock pipeline bit for bit. ``attention`` is the
+        backend of unmasked calls, and ``linear`` says whether load_pipeline converted the
+        linear layers to fp8; both are recorded in every result."""
+        if attention != "auto" and not exact_speedups:
+            raise ValueError("an attention backend other than auto needs exact_speedups")
         self.pipe = pipe
         self.model = model
         self.placement = placement
         self.tiny = tiny
+        self.attention = attention
+        self.linear = linear
         self._base_scheduler = pipe.scheduler
-        self._attention = install_unmasked_attention(pipe.transformer) if exact_speedups else None
+        self._attention = (
+            install_unmasked_attention(pipe.transformer, attention) if exact_speedups else None
+        )
         self.compiled = False
+
+    @property
+    def exact(self) -> bool:
+        """Whether this engine computes what the model does (up to floating-point rounding)."""
+        return self.linear == "bf16" and self.attention not in INEXACT_ATTENTION
 
     def compile(self) -> None:
         """Compile every transformer block (regional ``torch.compile``); the first request
@@ -236,9 +271,16 @@ class HunyuanEngine(Engine):
         offload: str = "none",
         compile_mode: str = "off",
         exact_speedups: bool = True,
+        attention: str = "auto",
+        linear: str = "bf16",
     ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
-        pipe = load_pipeline(source, placement)
+        if attention != "auto":  # before the minutes of loading weights
+            try:
+                check_attention_backend(attention, placement.device, placement.transformer_dtype)
+            except AttentionUnavailable as exc:
+                raise EngineUnavailable(str(exc)) from exc
+        pipe = load_pipeline(source, placement, linear)
         if (
             placement.device.type == "cuda"
             and placement.offload == "none"
@@ -259,20 +301,27 @@ class HunyuanEngine(Engine):
             placement=placement,
             tiny=source.is_tiny,
             exact_speedups=exact_speedups,
+            attention=attention,
+            linear=linear,
         )
         if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
             engine.compile()
         return engine
 
     def metadata(self) -> dict[str, Any]:
+        dtype = str(self.placement.transformer_dtype).removeprefix("torch.")
         meta: dict[str, Any] = {
             "engine": self.name,
             "model": self.model,
             "device": str(self.placement.device),
-            "dtype": str(self.placement.transformer_dtype).removeprefix("torch."),
+            "dtype": dtype,
             "offload": self.placement.offload,
             "attention_mask": "dropped (no padding)" if self._attention else "stock",
+            "attention": self.attention,
+            "linear": "fp8 (e4m3, row-wise scales)" if self.linear == "fp8" else dtype,
             "compiled": self.compiled,
+            # "fast": FP8 linears or quantised attention; the video deviates from the model's.
+            "path": "exact" if self.exact else "fast",
         }
         if self.tiny:
             meta["tiny_random"] = True

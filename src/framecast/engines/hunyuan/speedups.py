@@ -7,6 +7,9 @@
   [B,1,1,N] to every attention call, and with any mask PyTorch's SDPA cannot use its flash
   kernel (and diffusers' flash/sage backends refuse it). :class:`UnmaskedAttnProcessor` passes
   none, but only for calls the engine has marked as unpadded.
+- Attention backend (``FRAMECAST_ATTENTION``): once there is no mask, every kernel diffusers
+  can dispatch to applies; :data:`ATTENTION_BACKENDS` names those worth choosing on a GPU.
+  Calls that still carry a mask stay on PyTorch's SDPA, the only backend that takes one.
 - Regional compilation: diffusers' ``compile_repeated_blocks`` matches block classes by name
   and its list lacks the ``TokenReplace*`` blocks the I2V model is made of, so it compiles
   almost nothing. :func:`compile_blocks` compiles every double- and single-stream block.
@@ -17,15 +20,90 @@ Each has a CPU test at tiny scale against the stock pipeline (tests/unit/test_hu
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any
 
 import torch
+from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 from diffusers.models.transformers.transformer_hunyuan_video import (
     HunyuanVideoAttnProcessor2_0,
     HunyuanVideoTransformer3DModel,
 )
 
+from framecast.engines.hunyuan.flops import FULL_SIZE
 from framecast.engines.hunyuan.pipeline import Conditions
+
+ATTENTION_BACKENDS: dict[str, tuple[AttentionBackendName | None, str]] = {
+    "auto": (None, ""),
+    "cudnn": (
+        AttentionBackendName._NATIVE_CUDNN,
+        "it needs a CUDA GPU and a torch build with cuDNN attention",
+    ),
+    "flash": (
+        AttentionBackendName._NATIVE_FLASH,
+        "on a GPU it needs one of the Ampere generation or later",
+    ),
+    "flash-attn": (
+        AttentionBackendName.FLASH,
+        "install flash-attn 2.6.3 or later, built for this torch and CUDA",
+    ),
+    "flash-attn-3": (
+        AttentionBackendName._FLASH_3,
+        "build FlashAttention-3 (the hopper/ folder of Dao-AILab/flash-attention) for this torch",
+    ),
+    "sage": (
+        AttentionBackendName.SAGE,
+        "install SageAttention 2.1.1 or later (built from source; PyPI's 1.x is too old)",
+    ),
+}
+"""``FRAMECAST_ATTENTION`` values: diffusers' backend for calls without a mask, and what to do
+when it cannot run. ``auto`` leaves the choice to PyTorch's SDPA."""
+
+_PACKAGES = {
+    "flash-attn": "flash_attn",
+    "flash-attn-3": "flash_attn_interface",
+    "sage": "sageattention",
+}
+
+INEXACT_ATTENTION = frozenset({"sage"})
+"""Backends that quantise (INT8 QK^T): the fast path, labelled in results."""
+
+
+class AttentionUnavailable(RuntimeError):
+    """The chosen attention backend cannot run here."""
+
+
+def check_attention_backend(choice: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Run one small attention call through the backend ``choice`` names, as the model will
+    (the published model's head size, a few tokens).
+
+    A missing package, a CPU device or a GPU too old all show up here, at start-up, rather
+    than in the first request.
+    """
+    if choice not in ATTENTION_BACKENDS:
+        raise AttentionUnavailable(
+            f"FRAMECAST_ATTENTION={choice} is not one of {', '.join(ATTENTION_BACKENDS)}"
+        )
+    backend, hint = ATTENTION_BACKENDS[choice]
+    if backend is None:
+        return
+    package = _PACKAGES.get(choice)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise AttentionUnavailable(
+            f"FRAMECAST_ATTENTION={choice} needs the Python module {package}, which is not "
+            f"installed; {hint}, or use FRAMECAST_ATTENTION=auto"
+        )
+    # [batch, tokens, heads, head_dim]: the layout diffusers' processors hand the backend.
+    head_dim = FULL_SIZE["attention_head_dim"]
+    q, k, v = (torch.randn(1, 64, 2, head_dim, device=device, dtype=dtype) for _ in range(3))
+    try:
+        dispatch_attention_fn(q, k, v, backend=backend)
+    except Exception as exc:  # each backend fails in its own way; all mean "not here"
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise AttentionUnavailable(
+            f"FRAMECAST_ATTENTION={choice} cannot run on {device} ({dtype}): "
+            f"{type(exc).__name__}: {reason}; {hint}, or use FRAMECAST_ATTENTION=auto"
+        ) from exc
 
 
 def _trimmed(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -61,12 +139,14 @@ def trim_padding(conditions: Conditions) -> tuple[Conditions, bool]:
 class UnmaskedAttnProcessor(HunyuanVideoAttnProcessor2_0):
     """diffusers' HunyuanVideo attention, without the mask while :attr:`unpadded` is set.
 
-    One instance serves every block, so the engine flips one flag per request.
+    One instance serves every block, so the engine flips one flag per request. Unmasked calls
+    go to :attr:`backend` (None: PyTorch's SDPA); masked ones always to SDPA.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backend: AttentionBackendName | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.unpadded = False
+        self.backend = backend
 
     def __call__(
         self,
@@ -78,19 +158,22 @@ class UnmaskedAttnProcessor(HunyuanVideoAttnProcessor2_0):
     ) -> Any:
         if self.unpadded:
             attention_mask = None
+        # diffusers' processor reads the backend off itself at each call.
+        self._attention_backend = self.backend if self.unpadded else None  # type: ignore[assignment]
         return super().__call__(
             attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb
         )
 
 
 def install_unmasked_attention(
-    transformer: HunyuanVideoTransformer3DModel,
+    transformer: HunyuanVideoTransformer3DModel, attention: str = "auto"
 ) -> UnmaskedAttnProcessor:
-    """Put one :class:`UnmaskedAttnProcessor` in every double- and single-stream block."""
-    processor = UnmaskedAttnProcessor()
+    """Put one :class:`UnmaskedAttnProcessor` in every double- and single-stream block, its
+    unmasked calls going to the ``FRAMECAST_ATTENTION`` backend ``attention``."""
+    processor = UnmaskedAttnProcessor(ATTENTION_BACKENDS[attention][0])
     for block in _blocks(transformer):
-        attention: Any = block.attn
-        attention.set_processor(processor)
+        module: Any = block.attn
+        module.set_processor(processor)
     return processor
 
 
