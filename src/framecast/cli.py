@@ -237,11 +237,13 @@ def generate(
             crf=settings.x264_crf,
             preset=settings.x264_preset,
         )
+    meta = eng.metadata()
+    fast = " on the fast path" if meta.get("path") == "fast" else ""
     typer.echo(
         f"wrote {output} ({info.width}x{info.height}, {info.num_frames} frames, {info.fps} fps, "
-        f"engine {eng.name}, model {eng.model})"
+        f"engine {eng.name}, model {eng.model}{fast})"
     )
-    warning = eng.metadata().get("warning")
+    warning = meta.get("warning")
     if warning:
         typer.echo(f"warning: {warning}", err=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_generate_runs_the_tiny_model_with_every_input_as_a_flag(tmp_path: Path)
         env={"FRAMECAST_DATA_DIR": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr
-    assert "engine hunyuan, model tiny-random" in run.stdout
+    assert "engine hunyuan, model tiny-random)" in run.stdout
     assert "TINY RANDOM MODEL" in run.stderr
     with av.open(str(out)) as c:
         s = c.streams.video[0]
@@ -181,3 +182,50 @@ def test_weights_download_without_network_fails_at_once_and_clearly(
     assert "cannot download hunyuanvideo-community/HunyuanVideo-I2V" in run.stderr
     assert ("HF_HUB_OFFLINE" in run.stderr) == bool(offline)
     assert time.monotonic() - started < 60
+
+
+def test_the_fast_path_is_chosen_by_setting_and_said_in_results(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(engine="hunyuan", hunyuan_model="tiny-random", linear="fp8")
+    server.start()
+    with server.client() as c:
+        r = c.post(
+            SUBMIT_PATH,
+            json={
+                "prompt": "a kite climbs",
+                "image_url": "data:image/jpeg;base64,"
+                + base64.b64encode(SAMPLE.read_bytes()).decode(),
+                "resolution": "360p",
+                "num_frames": 5,
+                "num_inference_steps": 2,
+            },
+        )
+        assert r.status_code == 200, r.text
+        rid = r.json()["request_id"]
+        final = wait_for(c, rid, {"completed", "failed", "cancelled"})
+        assert final["status"] == "completed", final
+        meta = c.get(f"/v1/requests/{rid}/result").json()["metadata"]
+    assert meta["path"] == "fast" and meta["linear"] == "fp8 (e4m3, row-wise scales)"
+    assert meta["attention"] == "auto"
+
+
+def test_an_attention_kernel_that_cannot_run_stops_the_worker_at_start(tmp_path: Path) -> None:
+    run = _framecast(
+        "generate",
+        str(SAMPLE),
+        "--prompt",
+        "waves",
+        "-o",
+        str(tmp_path / "never.mp4"),
+        "--engine",
+        "hunyuan",
+        "--hunyuan-model",
+        "tiny-random",
+        env={"FRAMECAST_DATA_DIR": str(tmp_path), "FRAMECAST_ATTENTION": "flash-attn-3"},
+    )
+    assert run.returncode != 0
+    assert "FRAMECAST_ATTENTION=flash-attn-3 needs the Python module flash_attn_interface" in (
+        run.stderr + run.stdout
+    )
+    assert not (tmp_path / "never.mp4").exists()
