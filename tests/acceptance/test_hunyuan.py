@@ -210,7 +210,9 @@ def test_the_fast_path_is_chosen_by_setting_and_said_in_results(
     assert meta["attention"] == "auto"
 
 
-def test_an_attention_kernel_that_cannot_run_stops_the_worker_at_start(tmp_path: Path) -> None:
+def test_an_attention_kernel_that_cannot_run_stops_generate_before_it_starts(
+    tmp_path: Path,
+) -> None:
     run = _framecast(
         "generate",
         str(SAMPLE),

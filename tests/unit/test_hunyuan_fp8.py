@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -20,8 +22,23 @@ from framecast.engines.hunyuan.fp8 import (
     check_fp8_supported,
     convert_blocks_to_fp8,
 )
+from framecast.engines.hunyuan.speedups import compile_blocks
 from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
+
+
+def transformer_inputs(seed: int) -> dict[str, Any]:
+    """One denoising call's inputs for the tiny transformer, drawn afresh from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(1, 4, 2, 6, 8, generator=g),
+        timestep=torch.tensor([700.0]),
+        guidance=torch.tensor([6000.0]),
+        encoder_hidden_states=torch.randn(1, 9, 16, generator=g),
+        encoder_attention_mask=torch.ones(1, 9, dtype=torch.bool),
+        pooled_projections=torch.randn(1, 8, generator=g),
+        return_dict=False,
+    )
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -77,16 +94,7 @@ def test_converted_transformer_stays_close_to_the_exact_one() -> None:
     exact = build_tiny_pipeline().transformer
     fast = build_tiny_pipeline().transformer
     convert_blocks_to_fp8(fast)
-    g = torch.Generator().manual_seed(3)
-    inputs = dict(
-        hidden_states=torch.randn(1, 4, 2, 6, 8, generator=g),
-        timestep=torch.tensor([700.0]),
-        guidance=torch.tensor([6000.0]),
-        encoder_hidden_states=torch.randn(1, 9, 16, generator=g),
-        encoder_attention_mask=torch.ones(1, 9, dtype=torch.bool),
-        pooled_projections=torch.randn(1, 8, generator=g),
-        return_dict=False,
-    )
+    inputs = transformer_inputs(seed=3)
     with torch.inference_mode():
         out, ref = fast(**inputs)[0], exact(**inputs)[0]
     assert 1e-4 < rel_error(out, ref) < 0.05
@@ -123,3 +131,15 @@ def test_fp8_where_it_cannot_run_is_a_start_up_error() -> None:
     placement = Placement(torch.device("meta"), "none", torch.float32, torch.float32, True)
     with pytest.raises(EngineUnavailable, match="FRAMECAST_LINEAR=fp8"):
         load_pipeline(resolve_model("tiny-random"), placement, linear="fp8")
+
+
+def test_converted_blocks_compile_to_the_same_arithmetic() -> None:
+    # FRAMECAST_COMPILE=on with FRAMECAST_LINEAR=fp8: inductor fuses the per-token casts.
+    transformer = build_tiny_pipeline().transformer
+    convert_blocks_to_fp8(transformer)
+    inputs = transformer_inputs(seed=4)
+    with torch.inference_mode():
+        eager = transformer(**inputs)[0]
+        assert compile_blocks(transformer) == 2
+        compiled = transformer(**inputs)[0]
+    assert rel_error(compiled, eager) < 1e-5
