@@ -38,6 +38,7 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
             "stock,exact,fast",
             "--attention",
             "flash",  # PyTorch's flash kernel has a CPU version
+            "--decode-variants",
             "--out",
             str(out),
         ],
@@ -66,6 +67,9 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     assert stock["metadata"]["attention_mask"] == "stock"
     assert (exact["metadata"]["path"], fast["metadata"]["path"]) == ("exact", "fast")
     assert fast["fp8_layers"] == 17
+    assert "decode_variants" not in stock
+    channels_last = exact["decode_variants"]["channels_last_3d"]
+    assert channels_last["decode_s"] > 0 and channels_last["max_level_diff"] <= 2
     for path in (stock, exact, fast):
         assert len(path["step_s"]) == 4 and path["mean_step_s"] > 0
         assert path["encode_s"] > 0 and path["decode_s"] > 0
