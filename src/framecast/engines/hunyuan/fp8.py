@@ -47,10 +47,8 @@ class Float8Linear(torch.nn.Module):
         self.out_dtype = linear.weight.dtype
         with torch.no_grad():
             weight, scale = _quantize_rows(linear.weight.detach())
-        # A buffer, not a parameter: diffusers reads a model's dtype off its parameters, and
-        # the latents must stay in the bf16 the rest of the transformer computes in.
-        self.weight: torch.Tensor
-        self.register_buffer("weight", weight)
+        # A parameter, so that offloading (model, group, sequential) moves it like any weight.
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
         # [1, out]: the layout _scaled_mm takes for the second operand's row-wise scales.
         self.weight_scale: torch.Tensor
         self.register_buffer("weight_scale", scale.t().contiguous())
