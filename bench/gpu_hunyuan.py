@@ -42,6 +42,7 @@ from framecast.engines.hunyuan.speedups import (
     ATTENTION_BACKENDS,
     AttentionUnavailable,
     check_attention_backend,
+    transformer_blocks,
 )
 from framecast.engines.hunyuan.weights import ModelSource
 
@@ -163,23 +164,16 @@ def measure(
     device = placement.device
     # Attention processors back to diffusers' own before each path; the engine installs its own.
     stock_processor = HunyuanVideoAttnProcessor2_0()
-    for block in [
-        *pipe.transformer.transformer_blocks,
-        *pipe.transformer.single_transformer_blocks,
-    ]:
+    for block in transformer_blocks(pipe.transformer):
         block.attn.set_processor(stock_processor)
-    if path == "fast":
-        result_linear = "fp8"
-        converted = convert_blocks_to_fp8(pipe.transformer)  # in place: the last path
-    else:
-        result_linear, converted = "bf16", 0
+    # In place, so "fast" is the last path; the engine sees the fp8 layers and says so.
+    converted = convert_blocks_to_fp8(pipe.transformer) if path == "fast" else 0
     engine = HunyuanEngine(
         pipe,
         model=args.model,
         placement=placement,
         exact_speedups=path != "stock",
         attention="auto" if path == "stock" else args.attention,
-        linear=result_linear,
     )
     if path == "exact-compiled":
         engine.compile()

@@ -14,7 +14,7 @@ import torch
 
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import GenerationRequest, NullHooks
-from framecast.engines.hunyuan.engine import HunyuanEngine, Placement, load_pipeline
+from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.fp8 import (
     E4M3,
     Float8Linear,
@@ -128,9 +128,8 @@ def test_fp8_where_it_cannot_run_is_a_start_up_error() -> None:
     check_fp8_supported(torch.device("cpu"))  # the CPU has the kernel (slow, for tests)
     with pytest.raises(Fp8Unsupported, match="not supported on meta"):
         check_fp8_supported(torch.device("meta"))
-    placement = Placement(torch.device("meta"), "none", torch.float32, torch.float32, True)
     with pytest.raises(EngineUnavailable, match="FRAMECAST_LINEAR=fp8"):
-        load_pipeline(resolve_model("tiny-random"), placement, linear="fp8")
+        HunyuanEngine.load(resolve_model("tiny-random"), device="meta", linear="fp8")
 
 
 def test_converted_blocks_compile_to_the_same_arithmetic() -> None:

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import Engine, GenerationRequest, Hooks
 from framecast.engines.hunyuan.fp8 import (
+    Float8Linear,
     Fp8Unsupported,
     check_fp8_supported,
     convert_blocks_to_fp8,
@@ -137,7 +138,8 @@ def load_pipeline(
     source: ModelSource, placement: Placement, linear: str = "bf16"
 ) -> FramecastHunyuanPipeline:
     """Load the weights (never from the network) and place them as ``placement`` says;
-    ``linear="fp8"`` converts the transformer blocks' linear layers first (see fp8.py)."""
+    ``linear="fp8"`` converts the transformer blocks' linear layers first (see fp8.py; the
+    caller checks the device can run them)."""
     if source.is_tiny:
         from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 
@@ -169,10 +171,6 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
     if linear == "fp8":
-        try:
-            check_fp8_supported(placement.device)
-        except Fp8Unsupported as exc:
-            raise EngineUnavailable(str(exc)) from exc
         if placement.offload == "none":
             pipe.transformer.to(placement.device)  # quantising on a GPU takes seconds, not minutes
         # Before _place: offload hooks capture the modules they move.
@@ -231,12 +229,11 @@ class HunyuanEngine(Engine):
         tiny: bool = False,
         exact_speedups: bool = True,
         attention: str = "auto",
-        linear: str = "bf16",
     ) -> None:
         """``exact_speedups``: cut text padding and drop the attention mask (see speedups.py);
         off only to compare with diffusers' stock pipeline bit for bit. ``attention`` is the
-        backend of unmasked calls, and ``linear`` says whether load_pipeline converted the
-        linear layers to fp8; both are recorded in every result."""
+        backend of unmasked calls. Both it and whether the pipeline's linear layers are fp8
+        are recorded in every result."""
         if attention != "auto" and not exact_speedups:
             raise ValueError("an attention backend other than auto needs exact_speedups")
         self.pipe = pipe
@@ -244,7 +241,8 @@ class HunyuanEngine(Engine):
         self.placement = placement
         self.tiny = tiny
         self.attention = attention
-        self.linear = linear
+        converted = any(isinstance(m, Float8Linear) for m in pipe.transformer.modules())
+        self.linear = "fp8" if converted else "bf16"
         self._base_scheduler = pipe.scheduler
         self._attention = (
             install_unmasked_attention(pipe.transformer, attention) if exact_speedups else None
@@ -275,11 +273,12 @@ class HunyuanEngine(Engine):
         linear: str = "bf16",
     ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
-        if attention != "auto":  # before the minutes of loading weights
-            try:
-                check_attention_backend(attention, placement.device, placement.transformer_dtype)
-            except AttentionUnavailable as exc:
-                raise EngineUnavailable(str(exc)) from exc
+        try:  # before the minutes of loading weights
+            check_attention_backend(attention, placement.device, placement.transformer_dtype)
+            if linear == "fp8":
+                check_fp8_supported(placement.device)
+        except (AttentionUnavailable, Fp8Unsupported) as exc:
+            raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement, linear)
         if (
             placement.device.type == "cuda"
@@ -302,7 +301,6 @@ class HunyuanEngine(Engine):
             tiny=source.is_tiny,
             exact_speedups=exact_speedups,
             attention=attention,
-            linear=linear,
         )
         if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
             engine.compile()

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from framecast.engines.hunyuan.speedups import transformer_blocks
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = float(torch.finfo(E4M3).max)
 _ALIGN = 16
@@ -100,11 +102,11 @@ def _convertible(name: str, module: torch.nn.Module) -> bool:
 def convert_blocks_to_fp8(transformer: Any) -> int:
     """Replace the token-wise linear layers of every transformer block, in place.
 
-    Returns how many were replaced. The bf16 weights are freed as each layer is converted, so
-    the peak is one layer over the converted size.
+    Returns how many were replaced. A block's bf16 weights are freed once the block is done,
+    so the peak is one block's worth over the converted size.
     """
     converted = 0
-    for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
+    for block in transformer_blocks(transformer):
         for name, module in list(block.named_modules()):
             if not _convertible(name, module):
                 continue
