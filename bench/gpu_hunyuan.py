@@ -1,19 +1,31 @@
 """HunyuanVideo-I2V speed: diffusers' stock pipeline against the engine's paths, in one process.
 
-On a GPU it builds the full-size architecture with random weights (speed does not depend on
-their values; see framecast/engines/hunyuan/fullsize.py) and reports, per path:
-encode time, mean seconds per denoising step after warm-up, VAE decode time, the 50-step
-end-to-end extrapolation, peak GPU memory, and the step's FLOP divided by its time next to a
-bf16 matmul rate and an attention rate measured in the same run.
+On a GPU it builds the full-size architecture with seeded random weights (speed does not depend
+on their values; see framecast/engines/hunyuan/fullsize.py) and reports:
 
-    python bench/gpu_hunyuan.py --paths stock            # the baseline (one command)
-    python bench/gpu_hunyuan.py --paths exact            # the engine's default path
-    python bench/gpu_hunyuan.py --paths exact,fast       # plus FP8 linears (last: in place)
-    python bench/gpu_hunyuan.py --paths exact --attention cudnn
+- the environment: GPU, driver, CUDA, cuDNN, torch, and SDPA's backend priority order;
+- the token count of the benchmarked size (latent grid plus text, padded as the stock pipeline
+  passes it and trimmed as the exact path does), and which SDPA kernel one attention call at
+  that count runs with diffusers' boolean [B,1,1,N] mask (stock) and without it (exact);
+- per path: encode time; one transformer forward on fixed inputs (the warm-up, and for compiled
+  paths the compile) and its output's relative L2 error against every earlier path's; seconds
+  per denoising step; VAE decode time; the 50-step end-to-end extrapolation; peak GPU memory;
+  the step's FLOP over its time;
+- a bf16 matmul rate and every attention backend's rate at the real shapes.
+
+Paths: stock (diffusers' pipeline as it is), exact (the engine's default), fast (FP8 linears,
+converted in place, so it comes last), and each with -compiled (regional torch.compile).
+
+The JSON (``--out``: a file, or a folder to put one in) is rewritten after every measurement,
+to a temporary file renamed over the old one, so a run killed at any moment leaves a valid file
+with everything it finished; ``complete`` says whether it reached the end. Progress lines are
+flushed as they happen.
+
+    python3 -u bench/gpu_hunyuan.py --paths stock,exact --out "$OUT"
     python bench/gpu_hunyuan.py --model tiny --device cpu --width 64 --height 48 --frames 5
 
-Writes JSON to bench/results/ (or --out). The tiny CPU run checks the harness end to end; its
-timings say nothing about the real model.
+docs/performance.md ("The GPU plan") gives the commands for a GPU and what each one answers.
+The tiny CPU run checks the harness end to end; its timings say nothing about the real model.
 """
 
 from __future__ import annotations
@@ -21,10 +33,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
+import sys
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +48,86 @@ import PIL.Image
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
+from torch.nn.attention import SDPBackend
+from torch.profiler import ProfilerActivity, profile
 
 from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.engine import HunyuanEngine, Options, Placement, load_pipeline
-from framecast.engines.hunyuan.flops import step_flops
+from framecast.engines.hunyuan.flops import step_flops, video_tokens
 from framecast.engines.hunyuan.fp8 import convert_blocks_to_fp8
-from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
+from framecast.engines.hunyuan.pipeline import (
+    Conditions,
+    FramecastHunyuanPipeline,
+    enable_official_vae_tiling,
+    encode_conditions,
+)
 from framecast.engines.hunyuan.speedups import (
     ATTENTION_BACKENDS,
     AttentionUnavailable,
     check_attention_backend,
     transformer_blocks,
+    trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource
+from framecast.schemas import SIZES
 
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, the lamp starts to turn."
 FULL_STEPS = 50
+PATHS = ("stock", "exact", "exact-compiled", "fast", "fast-compiled")
+
+SDPA_OPS = {
+    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "efficient",
+    "aten::_scaled_dot_product_attention_math": "math",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "overrideable",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "cpu (flash_attention_for_cpu)",
+}
+"""The op SDPA dispatches to, as the profiler names it, and the kernel that op is."""
+
+_STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    # Flushed at once: a run killed at its time limit still shows how far it got.
+    print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", flush=True)
+
+
+def sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits: a tiny model's rate on a CPU stays above zero
+    where rounding to two decimals would make it 0.0."""
+    return float(f"{x:.{digits}g}")
+
+
+class Report:
+    """The benchmark's JSON, rewritten whole after every measurement.
+
+    Each version goes to a temporary file beside the target and is renamed over it (atomic on
+    POSIX), so a reader, or a kill at any moment, finds the previous version or the new one,
+    never half a file. No fsync: the files must survive the process, not the machine.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"complete": False}
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(self) -> None:
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text(json.dumps(self.data, indent=2) + "\n")
+        os.replace(temporary, self.path)
+
+
+def output_path(out: str | None, model: str, device: torch.device) -> Path:
+    """``--out`` as given if it names a file; a folder (existing, or written with a trailing
+    slash, like the device machine's $OUT) gets a file named after the run."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"gpu_hunyuan-{model}-{device.type}-{stamp}.json"
+    if out is None:
+        return Path(__file__).parent / "results" / name
+    if out.endswith("/") or Path(out).is_dir():
+        return Path(out) / name
+    return Path(out)
 
 
 def sync(device: torch.device) -> None:
@@ -74,57 +154,51 @@ def peak_gib(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
-    """Dense matmul FLOP/s at ``n`` x ``n`` x ``n``: what the hardware gives a plain GEMM."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    _, seconds = timed(device, lambda: [a @ b for _ in range(repeats)])
-    return 2 * n**3 * repeats / seconds
+def sdpa_settings() -> dict[str, Any]:
+    """SDPA's backend priority order and which backends are enabled.
 
-
-def attention_rates(
-    device: torch.device, dtype: torch.dtype, tokens: int, heads: int, dim: int
-) -> dict[str, float | str]:
-    """FLOP/s of one block's attention over the joint sequence, through diffusers' dispatcher
-    as the model calls it: stock (PyTorch SDPA with diffusers' all-true mask), then each
-    FRAMECAST_ATTENTION backend without a mask; a backend that cannot run here says why."""
-    q, k, v = (torch.randn(1, tokens, heads, dim, device=device, dtype=dtype) for _ in range(3))
-    flop = 4.0 * tokens * tokens * heads * dim
-    mask = torch.ones(1, 1, 1, tokens, device=device, dtype=torch.bool)
-    rates: dict[str, float | str] = {}
-    for name in ["stock-masked", *ATTENTION_BACKENDS]:
-        backend = None if name == "stock-masked" else ATTENTION_BACKENDS[name][0]
-        attn_mask = mask if name == "stock-masked" else None
-        if name not in ("stock-masked", "auto"):
-            try:
-                check_attention_backend(name, device, dtype)
-            except AttentionUnavailable as exc:
-                rates[name] = f"unavailable: {exc}"[:300]
-                continue
-
-        def call(backend: Any = backend, attn_mask: Any = attn_mask) -> Any:
-            return dispatch_attention_fn(q, k, v, attn_mask=attn_mask, backend=backend)
-
-        call()  # warm-up
-        seconds = sorted(timed(device, call)[1] for _ in range(3))[1]  # the median of three
-        rates[name] = round(flop / seconds / 1e12, 2)
-    return rates
+    torch (2.13 included) has no public getter for the order: ``torch.nn.attention.sdpa_kernel
+    (..., set_priority=True)`` sets it, and reads it back through the private
+    ``torch._C._get_sdp_priority_order`` used here. The order alone does not settle which kernel
+    runs (each backend also checks the call's shapes, mask, dtype and GPU), hence the measured
+    choice next to it in the report.
+    """
+    names = {backend.value: name for name, backend in SDPBackend.__members__.items()}
+    getter = getattr(torch._C, "_get_sdp_priority_order", None)
+    order = [names.get(int(i), str(i)) for i in getter()] if getter is not None else None
+    cuda: Any = torch.backends.cuda  # its getters are untyped
+    return {
+        "priority_order": order,
+        "enabled": {
+            "cudnn": cuda.cudnn_sdp_enabled(),
+            "flash": cuda.flash_sdp_enabled(),
+            "efficient": cuda.mem_efficient_sdp_enabled(),
+            "math": cuda.math_sdp_enabled(),
+        },
+        # Builds differ in whether cuDNN attention comes first; these variables change it.
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("TORCH_CUDNN")},
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
     import diffusers
     import transformers
 
-    env["diffusers"], env["transformers"] = diffusers.__version__, transformers.__version__
+    cudnn: Any = torch.backends.cudnn  # untyped; version() is None where torch has no cuDNN
+
+    env: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "cudnn": cudnn.version(),
+        "sdpa": sdpa_settings(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
         env["cuda"] = torch.version.cuda
         try:
             env["driver"] = subprocess.run(
@@ -143,14 +217,191 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def build(model: str, device: torch.device) -> tuple[FramecastHunyuanPipeline, Placement]:
     placement = Placement.choose(str(device), "none")
-    if model == "tiny":
+    if model == "tiny":  # seeded by its builder
         return load_pipeline(ModelSource("tiny-random", "tiny-random", None), placement), placement
     from framecast.engines.hunyuan.fullsize import build_full_size_pipeline
 
     pipe = build_full_size_pipeline(device, placement.transformer_dtype, placement.dtype)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+    enable_official_vae_tiling(pipe.vae)  # as load_pipeline does
     return pipe, placement
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The joint sequence of the benchmarked size: video tokens from the latent grid, text as
+    the stock pipeline pads it and as the exact path trims it."""
+
+    video: int
+    text_stock: int
+    text_exact: int
+
+    @property
+    def stock(self) -> int:
+        return self.video + self.text_stock
+
+    @property
+    def exact(self) -> int:
+        return self.video + self.text_exact
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "video": self.video,
+            "text_stock": self.text_stock,
+            "text_exact": self.text_exact,
+            "stock": self.stock,
+            "exact": self.exact,
+        }
+
+
+def count_tokens(
+    pipe: FramecastHunyuanPipeline, device: torch.device, args: argparse.Namespace
+) -> Tokens:
+    # One encode of the benchmark's prompt: the text length depends on the prompt alone.
+    image = PIL.Image.new("RGB", (args.width, args.height), (90, 120, 160))
+    with torch.inference_mode():
+        conditions = encode_conditions(pipe, image, PROMPT, None, device)
+    trimmed, _ = trim_padding(conditions)
+    return Tokens(
+        video=video_tokens(pipe.transformer.config, args.frames, args.height, args.width),
+        text_stock=int(conditions.prompt_attention_mask.shape[1]),
+        text_exact=int(trimmed.prompt_attention_mask.shape[1]),
+    )
+
+
+def attention_inputs(
+    pipe: FramecastHunyuanPipeline, device: torch.device, dtype: torch.dtype, tokens: Tokens
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v of one block at the stock length ([batch, tokens, heads, head_dim], what
+    diffusers' processors hand the dispatcher; the exact length is a prefix), and the mask the
+    stock pipeline builds: [B,1,1,N] boolean, false on the text padding at the end."""
+    config = pipe.transformer.config
+    shape = (1, tokens.stock, config.num_attention_heads, config.attention_head_dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype) for _ in range(3))
+    mask = torch.zeros(1, 1, 1, tokens.stock, device=device, dtype=torch.bool)
+    mask[..., : tokens.exact] = True
+    return q, k, v, mask
+
+
+def sdpa_kernel_used(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> dict[str, Any]:
+    """Which kernel SDPA runs for one attention call made as the model makes it (through
+    diffusers' dispatcher, at the real shape), read off the op the profiler saw: SDPA decides
+    per call, so this asks the call rather than the settings."""
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            dispatch_attention_fn(q, k, v, attn_mask=mask)
+            sync(q.device)
+    except Exception as exc:  # out of memory, or no kernel takes this call
+        return {"tokens": q.shape[1], "error": f"{type(exc).__name__}: {exc}"[:500]}
+    ops = sorted({e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot")})
+    kernels = [SDPA_OPS.get(op, op) for op in ops]
+    return {
+        "tokens": q.shape[1],
+        "kernel": kernels[0] if len(kernels) == 1 else kernels,
+        "ops": ops,
+    }
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
+    """Dense matmul FLOP/s at ``n`` x ``n`` x ``n``: what the hardware gives a plain GEMM."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    _, seconds = timed(device, lambda: [a @ b for _ in range(repeats)])
+    return 2 * n**3 * repeats / seconds
+
+
+def attention_rates(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, exact_tokens: int
+) -> dict[str, float | str]:
+    """TFLOP/s of one block's attention through diffusers' dispatcher as the model calls it:
+    stock (PyTorch SDPA with the mask, at the padded length), then each FRAMECAST_ATTENTION
+    backend without a mask at the trimmed length; a backend that cannot run here says why."""
+    device, dtype = q.device, q.dtype
+    rates: dict[str, float | str] = {}
+    for name in ["stock-masked", *ATTENTION_BACKENDS]:
+        masked = name == "stock-masked"
+        backend = None if masked else ATTENTION_BACKENDS[name][0]
+        n = q.shape[1] if masked else exact_tokens
+        if name not in ("stock-masked", "auto"):
+            try:
+                check_attention_backend(name, device, dtype)
+            except AttentionUnavailable as exc:
+                rates[name] = f"unavailable: {exc}"[:300]
+                continue
+
+        def call(backend: Any = backend, n: int = n, masked: bool = masked) -> Any:
+            return dispatch_attention_fn(
+                q[:, :n], k[:, :n], v[:, :n], attn_mask=mask if masked else None, backend=backend
+            )
+
+        try:
+            call()  # warm-up
+            seconds = sorted(timed(device, call)[1] for _ in range(3))[1]  # the median of three
+        except Exception as exc:  # e.g. out of memory on the math kernel
+            rates[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+            continue
+        flop = 4.0 * n * n * q.shape[2] * q.shape[3]
+        rates[name] = sig(flop / seconds / 1e12)
+    return rates
+
+
+@dataclass
+class Shared:
+    """What the paths of one run share: the fixed transformer input, every finished path's
+    output on it, and the first measured VAE decode."""
+
+    latents: torch.Tensor
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    decode_s: float | None = None
+    decode_path: str | None = None
+
+
+class StepClock:
+    """The engine's hooks, timing each denoising step from its first transformer call to the
+    step-end callback: the pipeline's set-up before step 0 (the VAE encoding the image,
+    preparing latents) stays out of it."""
+
+    def __init__(self, device: torch.device, on_step: Callable[[list[float]], None]) -> None:
+        self.device = device
+        self.on_step = on_step
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def step_starts(self, _module: Any, _args: Any) -> None:
+        if len(self.starts) == len(self.ends):  # with true CFG a step calls the transformer twice
+            sync(self.device)
+            self.starts.append(time.perf_counter())
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        if phase == "denoising":
+            sync(self.device)
+            self.ends.append(time.perf_counter())
+            self.on_step([end - start for start, end in zip(self.starts, self.ends, strict=True)])
+
+    def raise_if_cancelled(self) -> None:
+        return None
+
+
+def forward(engine: HunyuanEngine, latents: torch.Tensor, conditions: Conditions) -> torch.Tensor:
+    """One transformer call on fixed inputs, through the path's attention set-up."""
+    pipe, device = engine.pipe, engine.placement.device
+    dtype = pipe.transformer.dtype
+    with torch.inference_mode():
+        if engine._attention is not None:
+            conditions, engine._attention.unpadded = trim_padding(conditions)
+        out: torch.Tensor = pipe.transformer(
+            hidden_states=latents.to(device, dtype),
+            timestep=torch.tensor([900.0], device=device),
+            guidance=torch.tensor([6000.0], device=device, dtype=dtype),
+            encoder_hidden_states=conditions.prompt_embeds.to(dtype),
+            encoder_attention_mask=conditions.prompt_attention_mask,
+            pooled_projections=conditions.pooled_prompt_embeds.to(dtype),
+            return_dict=False,
+        )[0]
+    return out.float()
 
 
 def measure(
@@ -158,16 +409,20 @@ def measure(
     pipe: FramecastHunyuanPipeline,
     placement: Placement,
     args: argparse.Namespace,
-    probe: dict[str, torch.Tensor],
-) -> dict[str, Any]:
-    """One path: encode, warm-up + measured steps, decode, one fixed transformer call."""
+    shared: Shared,
+    record: dict[str, Any],
+    save: Callable[[], None],
+) -> None:
+    """One path, into ``record``, saved after each measurement: encode, one forward on the
+    fixed input (warm-up and error), the denoising steps, decode."""
     device = placement.device
     # Attention processors back to diffusers' own before each path; the engine installs its own.
-    stock_processor = HunyuanVideoAttnProcessor2_0()
+    stock_processor = HunyuanVideoAttnProcessor2_0()  # type: ignore[no-untyped-call]
     for block in transformer_blocks(pipe.transformer):
-        block.attn.set_processor(stock_processor)
-    # In place, so "fast" is the last path; the engine sees the fp8 layers and says so.
-    converted = convert_blocks_to_fp8(pipe.transformer) if path == "fast" else 0
+        attn: Any = block.attn
+        attn.set_processor(stock_processor)
+    # In place, so a fast path is the last; the engine sees the fp8 layers and says so.
+    converted = convert_blocks_to_fp8(pipe.transformer) if path.startswith("fast") else 0
     engine = HunyuanEngine(
         pipe,
         model=args.model,
@@ -175,8 +430,11 @@ def measure(
         exact_speedups=path != "stock",
         attention="auto" if path == "stock" else args.attention,
     )
-    if path == "exact-compiled":
+    if path.endswith("-compiled") and not engine.compiled:
         engine.compile()
+    record["metadata"] = engine.metadata()
+    if converted:
+        record["fp8_layers"] = converted
     image = PIL.Image.new("RGB", (args.width, args.height), (90, 120, 160))
     request = GenerationRequest(
         image=image,
@@ -188,78 +446,69 @@ def measure(
         options={"num_inference_steps": args.warmup + args.steps},
     )
     options = Options.of(request)
-    result: dict[str, Any] = {"path": path, "metadata": engine.metadata()}
-    if converted:
-        result["fp8_layers"] = converted
     # The stock path's denoising is diffusers' own __call__ (FramecastHunyuanPipeline changes
     # only prepare_latents, and only with i2v_stability off) with diffusers' processors.
     conditions, seconds = timed(device, lambda: engine._encode(image, PROMPT, None))
-    result["encode_s"] = round(seconds, 3)
+    record["encode_s"] = sig(seconds)
+    save()
+    log(f"{path}: encode {seconds:.3f} s")
 
-    stamps: list[float] = []
+    # The same input for every path; the first call also warms up (for compiled paths: compiles).
+    out, seconds = timed(device, lambda: forward(engine, shared.latents, conditions))
+    record["first_forward_s"] = sig(seconds)
+    # Random weights through 60 blocks: say so if they overflowed, or the errors mean nothing.
+    record["first_forward_finite"] = bool(torch.isfinite(out).all())
+    for earlier, reference in shared.outputs.items():
+        record[f"rel_error_vs_{earlier}"] = float((out - reference).norm() / reference.norm())
+    shared.outputs[path] = out
+    save()
+    log(f"{path}: first forward {seconds:.3f} s")
 
-    class Clock:
-        def progress(self, step: int, total: int, phase: str) -> None:
-            if phase == "denoising":
-                sync(device)
-                stamps.append(time.perf_counter())
+    def on_step(step_times: list[float]) -> None:
+        record["step_s"] = [sig(s) for s in step_times]
+        save()
+        log(f"{path}: step {len(step_times)} {step_times[-1]:.3f} s")
 
-        def raise_if_cancelled(self) -> None:
-            return None
-
+    clock = StepClock(device, on_step)
+    handle = pipe.transformer.register_forward_pre_hook(clock.step_starts)
     peak_reset(device)
-    sync(device)
-    start = time.perf_counter()
-    latents = engine._denoise(image, conditions, request, options, Clock())
-    step_times = [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
-    measured = step_times[args.warmup :]
-    result["step_s"] = [round(s, 4) for s in step_times]
-    result["mean_step_s"] = round(sum(measured) / len(measured), 4)
-    result["denoise_peak_gib"] = peak_gib(device)
-
-    peak_reset(device)
-    frames, seconds = timed(device, lambda: engine._decode(latents))
-    result["decode_s"] = round(seconds, 3)
-    result["decode_peak_gib"] = peak_gib(device)
-    if args.decode_variants and path != "stock":
-        result["decode_variants"] = decode_variants(engine, latents, frames)
-    result["end_to_end_50_steps_s"] = round(
-        result["encode_s"] + FULL_STEPS * result["mean_step_s"] + result["decode_s"], 1
-    )
+    try:
+        latents = engine._denoise(image, conditions, request, options, clock)
+    finally:
+        handle.remove()
+    measured = record["step_s"][args.warmup :]
+    record["mean_step_s"] = sig(sum(measured) / len(measured))
+    record["denoise_peak_gib"] = peak_gib(device)
 
     text_tokens = (
-        int(conditions.prompt_attention_mask.sum())
-        if path != "stock"
-        else int(conditions.prompt_attention_mask.shape[1])
+        int(conditions.prompt_attention_mask.shape[1])
+        if path == "stock"
+        else int(conditions.prompt_attention_mask.sum())
     )
-    config = pipe.transformer.config
-    flops = step_flops(config, args.frames, args.height, args.width, text_tokens)
-    result["flop_per_step"] = flops.as_dict()
-    result["achieved_tflops"] = round(flops.total / result["mean_step_s"] / 1e12, 2)
+    flops = step_flops(pipe.transformer.config, args.frames, args.height, args.width, text_tokens)
+    record["flop_per_step"] = flops.as_dict()
+    record["achieved_tflops"] = sig(flops.total / record["mean_step_s"] / 1e12)
+    save()
 
-    # One transformer call on fixed inputs, to compare the paths' outputs.
-    with torch.inference_mode():
-        if path != "stock":
-            from framecast.engines.hunyuan.speedups import trim_padding
-
-            conditions, engine._attention.unpadded = trim_padding(conditions)  # type: ignore[union-attr]
-        out = pipe.transformer(
-            hidden_states=probe["latents"].to(device, pipe.transformer.dtype),
-            timestep=torch.tensor([900.0], device=device),
-            guidance=torch.tensor([6000.0], device=device, dtype=pipe.transformer.dtype),
-            encoder_hidden_states=conditions.prompt_embeds.to(pipe.transformer.dtype),
-            encoder_attention_mask=conditions.prompt_attention_mask,
-            pooled_projections=conditions.pooled_prompt_embeds.to(pipe.transformer.dtype),
-            return_dict=False,
-        )[0].float()
-    for reference_path in ("stock", "exact"):
-        if reference_path in probe and path != reference_path:
-            reference = probe[reference_path]
-            error = float((out - reference).norm() / reference.norm())
-            result[f"rel_error_vs_{reference_path}"] = error
-    if path in ("stock", "exact"):
-        probe[path] = out
-    return result
+    if args.decode == "all" or (args.decode == "first" and shared.decode_s is None):
+        peak_reset(device)
+        frames, seconds = timed(device, lambda: engine._decode(latents))
+        record["decode_s"] = sig(seconds)
+        record["decode_peak_gib"] = peak_gib(device)
+        if shared.decode_s is None:
+            shared.decode_s, shared.decode_path = record["decode_s"], path
+        save()
+        log(f"{path}: decode {seconds:.3f} s")
+        if args.decode_variants and path != "stock":
+            record["decode_variants"] = decode_variants(engine, latents, frames)
+            save()
+    decode_s = record.get("decode_s", shared.decode_s)
+    if decode_s is not None:
+        if "decode_s" not in record:  # the VAE is the same in every path
+            record["decode_s_from"] = shared.decode_path
+        record["end_to_end_50_steps_s"] = round(
+            record["encode_s"] + FULL_STEPS * record["mean_step_s"] + decode_s, 1
+        )
 
 
 def decode_variants(engine: HunyuanEngine, latents: torch.Tensor, frames: Any) -> dict[str, Any]:
@@ -273,7 +522,7 @@ def decode_variants(engine: HunyuanEngine, latents: torch.Tensor, frames: Any) -
         diff = abs(other.astype(int) - frames.astype(int))
         return {
             "channels_last_3d": {
-                "decode_s": round(seconds, 3),
+                "decode_s": sig(seconds),
                 "peak_gib": peak_gib(device),
                 "max_level_diff": int(diff.max()),
                 "mean_level_diff": round(float(diff.mean()), 4),
@@ -283,19 +532,41 @@ def decode_variants(engine: HunyuanEngine, latents: torch.Tensor, frames: Any) -
         vae.to(memory_format=torch.contiguous_format)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def summary(paths: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures to read first: each path's step time and its one-step errors."""
+    errors = {
+        f"{record['path']} vs {key.removeprefix('rel_error_vs_')}": value
+        for record in paths
+        for key, value in record.items()
+        if key.startswith("rel_error_vs_")
+    }
+    return {
+        "mean_step_s": {r["path"]: r.get("mean_step_s") for r in paths},
+        "one_step_rel_error": errors,
+        "failed": {r["path"]: r["error"] for r in paths if "error" in r},
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", choices=["full", "tiny"], default="full")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    # The API's 720p at 16:9: the official bucket, 1248x704.
+    parser.add_argument("--width", type=int, default=SIZES[("16:9", "720p")][0])
+    parser.add_argument("--height", type=int, default=SIZES[("16:9", "720p")][1])
     parser.add_argument("--frames", type=int, default=129)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=3, help="measured steps after warm-up")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="denoising steps left out of the mean (the forward before them already warms up)",
+    )
+    parser.add_argument("--steps", type=int, default=2, help="measured denoising steps")
     parser.add_argument(
         "--paths",
         default="stock,exact",
-        help="stock, exact, exact-compiled, fast (FP8 linears, converted in place: last)",
+        help=f"comma-separated, in order, of {', '.join(PATHS)}; a fast one (FP8 linears, "
+        "converted in place) last",
     )
     parser.add_argument(
         "--attention",
@@ -304,48 +575,114 @@ def main() -> None:
         help="FRAMECAST_ATTENTION of the non-stock paths",
     )
     parser.add_argument(
+        "--decode",
+        choices=["all", "first", "none"],
+        default="all",
+        help="VAE decode in every path, in the first only (the VAE is the same), or in none",
+    )
+    parser.add_argument(
         "--decode-variants", action="store_true", help="also time the VAE decode channels-last"
     )
-    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--rates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the attention backends' rates at the real shapes, after the paths",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="of the full-size random weights")
+    parser.add_argument("--out", help="the JSON file, or a folder for it (default: bench/results/)")
+    # For the test that a killed run keeps its figures: after this path, wait to be killed.
+    parser.add_argument("--stall-after", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    paths = args.paths.split(",")
-    if "fast" in paths[:-1]:
-        parser.error("fast converts the model in place, so it must be the last path")
+    args.paths = args.paths.split(",")
+    unknown = [p for p in args.paths if p not in PATHS]
+    if unknown:
+        parser.error(f"unknown paths {unknown}; choose from {', '.join(PATHS)}")
+    fast = [i for i, p in enumerate(args.paths) if p.startswith("fast")]
+    if fast and fast != [len(args.paths) - 1]:
+        parser.error("a fast path converts the model in place: one only, and last")
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    return args
 
+
+def main() -> int:
+    args = parse_args()
     device = torch.device(args.device)
-    report: dict[str, Any] = {
-        "environment": environment(device),
-        "args": vars(args) | {"out": None},
-    }
-    pipe, placement = build(args.model, device)
+    report = Report(output_path(args.out, args.model, device))
+    data = report.data
+    data["environment"] = environment(device)
+    data["args"] = vars(args)
+    report.save()
+    log(f"writing {report.path}")
+
+    torch.manual_seed(args.seed)  # the same weights in every process, not only in this one
+    (pipe, placement), seconds = timed(device, lambda: build(args.model, device))
+    data["build_s"] = sig(seconds)
+    if device.type == "cuda":
+        data["gpu_free_gib_after_build"] = round(torch.cuda.mem_get_info(device)[0] / 2**30, 2)
+    report.save()
+    log(f"built the {args.model} model in {seconds:.1f} s")
+
     dtype = placement.transformer_dtype
+    tokens = count_tokens(pipe, device, args)
+    data["tokens"] = tokens.as_dict()
+    q, k, v, mask = attention_inputs(pipe, device, dtype, tokens)
+    data["sdpa_kernel"] = {
+        "masked": sdpa_kernel_used(q, k, v, mask),
+        "unmasked": sdpa_kernel_used(
+            q[:, : tokens.exact], k[:, : tokens.exact], v[:, : tokens.exact], None
+        ),
+    }
+    del q, k, v, mask
+    report.save()
+    log(f"tokens {tokens.as_dict()}; SDPA kernels {data['sdpa_kernel']}")
+
     n = 8192 if device.type == "cuda" else 512
-    report["matmul_tflops"] = round(matmul_rate(device, dtype, n) / 1e12, 2)
-    heads, dim = (
-        pipe.transformer.config.num_attention_heads,
-        pipe.transformer.config.attention_head_dim,
-    )
-    tokens = (
-        step_flops(pipe.transformer.config, args.frames, args.height, args.width, 0).video_tokens
-        + 400
-    )
-    report["attention_tflops"] = attention_rates(device, dtype, tokens, heads, dim)
+    data["matmul_tflops"] = sig(matmul_rate(device, dtype, n) / 1e12)
+    report.save()
+    log(f"matmul {data['matmul_tflops']} TFLOP/s")
+
+    config = pipe.transformer.config
     latent_shape = (
         1,
-        pipe.transformer.config.in_channels,
+        config.in_channels,
         (args.frames - 1) // 4 + 1,
         args.height // 8,
         args.width // 8,
     )
-    probe = {"latents": torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))}
-    report["paths"] = [measure(p, pipe, placement, args, probe) for p in paths]
-    out = args.out or Path(__file__).parent / "results" / (
-        f"gpu_hunyuan-{args.model}-{device.type}-{dt.date.today().isoformat()}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    shared = Shared(torch.randn(latent_shape, generator=torch.Generator().manual_seed(0)))
+    data["paths"] = []
+    for path in args.paths:
+        record: dict[str, Any] = {"path": path}
+        data["paths"].append(record)
+        try:
+            measure(path, pipe, placement, args, shared, record, report.save)
+        except Exception as exc:  # keep what the other paths measure
+            traceback.print_exc()
+            record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        data["summary"] = summary(data["paths"])
+        report.save()
+        log(f"{path}: done")
+        if path == args.stall_after:
+            log(f"stalling after {path} (--stall-after)")
+            time.sleep(3600)
+
+    if args.rates:
+        q, k, v, mask = attention_inputs(pipe, device, dtype, tokens)
+        data["attention_tflops"] = attention_rates(q, k, v, mask, tokens.exact)
+        del q, k, v, mask
+        report.save()
+        log(f"attention TFLOP/s {data['attention_tflops']}")
+
+    data["complete"] = True
+    report.save()
+    print(json.dumps(data["summary"], indent=2), flush=True)
+    log(f"wrote {report.path}")
+    return 1 if data["summary"]["failed"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -156,6 +156,28 @@ def generate(
     num_inference_steps: int = 50,
     cfg_scale: Annotated[float, typer.Option(help="True CFG; >1 uses the negative prompt.")] = 1.0,
     negative_prompt: Annotated[str | None, typer.Option(show_default=False)] = None,
+    step_cache: Annotated[
+        str | None,
+        typer.Option(
+            help="first_block: skip blocks of passes that barely change (faster, fast path).",
+            show_default=False,
+        ),
+    ] = None,
+    step_cache_threshold: Annotated[
+        float | None,
+        typer.Option(help="Only with --step-cache; default 0.06.", show_default=False),
+    ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            help="NAME or NAME:SCALE of a LoRA in --lora-dir (repeat for up to 3).",
+            show_default=False,
+        ),
+    ] = None,
+    lora_dir: Annotated[
+        Path | None, typer.Option(help="FRAMECAST_LORA_DIR", show_default=False)
+    ] = None,
     engine: Engine = None,
     hunyuan_model: Annotated[
         str | None, typer.Option(help="FRAMECAST_HUNYUAN_MODEL", show_default=False)
@@ -175,13 +197,16 @@ def generate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from framecast.engines import load_engine
+    from framecast.engines.hunyuan.loras import LoraFolder
     from framecast.errors import FramecastError
     from framecast.images import decode_image
     from framecast.schemas import ImageToVideoInput
     from framecast.video import encode_mp4
 
     try:
-        settings = _settings(engine=engine, hunyuan_model=hunyuan_model, offload=offload)
+        settings = _settings(
+            engine=engine, hunyuan_model=hunyuan_model, offload=offload, lora_dir=lora_dir
+        )
     except ValidationError as exc:
         typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
         raise typer.Exit(2) from exc
@@ -200,8 +225,14 @@ def generate(
                 "num_inference_steps": num_inference_steps,
                 "cfg_scale": cfg_scale,
                 "negative_prompt": negative_prompt,
+                "step_cache": step_cache,
+                "step_cache_threshold": step_cache_threshold,
+                "loras": [_lora_flag(flag) for flag in lora or []],
             }
         )
+        unknown = LoraFolder(settings.lora_dir).unknown(params.lora_choices)
+        if unknown is not None:
+            raise unknown
         decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
         eng = load_engine(settings)
     except ValidationError as exc:
@@ -237,8 +268,13 @@ def generate(
             crf=settings.x264_crf,
             preset=settings.x264_preset,
         )
-    meta = eng.metadata()
+    # As the worker records it: what this request used (a step cache) over the engine's own.
+    meta = {**eng.metadata(), **eng.describe(request)}
     fast = " on the fast path" if meta.get("path") == "fast" else ""
+    passes = meta.get("transformer_passes")
+    if passes:
+        total = passes["computed"] + passes["skipped"]
+        fast += f", {passes['skipped']} of {total} transformer passes skipped"
     typer.echo(
         f"wrote {output} ({info.width}x{info.height}, {info.num_frames} frames, {info.fps} fps, "
         f"engine {eng.name}, model {eng.model}{fast})"
@@ -246,6 +282,17 @@ def generate(
     warning = meta.get("warning")
     if warning:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _lora_flag(flag: str) -> dict[str, Any]:
+    """``--lora NAME`` or ``--lora NAME:SCALE`` as the API's ``{"path", "scale"}``."""
+    name, sep, scale = flag.rpartition(":")
+    if sep:
+        try:
+            return {"path": name, "scale": float(scale)}
+        except ValueError:
+            pass  # a name with a colon in it
+    return {"path": flag}
 
 
 @weights_app.command("download")

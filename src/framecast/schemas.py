@@ -8,6 +8,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
+from framecast.sizes import BUCKET_BASE, video_size
 
 MODEL_ID = "tencent/hunyuan/image-to-video"
 DEFAULT_PROMPT = (
@@ -36,20 +38,45 @@ NEGATIVE_PROMPT_I2V = (
     "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
 )
 """The official I2V default negative prompt, used only with true CFG (``cfg_scale`` > 1)."""
+FIRST_BLOCK_CACHE_THRESHOLD = 0.06
+"""ParaAttention's First Block Cache threshold for HunyuanVideo (its fastest_hunyuan_video.md)."""
 
-# The named resolution at 16:9, each side rounded up to a multiple of 16 (the transformer
-# patchifies 8x-downsampled latents by 2), as the official `align_to` does: 540 -> 544,
-# 360 -> 368. 9:16 swaps the sides.
-_LANDSCAPE: dict[str, tuple[int, int]] = {
-    "720p": (1280, 720),
-    "540p": (960, 544),
-    "360p": (640, 368),
-}
+ASPECT_RATIOS = ("16:9", "9:16")
+RESOLUTIONS = tuple(BUCKET_BASE)
 SIZES: dict[tuple[str, str], tuple[int, int]] = {
-    **{("16:9", res): size for res, size in _LANDSCAPE.items()},
-    **{("9:16", res): (h, w) for res, (w, h) in _LANDSCAPE.items()},
+    (aspect, res): video_size(res, aspect) for aspect in ASPECT_RATIOS for res in RESOLUTIONS
 }
 """(aspect_ratio, resolution) -> (width, height)."""
+
+
+def _size_description() -> str:
+    landscape = ", ".join(
+        f"{res} is {'x'.join(map(str, SIZES[('16:9', res)]))}" for res in RESOLUTIONS
+    )
+    return f"{landscape} at 16:9 (9:16 swaps them): the official HunyuanVideo-I2V size buckets."
+
+
+class LoraInput(BaseModel):
+    """One LoRA of a request, in RunComfy's shape (``{"path", "scale"}``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="LoRA")
+
+    path: str = Field(
+        title="LoRA",
+        min_length=1,
+        max_length=255,
+        description="The name of a LoRA in the server's LoRA folder: its file name without "
+        ".safetensors. GET /v1/models lists them.",
+    )
+    scale: float = Field(
+        1.0,
+        title="Scale",
+        ge=-SCALE_LIMIT,
+        le=SCALE_LIMIT,
+        allow_inf_nan=False,
+        description="How strongly the LoRA applies: 1 as trained, 0 not at all, negative "
+        "against it.",
+    )
 
 
 class ImageToVideoInput(BaseModel):
@@ -77,7 +104,7 @@ class ImageToVideoInput(BaseModel):
     resolution: Literal["720p", "540p", "360p"] = Field(
         "720p",
         title="Resolution",
-        description="720p is 1280x720, 540p 960x544, 360p 640x368 (at 16:9; 9:16 swaps them).",
+        description=_size_description(),
     )
     num_frames: int = Field(
         129,
@@ -118,6 +145,44 @@ class ImageToVideoInput(BaseModel):
         description="Only with cfg_scale > 1; defaults to the official I2V negative prompt.",
     )
 
+    # Beyond the official options: an opt-in speed-up that changes the video.
+    step_cache: Literal["first_block"] | None = Field(
+        None,
+        title="Step Cache",
+        description="first_block: First Block Cache. A transformer pass whose first block "
+        "barely changed since the last pass skips the other blocks and reuses their last "
+        'residual. Faster, but the video deviates from the model\'s; the result says "path": '
+        '"fast" and how many passes were skipped. Off by default.',
+    )
+    step_cache_threshold: float | None = Field(
+        None,
+        title="Step Cache Threshold",
+        gt=0,
+        le=1.0,
+        description="Only with step_cache: the relative change of the first block's residual "
+        f"below which a pass is skipped; default {FIRST_BLOCK_CACHE_THRESHOLD:g}. Higher skips "
+        "more (faster, further from the model).",
+    )
+
+    # RunComfy's LoRA input (its Trainer LoRAs run through the same Model API endpoints).
+    loras: list[LoraInput] = Field(
+        default_factory=list,
+        title="LoRAs",
+        max_length=MAX_LORAS,
+        description=f"Up to {MAX_LORAS} LoRAs from the server's LoRA folder, each with a scale, "
+        'e.g. [{"path": "my-style", "scale": 0.8}]. A name the server does not have is '
+        "refused at submit, with the names it has.",
+    )
+
+    @field_validator("loras")
+    @classmethod
+    def _distinct_loras(cls, value: list[LoraInput]) -> list[LoraInput]:
+        names = [lora.path for lora in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"names the same LoRA twice ({', '.join(twice)}); give one scale")
+        return value
+
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -154,6 +219,16 @@ class ImageToVideoInput(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _threshold_needs_cache(self) -> ImageToVideoInput:
+        # As with negative_prompt: a threshold alone would change nothing, silently.
+        if self.step_cache_threshold is not None and self.step_cache is None:
+            raise ValueError(
+                "step_cache_threshold only has an effect with a step cache; set "
+                'step_cache (e.g. "first_block") or drop step_cache_threshold'
+            )
+        return self
+
     @property
     def resolved_flow_shift(self) -> float:
         if self.flow_shift is not None:
@@ -171,7 +246,18 @@ class ImageToVideoInput(BaseModel):
                 (self.negative_prompt or NEGATIVE_PROMPT_I2V) if self.cfg_scale > 1.0 else None
             ),
             "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
+            "step_cache": self.step_cache,
+            "step_cache_threshold": (
+                (self.step_cache_threshold or FIRST_BLOCK_CACHE_THRESHOLD)
+                if self.step_cache is not None
+                else None
+            ),
+            "loras": self.lora_choices,
         }
+
+    @property
+    def lora_choices(self) -> tuple[LoraChoice, ...]:
+        return tuple(LoraChoice(lora.path, lora.scale) for lora in self.loras)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -219,4 +305,9 @@ def model_card() -> dict[str, Any]:
         "description": "Image to video with Tencent's HunyuanVideo-I2V.",
         "input_schema": ImageToVideoInput.model_json_schema(),
         "output_schema": OUTPUT_SCHEMA,
+        # The pixel sizes each aspect_ratio x resolution produces, whatever the engine.
+        "sizes": [
+            {"aspect_ratio": aspect, "resolution": res, "width": w, "height": h}
+            for (aspect, res), (w, h) in SIZES.items()
+        ],
     }

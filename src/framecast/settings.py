@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 EngineChoice = Literal["auto", "preview", "hunyuan"]
 OffloadMode = Literal["none", "model", "sequential", "group"]
 AttentionChoice = Literal["auto", "cudnn", "flash", "flash-attn", "flash-attn-3", "sage"]
-LinearPrecision = Literal["bf16", "fp8"]
+LinearPrecision = Literal["bf16", "fp8", "fp8-weight"]
 DEFAULT_HUNYUAN_MODEL = "hunyuanvideo-community/HunyuanVideo-I2V"
 
 
@@ -100,7 +100,22 @@ class Settings(BaseSettings):
     )
     linear: LinearPrecision = Field(
         "bf16",
-        description="Precision of the hunyuan transformer's linear layers: bf16 (exact) or fp8 (the fast path: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, half the transformer's memory; results are labelled path=fast).",
+        description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB). Both fp8 modes are the fast path: results are labelled path=fast. See docs/performance.md.",
+    )
+    lora_dir: Path | None = Field(
+        None,
+        description="Folder of LoRA files (.safetensors, diffusers or original HunyuanVideo keys) that requests may name in `loras`; a LoRA's name is its file name without .safetensors. Read afresh for every request, so a file added later is usable at once. Every API node and hunyuan worker must see the same folder. Not with FRAMECAST_LINEAR=fp8 or fp8-weight.",
+    )
+    lora_cache: int = Field(
+        4,
+        ge=3,  # a request's up to 3 LoRAs must fit together
+        description="LoRAs a hunyuan worker keeps loaded; beyond this the least recently used is unloaded.",
+    )
+    lora_max_rank: int = Field(
+        128,
+        ge=1,
+        le=1024,
+        description="Highest LoRA rank a worker accepts. With FRAMECAST_COMPILE every linear layer carries 3 adapter slots of this rank (1.4 GiB each at 128 in bf16 on the full model), so that switching LoRAs never recompiles; lower it if your LoRAs are smaller.",
     )
     workers: int = Field(
         1, ge=0, description="Worker processes started by `framecast serve` (0: API only)."

@@ -60,7 +60,7 @@ def test_generate_writes_the_video_asked_for(tmp_path: Path) -> None:
     assert "engine preview" in run.stdout
     with av.open(str(out)) as c:
         s = c.streams.video[0]
-        assert (s.width, s.height) == (720, 1280)
+        assert (s.width, s.height) == (704, 1248)
         assert sum(1 for _ in c.decode(s)) == 129
 
 

@@ -36,7 +36,7 @@ def _decode(data: bytes, tmp_path: Path) -> tuple[int, int, int, float]:
 
 @pytest.mark.parametrize(
     ("aspect_ratio", "image", "size"),
-    [("16:9", "harbour.jpg", (1280, 720)), ("9:16", "portrait.png", (720, 1280))],
+    [("16:9", "harbour.jpg", (1248, 704)), ("9:16", "portrait.png", (704, 1248))],
 )
 def test_submit_poll_and_download_a_real_video(
     server: Server,
@@ -216,6 +216,13 @@ def test_models_openapi_docs_and_health(server: Server) -> None:
         assert schema["properties"]["aspect_ratio"]["enum"] == ["16:9", "9:16"]
         assert schema["properties"]["seed"]["default"] == 99271155
         assert "video" in models[0]["output_schema"]["output"]["properties"]
+        sizes = {
+            (s["aspect_ratio"], s["resolution"]): (s["width"], s["height"])
+            for s in models[0]["sizes"]
+        }
+        assert sizes[("16:9", "720p")] == (1248, 704)
+        assert sizes[("9:16", "360p")] == (352, 608)
+        assert "1248x704" in schema["properties"]["resolution"]["description"]
         assert SUBMIT_PATH in c.get("/openapi.json").json()["paths"]
         assert "swagger" in c.get("/docs").text.lower()
         assert c.get("/healthz").json() == {"status": "ok"}

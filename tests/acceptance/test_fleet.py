@@ -120,7 +120,7 @@ def test_postgres_and_s3_end_to_end_then_retention_removes_the_files(
         (tmp_path / "v.mp4").write_bytes(video.content)
         with av.open(str(tmp_path / "v.mp4")) as container:
             stream = container.streams.video[0]
-            assert (stream.width, stream.height) == (640, 368)
+            assert (stream.width, stream.height) == (608, 352)
 
         deadline = time.monotonic() + 30
         while (body := c.get(f"/v1/requests/{rid}/result").json()).get("output"):

@@ -1,14 +1,17 @@
 """The GPU benchmark's harness runs end to end on the tiny model on the CPU.
 
 Its timings here mean nothing; what is checked is that every figure the GPU run reports is
-produced, and that the engine's path computes what the stock path does.
+produced, that the engine's path computes what the stock path does, and that a run killed
+part-way (as a device machine's time limit does) leaves every figure it finished on disk.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 BENCH = Path(__file__).parents[2] / "bench" / "gpu_hunyuan.py"
+TINY = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "48", "--frames", "5"]
 
 
 def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
@@ -24,18 +28,13 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
         [
             sys.executable,
             str(BENCH),
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--width",
-            "64",
-            "--height",
-            "48",
-            "--frames",
-            "5",
+            *TINY,
             "--paths",
             "stock,exact,fast",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
             "--attention",
             "flash",  # PyTorch's flash kernel has a CPU version
             "--decode-variants",
@@ -48,7 +47,19 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["environment"]["torch"] and report["matmul_tflops"] > 0
+    assert report["complete"] is True
+    env = report["environment"]
+    assert env["torch"] and "cudnn" in env  # None on a CPU-only torch
+    assert {"FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"} <= set(env["sdpa"]["priority_order"])
+    # Real token counts: 2 latent frames of 3x4 patches, the text padded and trimmed.
+    tokens = report["tokens"]
+    assert tokens["video"] == 2 * 3 * 4
+    assert tokens["exact"] == tokens["video"] + tokens["text_exact"] < tokens["stock"]
+    for call, n in (("masked", tokens["stock"]), ("unmasked", tokens["exact"])):
+        kernel = report["sdpa_kernel"][call]
+        assert kernel["tokens"] == n and kernel["kernel"].startswith("cpu"), kernel
+    # Unrounded rates: the tiny model's are far below 0.01 TFLOP/s, and must not read 0.0.
+    assert report["matmul_tflops"] > 0
     rates = report["attention_tflops"]
     assert set(rates) == {
         "stock-masked",
@@ -71,12 +82,70 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     channels_last = exact["decode_variants"]["channels_last_3d"]
     assert channels_last["decode_s"] > 0 and channels_last["max_level_diff"] <= 2
     for path in (stock, exact, fast):
-        assert len(path["step_s"]) == 4 and path["mean_step_s"] > 0
-        assert path["encode_s"] > 0 and path["decode_s"] > 0
+        assert len(path["step_s"]) == 3 and path["mean_step_s"] > 0
+        assert path["encode_s"] > 0 and path["decode_s"] > 0 and path["first_forward_s"] > 0
         assert path["end_to_end_50_steps_s"] >= 50 * path["mean_step_s"]
-        assert path["flop_per_step"]["video_tokens"] == 2 * 3 * 4
+        assert path["flop_per_step"]["video_tokens"] == tokens["video"]
+        assert path["achieved_tflops"] > 0
     # The exact path attends only to real text tokens, and computes the same step.
-    assert exact["flop_per_step"]["text_tokens"] < stock["flop_per_step"]["text_tokens"]
-    assert exact["rel_error_vs_stock"] < 1e-5
+    assert exact["flop_per_step"]["text_tokens"] == tokens["text_exact"]
+    assert stock["flop_per_step"]["text_tokens"] == tokens["text_stock"]
+    errors = report["summary"]["one_step_rel_error"]
+    assert errors["exact vs stock"] == exact["rel_error_vs_stock"] < 1e-5
     # The fast path deviates, by about what e4m3 rounding predicts, and says by how much.
-    assert 1e-4 < fast["rel_error_vs_exact"] < 0.1
+    assert 1e-4 < errors["fast vs exact"] < 0.1
+    assert report["summary"]["failed"] == {}
+
+
+def test_a_killed_run_keeps_every_finished_measurement(tmp_path: Path) -> None:
+    """Killed (SIGKILL: no clean-up runs) after its first path, the run has already written
+    that path's figures, and its progress reached stdout as it happened."""
+    folder = tmp_path / "out"  # a folder, as the device machine's $OUT
+    folder.mkdir()
+    bench = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCH),
+            *TINY,
+            "--paths",
+            "stock,exact",
+            "--steps",
+            "1",
+            "--decode",
+            "first",
+            "--no-rates",
+            "--stall-after",
+            "stock",
+            "--out",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    watchdog = threading.Timer(120, bench.kill)  # if the line never comes, fail, don't hang
+    watchdog.start()
+    lines = []
+    try:
+        assert bench.stdout is not None
+        for line in bench.stdout:
+            lines.append(line)
+            if "stalling after stock" in line:
+                bench.send_signal(signal.SIGKILL)
+                break
+    finally:
+        watchdog.cancel()
+        bench.kill()
+        bench.wait(timeout=30)
+    assert any("stalling after stock" in line for line in lines), "".join(lines)
+    assert bench.returncode == -signal.SIGKILL
+
+    (out,) = folder.iterdir()  # the report, and no temporary file beside it
+    report = json.loads(out.read_text())
+    assert report["complete"] is False
+    assert report["tokens"]["video"] == 24 and report["sdpa_kernel"]["masked"]["kernel"]
+    (stock,) = report["paths"]
+    assert stock["path"] == "stock" and "error" not in stock
+    assert len(stock["step_s"]) == 1 and stock["mean_step_s"] > 0
+    assert stock["encode_s"] > 0 and stock["decode_s"] > 0 and stock["first_forward_s"] > 0
+    assert "attention_tflops" not in report

@@ -61,7 +61,7 @@ def test_submit_progress_complete_and_the_mp4_is_what_was_asked(
     meta = res["metadata"]
     assert meta["engine"] == "hunyuan" and meta["model"] == "tiny-random"
     assert meta["tiny_random"] is True and "not HunyuanVideo-I2V output" in meta["warning"]
-    assert (meta["width"], meta["height"], meta["num_frames"]) == (640, 368, 5)
+    assert (meta["width"], meta["height"], meta["num_frames"]) == (608, 352, 5)
     assert (meta["num_inference_steps"], meta["resolution"]) == (4, "360p")
     video = httpx.get(res["output"]["video"])
     assert video.status_code == 200
@@ -69,7 +69,7 @@ def test_submit_progress_complete_and_the_mp4_is_what_was_asked(
     path.write_bytes(video.content)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        assert (stream.width, stream.height) == (640, 368)
+        assert (stream.width, stream.height) == (608, 352)
         assert sum(1 for _ in container.decode(stream)) == 5
 
 
@@ -145,7 +145,7 @@ def test_generate_runs_the_tiny_model_with_every_input_as_a_flag(tmp_path: Path)
     assert "TINY RANDOM MODEL" in run.stderr
     with av.open(str(out)) as c:
         s = c.streams.video[0]
-        assert (s.width, s.height) == (368, 640)
+        assert (s.width, s.height) == (352, 608)
         assert sum(1 for _ in c.decode(s)) == 9
 
 

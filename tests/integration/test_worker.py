@@ -97,7 +97,7 @@ def test_engine_error_fails_the_request_and_the_worker_goes_on(
     done = worker.jobs.get(good)
     assert done is not None and done.status is Status.COMPLETED and done.result is not None
     info = probe_mp4(worker.storage.path(done.result["video_key"]))
-    assert (info.num_frames, info.width, info.height, info.fps) == (129, 1280, 720, 24)
+    assert (info.num_frames, info.width, info.height, info.fps) == (129, 1248, 704, 24)
     assert done.result["metadata"]["engine"] == "scripted"
     assert not list((worker.settings.data_dir / "tmp").iterdir())
 

@@ -19,9 +19,18 @@ import torch
 from diffusers import HunyuanVideoImageToVideoPipeline
 
 from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
-from framecast.engines.hunyuan.engine import HunyuanEngine
-from framecast.engines.hunyuan.pipeline import IMAGE_EMBED_INTERLEAVE, encode_conditions
-from framecast.engines.hunyuan.weights import resolve_model
+from framecast.engines.hunyuan.engine import (
+    HunyuanEngine,
+    Placement,
+    check_checkpoint,
+    load_pipeline,
+)
+from framecast.engines.hunyuan.pipeline import (
+    IMAGE_EMBED_INTERLEAVE,
+    enable_official_vae_tiling,
+    encode_conditions,
+)
+from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 from framecast.images import cover_fit
 
 PROMPT = "a red fox runs across the snow"
@@ -71,15 +80,23 @@ def stock(
     shift: float | None = None,
     **kwargs: Any,
 ) -> np.ndarray:
-    """diffusers' own pipeline on the same weights, called as its docs show for this model."""
+    """diffusers' own pipeline on the same weights, called as its docs show for this model,
+    with the image split as the official code does: LLaVA encodes the original image, the VAE
+    the cover-cropped one (stock diffusers gives its one ``image`` to both)."""
     pipe = HunyuanVideoImageToVideoPipeline(**engine.pipe.components)
+    with torch.inference_mode():
+        embeds, pooled, mask = pipe.encode_prompt(
+            image=image, prompt=PROMPT, device=torch.device("cpu"), image_embed_interleave=4
+        )
     pipe.scheduler = engine._base_scheduler  # the engine swaps its own per request
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(
         image=cover_fit(image, W, H),
-        prompt=PROMPT,
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        prompt_attention_mask=mask,
         height=H,
         width=W,
         num_frames=FRAMES,
@@ -171,9 +188,7 @@ def test_true_cfg_runs_the_stock_loop_with_official_negative_embeddings(
 ) -> None:
     ours = run(engine, request(image, cfg_scale=3.0, negative_prompt="blurry"))
     with torch.inference_mode():
-        c = encode_conditions(
-            engine.pipe, cover_fit(image, W, H), PROMPT, "blurry", torch.device("cpu")
-        )
+        c = encode_conditions(engine.pipe, image, PROMPT, "blurry", torch.device("cpu"))
     theirs = stock(
         engine,
         image,
@@ -255,3 +270,95 @@ def test_metadata_says_loudly_that_the_tiny_model_is_not_the_real_one(
     meta = engine.metadata()
     assert meta["engine"] == "hunyuan" and meta["model"] == "tiny-random"
     assert meta["tiny_random"] is True and "noise" in meta["warning"]
+
+
+def test_llava_sees_the_original_image_and_the_vae_the_cropped_one(
+    engine: HunyuanEngine, image: PIL.Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int]] = []
+    processor = engine.pipe.image_processor
+
+    def spy(picture: PIL.Image.Image, **kwargs: Any) -> Any:
+        seen.append(picture.size)
+        return processor(picture, **kwargs)
+
+    monkeypatch.setattr(engine.pipe, "image_processor", spy)
+    vae_inputs: list[tuple[int, ...]] = []
+    handle = engine.pipe.vae.encoder.register_forward_pre_hook(
+        lambda _m, args: vae_inputs.append(tuple(args[0].shape))
+    )
+    try:
+        run(engine, request(image))
+    finally:
+        handle.remove()
+    assert seen == [image.size]  # 100x60, not the 64x48 crop
+    assert [shape[-2:] for shape in vae_inputs] == [(H, W)]
+
+
+def test_the_conditioning_image_is_encoded_whole_though_decoding_is_tiled(
+    engine: HunyuanEngine,
+) -> None:
+    vae = engine.pipe.vae
+    assert vae.use_tiling
+    # Larger than a 256-pixel tile, so tiling would change the latent.
+    picture = torch.rand(1, 3, 288, 320, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.inference_mode():
+        _, conditioned = engine.pipe.prepare_latents(
+            picture,
+            1,
+            4,
+            288,
+            320,
+            5,
+            torch.float32,
+            torch.device("cpu"),
+            torch.Generator().manual_seed(1),
+            image_condition_type="token_replace",
+        )
+        tiled = vae.encode(picture[:, :, None]).latent_dist.mode()
+        vae.disable_tiling()
+        try:
+            whole = vae.encode(picture[:, :, None]).latent_dist.mode()
+        finally:
+            vae.enable_tiling()
+    assert vae.use_tiling  # switched back on for the decode
+    assert not torch.equal(tiled, whole)
+    torch.testing.assert_close(conditioned, whole * vae.config.scaling_factor, rtol=0, atol=0)
+
+
+def test_decode_tiles_time_as_the_official_vae(engine: HunyuanEngine) -> None:
+    vae = engine.pipe.vae
+    assert (vae.tile_sample_min_num_frames, vae.tile_sample_stride_num_frames) == (64, 48)
+    # 61 frames are 16 latent frames: one official 64-frame tile, so the decode equals the
+    # untiled one; diffusers' default 16-frame tiles would split and blend it.
+    latents = torch.randn(1, 4, 16, 4, 4, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ours = engine._decode(latents * vae.config.scaling_factor)
+        vae.disable_tiling()
+        try:
+            whole = engine._decode(latents * vae.config.scaling_factor)
+            vae.enable_tiling(tile_sample_min_num_frames=16, tile_sample_stride_num_frames=12)
+            diffusers_default = engine._decode(latents * vae.config.scaling_factor)
+        finally:
+            enable_official_vae_tiling(vae)
+    assert ours.shape == (61, 32, 32, 3)
+    np.testing.assert_array_equal(ours, whole)
+    assert not np.array_equal(ours, diffusers_default)
+
+
+def test_a_latent_concat_checkpoint_is_refused_before_its_weights_load(tmp_path: Any) -> None:
+    folder = tmp_path / "transformer"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"_class_name": "HunyuanVideoTransformer3DModel", "in_channels": 33, '
+        '"out_channels": 16, "image_condition_type": "latent_concat"}'
+    )
+    source = ModelSource("directory", "HunyuanVideo-I2V-33ch", tmp_path)
+    with pytest.raises(WeightsError, match=r"latent_concat.*33.*token_replace"):
+        # No weights exist there: only the config check can stop it before from_pretrained.
+        load_pipeline(source, Placement.choose("cpu", "none"))
+    with pytest.raises(WeightsError, match="image_condition_type=None"):
+        check_checkpoint({"in_channels": 16, "out_channels": 16}, "a text-to-video model")
+    check_checkpoint(
+        {"image_condition_type": "token_replace", "in_channels": 16, "out_channels": 16}, "ok"
+    )

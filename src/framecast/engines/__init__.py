@@ -67,6 +67,7 @@ def _load_hunyuan(settings: Settings, source: ModelSource | None = None) -> Engi
     if source is None:
         source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine
+    from framecast.engines.hunyuan.loras import LoraSettings
 
     return HunyuanEngine.load(
         source,
@@ -75,6 +76,7 @@ def _load_hunyuan(settings: Settings, source: ModelSource | None = None) -> Engi
         compile_mode=settings.compile,
         attention=settings.attention,
         linear=settings.linear,
+        loras=LoraSettings(settings.lora_dir, settings.lora_cache, settings.lora_max_rank),
     )
 
 

@@ -9,7 +9,7 @@ CLIP), ``denoising`` (one update per step, cancel checked after every step) and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,25 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import Engine, GenerationRequest, Hooks
+from framecast.engines.hunyuan.cache import Passes, step_cache
 from framecast.engines.hunyuan.fp8 import (
-    Float8Linear,
+    FP8_MODES,
     Fp8Unsupported,
     check_fp8_supported,
     convert_blocks_to_fp8,
+    linear_label,
+    linear_mode,
+)
+from framecast.engines.hunyuan.loras import (
+    LoraAdapters,
+    LoraChoice,
+    LoraSettings,
+    LoraUnsupported,
+    check_lora_linear,
 )
 from framecast.engines.hunyuan.pipeline import (
     FramecastHunyuanPipeline,
+    enable_official_vae_tiling,
     encode_conditions,
     scheduler_with_shift,
 )
@@ -47,6 +58,7 @@ from framecast.images import cover_fit
 from framecast.schemas import (
     DEFAULT_STEPS,
     EMBEDDED_GUIDANCE_SCALE,
+    FIRST_BLOCK_CACHE_THRESHOLD,
     FLOW_SHIFT_FREE,
     FLOW_SHIFT_STABLE,
     NEGATIVE_PROMPT_I2V,
@@ -66,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     "cfg_scale": 1.0,
     "negative_prompt": None,
     "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
+    "step_cache": None,
+    "step_cache_threshold": None,
+    "loras": (),
 }
 """The API's defaults (schemas.py), for callers that build a GenerationRequest themselves."""
 
@@ -112,6 +127,10 @@ class Options:
     cfg_scale: float
     negative_prompt: str | None
     embedded_guidance_scale: float
+    step_cache: str | None = None
+    step_cache_threshold: float | None = None
+    """Only with a step cache (None without one)."""
+    loras: tuple[LoraChoice, ...] = ()
 
     @classmethod
     def of(cls, request: GenerationRequest) -> Options:
@@ -121,6 +140,10 @@ class Options:
         if shift is None:
             shift = FLOW_SHIFT_STABLE if stability else FLOW_SHIFT_FREE
         cfg = float(given["cfg_scale"])
+        cache = given["step_cache"]
+        threshold = given["step_cache_threshold"]
+        if cache is not None and threshold is None:
+            threshold = FIRST_BLOCK_CACHE_THRESHOLD
         return cls(
             num_inference_steps=int(given["num_inference_steps"]),
             i2v_stability=stability,
@@ -131,6 +154,9 @@ class Options:
             if cfg > 1.0
             else None,
             embedded_guidance_scale=float(given["embedded_guidance_scale"]),
+            step_cache=cache,
+            step_cache_threshold=float(threshold) if cache is not None else None,
+            loras=tuple(given["loras"]),
         )
 
 
@@ -138,8 +164,8 @@ def load_pipeline(
     source: ModelSource, placement: Placement, linear: str = "bf16"
 ) -> FramecastHunyuanPipeline:
     """Load the weights (never from the network) and place them as ``placement`` says;
-    ``linear="fp8"`` converts the transformer blocks' linear layers first (see fp8.py; the
-    caller checks the device can run them)."""
+    ``linear="fp8"`` or ``"fp8-weight"`` converts the transformer blocks' linear layers first
+    (see fp8.py; the caller checks the device can run them)."""
     if source.is_tiny:
         from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 
@@ -147,9 +173,15 @@ def load_pipeline(
         if placement.dtype != torch.float32:  # built in float32
             pipe.to(dtype=placement.dtype)
             pipe.transformer.to(dtype=placement.transformer_dtype)
+        check_checkpoint(pipe.transformer.config, source.name)
     else:
         assert source.path is not None
         try:
+            # The config first: refusing a wrong checkpoint should not cost minutes of loading.
+            config = HunyuanVideoTransformer3DModel.load_config(
+                source.path, subfolder="transformer", local_files_only=True
+            )
+            check_checkpoint(config, source.name)
             transformer = HunyuanVideoTransformer3DModel.from_pretrained(
                 source.path,
                 subfolder="transformer",
@@ -169,14 +201,37 @@ def load_pipeline(
     if placement.device.type == "cpu" and not source.is_tiny:
         _copy_out_of_mmap(pipe)
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
-    pipe.vae.enable_tiling()  # official default; without it a 720p decode needs far more memory
-    if linear == "fp8":
+    enable_official_vae_tiling(pipe.vae)
+    if linear in FP8_MODES:
         if placement.offload == "none":
-            pipe.transformer.to(placement.device)  # quantising on a GPU takes seconds, not minutes
-        # Before _place: offload hooks capture the modules they move.
-        convert_blocks_to_fp8(pipe.transformer)
+            pipe.transformer.to(placement.device)
+        # Before _place: offload hooks capture the modules they move. Quantised on the GPU
+        # block by block (seconds, not minutes), also where the blocks then live on the CPU.
+        convert_blocks_to_fp8(pipe.transformer, linear, placement.device)
     _place(pipe, placement)
     return pipe
+
+
+def check_checkpoint(config: Mapping[str, Any], name: str) -> None:
+    """Refuse any transformer but the token_replace one, naming what was found.
+
+    That is the 16-channel checkpoint (the official weights as updated in March 2025, and the
+    official code's default ``--i2v-condition-type``): its input is the latent alone, so
+    ``in_channels`` equals ``out_channels`` (16, or the tiny model's 4). The 33-channel
+    latent_concat checkpoint loads fine but needs another starting latent; without this check
+    it would fail on the first request instead of at start.
+    """
+    kind = config.get("image_condition_type")
+    channels = (config.get("in_channels"), config.get("out_channels"))
+    if kind != "token_replace" or channels[0] != channels[1]:
+        raise WeightsError(
+            f"{name} is not the HunyuanVideo-I2V checkpoint framecast runs: its transformer "
+            f"has image_condition_type={kind!r} and in_channels={channels[0]} "
+            f"(the 33-channel latent_concat checkpoint has 'latent_concat' and 33); framecast "
+            "supports only the 16-channel token_replace checkpoint "
+            "(hunyuanvideo-community/HunyuanVideo-I2V). Point FRAMECAST_HUNYUAN_MODEL at it "
+            "(`framecast weights download`)"
+        )
 
 
 def _copy_out_of_mmap(pipe: FramecastHunyuanPipeline) -> None:
@@ -229,6 +284,7 @@ class HunyuanEngine(Engine):
         tiny: bool = False,
         exact_speedups: bool = True,
         attention: str = "auto",
+        loras: LoraSettings | None = None,
     ) -> None:
         """``exact_speedups``: cut text padding and drop the attention mask (see speedups.py);
         off only to compare with diffusers' stock pipeline bit for bit. ``attention`` is the
@@ -241,13 +297,18 @@ class HunyuanEngine(Engine):
         self.placement = placement
         self.tiny = tiny
         self.attention = attention
-        converted = any(isinstance(m, Float8Linear) for m in pipe.transformer.modules())
-        self.linear = "fp8" if converted else "bf16"
+        self.linear = linear_mode(pipe.transformer)  # "bf16", "fp8" or "fp8-weight"
         self._base_scheduler = pipe.scheduler
         self._attention = (
             install_unmasked_attention(pipe.transformer, attention) if exact_speedups else None
         )
         self.compiled = False
+        try:
+            self.loras = LoraAdapters(pipe, loras or LoraSettings())
+        except LoraUnsupported as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        self._passes: tuple[GenerationRequest, Passes] | None = None
+        """The step cache's pass counts of the last request that ran with one."""
 
     @property
     def exact(self) -> bool:
@@ -257,6 +318,7 @@ class HunyuanEngine(Engine):
     def compile(self) -> None:
         """Compile every transformer block (regional ``torch.compile``); the first request
         after this pays the compile time."""
+        self.loras.prepare_for_compile()  # LoRA slots first: adding them later would recompile
         compile_blocks(self.pipe.transformer)
         self.compiled = True
 
@@ -271,13 +333,15 @@ class HunyuanEngine(Engine):
         exact_speedups: bool = True,
         attention: str = "auto",
         linear: str = "bf16",
+        loras: LoraSettings | None = None,
     ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
         try:  # before the minutes of loading weights
             check_attention_backend(attention, placement.device, placement.transformer_dtype)
-            if linear == "fp8":
-                check_fp8_supported(placement.device)
-        except (AttentionUnavailable, Fp8Unsupported) as exc:
+            if linear in FP8_MODES:
+                check_fp8_supported(placement.device, linear)
+            check_lora_linear(loras or LoraSettings(), linear)
+        except (AttentionUnavailable, Fp8Unsupported, LoraUnsupported) as exc:
             raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement, linear)
         if (
@@ -301,8 +365,17 @@ class HunyuanEngine(Engine):
             tiny=source.is_tiny,
             exact_speedups=exact_speedups,
             attention=attention,
+            loras=loras,
         )
-        if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
+        asked = compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda")
+        if linear == "fp8" and not asked:
+            # Eagerly, the per-token casts to e4m3 cost more memory traffic than the FP8
+            # products save; compiled, each is one kernel fused with the op before it.
+            log.info(
+                "FRAMECAST_LINEAR=fp8 compiles the transformer blocks (FRAMECAST_COMPILE=%s)",
+                compile_mode,
+            )
+        if asked or linear == "fp8":
             engine.compile()
         return engine
 
@@ -316,7 +389,7 @@ class HunyuanEngine(Engine):
             "offload": self.placement.offload,
             "attention_mask": "dropped (no padding)" if self._attention else "stock",
             "attention": self.attention,
-            "linear": "fp8 (e4m3, row-wise scales)" if self.linear == "fp8" else dtype,
+            "linear": linear_label(self.linear, self.placement.transformer_dtype),
             "compiled": self.compiled,
             # "fast": FP8 linears or quantised attention; the video deviates from the model's.
             "path": "exact" if self.exact else "fast",
@@ -331,16 +404,35 @@ class HunyuanEngine(Engine):
 
     def describe(self, request: GenerationRequest) -> dict[str, Any]:
         options = Options.of(request)
-        return {k: v for k, v in options.__dict__.items() if v is not None}
+        described = {k: v for k, v in options.__dict__.items() if v is not None}
+        described.pop("loras")
+        if options.loras:
+            described["loras"] = [a.as_metadata() for a in self.loras.describe(options.loras)]
+        if options.step_cache is not None:
+            # Skipped blocks are not what the model computes: this result is on the fast path,
+            # whatever the engine's own settings (metadata()) say.
+            described["path"] = "fast"
+            if self._passes is not None and self._passes[0] is request:
+                passes = self._passes[1]
+                described["transformer_passes"] = {
+                    "computed": passes.computed,
+                    "skipped": passes.skipped,
+                }
+        return described
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request)
         _check_geometry(request)
+        self.loras.use(options.loras)
+        self._passes = None
         hooks.raise_if_cancelled()
-        image = cover_fit(request.image.convert("RGB"), request.width, request.height)
+        original = request.image.convert("RGB")
+        # Official: the VAE gets the image cropped to the video's size, while LLaVA sees the
+        # original (its processor centre-crops a square itself), as in stock diffusers too.
+        image = cover_fit(original, request.width, request.height)
         try:
             hooks.progress(0, 1, "encoding")
-            conditions = self._encode(image, request.prompt, options.negative_prompt)
+            conditions = self._encode(original, request.prompt, options.negative_prompt)
             hooks.progress(1, 1, "encoding")
             hooks.raise_if_cancelled()
             latents = self._denoise(image, conditions, request, options, hooks)
@@ -402,7 +494,12 @@ class HunyuanEngine(Engine):
             conditions, self._attention.unpadded = trim_padding(conditions)
         pipe.i2v_stability = options.i2v_stability
         pipe.scheduler = scheduler_with_shift(self._base_scheduler, options.flow_shift)
-        with torch.inference_mode():
+        cache = step_cache(
+            pipe.transformer, options.step_cache, options.step_cache_threshold, conditions
+        )
+        with torch.inference_mode(), cache as passes:
+            if passes is not None:
+                self._passes = (request, passes)
             (latents,) = pipe(
                 image=image,
                 height=request.height,

@@ -1,24 +1,36 @@
-"""The fast path's FP8 linear layers: float8 weights and activations, one scale per row.
+"""The fast path's FP8 linear layers: e4m3 weights with one scale per row.
 
-Opt-in (``FRAMECAST_LINEAR=fp8``) and labelled in every result, because the video is no
-longer the exact model's: e4m3 keeps three mantissa bits, so each product deviates by a few
-percent before the sums average it down. On Hopper and Ada GPUs the FP8 tensor cores run these
-products at about twice the bf16 rate, and the weights take half the memory.
+Two modes, both opt-in and labelled in every result, because the video is no longer the exact
+model's: e4m3 keeps three mantissa bits, so each weight (and, with ``fp8``, each activation)
+deviates by a few percent before the sums average it down.
+
+- ``FRAMECAST_LINEAR=fp8`` (:class:`Float8Linear`): weights and activations in e4m3, each
+  token's activations cast with their own scale, the product on the FP8 tensor cores of Ada,
+  Hopper and Blackwell GPUs. Converts the blocks' token-wise projections: 9.06B of the
+  transformer's 12.82B parameters, so its weights go from 23.9 to 15.4 GiB. The engine always
+  compiles the blocks in this mode: only compiled is the per-token cast one kernel fused with
+  the layer norm or activation before it; eagerly it costs more memory traffic than the FP8
+  product saves.
+- ``FRAMECAST_LINEAR=fp8-weight`` (:class:`Float8WeightLinear`): weights stored in e4m3 and
+  upcast to the compute dtype layer by layer at each call, as the official code's
+  ``--use-fp8``; the products stay bf16. Memory, not speed, on any CUDA GPU. Converts every
+  linear layer of the blocks, the modulation too (12.46B parameters): 23.9 to 12.3 GiB.
 
 Why our own module and not torchao's ``Float8DynamicActivationFloat8WeightConfig``: torchao
 refuses to build it anywhere but on a CUDA GPU of compute capability 8.9 or later, so none of
 it could be tested where our CI runs. Both end in the same kernel, ``torch._scaled_mm`` with
-row-wise scales, which torch also implements on the CPU: the tests below run this module's
-real arithmetic at tiny scale (tests/unit/test_hunyuan_fp8.py).
+row-wise scales, which torch also implements on the CPU: the tests run this module's real
+arithmetic at tiny scale (tests/unit/test_hunyuan_fp8.py).
 
-Only the blocks' token-wise projections are converted: they carry nearly all the FLOPs. The
-modulation layers (``norm*.linear``, one row per call), the embedders, the token refiner and
-the final projection stay in bf16.
+The embedders, the token refiner and the final projection stay in bf16 in both modes. ``fp8``
+also leaves the modulation layers (``norm*.linear``) alone: they see one row per call, which
+gains nothing from FP8 products.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 import torch
 
@@ -35,9 +47,21 @@ class Fp8Unsupported(RuntimeError):
 
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` as e4m3 with one float32 scale per row, chosen so the row's largest value fits."""
-    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
-    return (x / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+    """``x`` as e4m3 with one float32 scale per row, chosen so the row's largest value fits.
+
+    Eagerly this moves 13 bytes per bf16 element (it was 25); compiled, one kernel reads ``x``
+    once and writes the e4m3 bytes. The result is bitwise that of the plain
+    ``(x / scale).clamp(-448, 448).to(e4m3)`` with ``scale = |x|.amax() / 448`` (tested).
+    """
+    # The largest magnitude without the temporary copy x.abs() makes; a maximum is exact in
+    # any dtype.
+    amax = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True)
+    scale = amax.float().clamp(min=1e-12) / E4M3_MAX
+    # Divided in float32: with the scale rounded to bf16, or multiplied by its reciprocal, some
+    # values round to another e4m3 neighbour. No clamp to +-448 before the cast: x / scale
+    # exceeds 448 by at most one float32 rounding, and the cast rounds anything under 464 to
+    # 448 anyway, so a clamp would only cost another pass over a float32 copy.
+    return (x / scale).to(E4M3), scale
 
 
 class Float8Linear(torch.nn.Module):
@@ -79,39 +103,120 @@ class Float8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 rows"
 
 
-def check_fp8_supported(device: torch.device) -> None:
-    """Raise :class:`Fp8Unsupported` with what to do where FP8 products cannot run."""
+class Float8WeightLinear(torch.nn.Module):
+    """``nn.Linear`` with its weight stored in e4m3, upcast to the compute dtype at each call.
+
+    Saves memory, not time: the product is the ordinary one, in the compute dtype.
+    """
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.compute_dtype = linear.weight.dtype
+        with torch.no_grad():
+            weight, scale = _quantize_rows(linear.weight.detach())
+        # A parameter, so that offloading (model, group, sequential) moves it like any weight.
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.weight_scale: torch.Tensor  # [out, 1], float32
+        self.register_buffer("weight_scale", scale)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # e4m3 -> float32 is exact, so the weight is rounded once, to the compute dtype; torch
+        # does not promote float8 with float32 by itself. Compiled, this is one kernel.
+        weight = self.weight.float().mul_(self.weight_scale).to(self.compute_dtype)
+        return torch.nn.functional.linear(x, weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"e4m3 weight rows, {str(self.compute_dtype).removeprefix('torch.')} products"
+        )
+
+
+Fp8Mode = Literal["fp8", "fp8-weight"]
+FP8_MODES: tuple[Fp8Mode, ...] = ("fp8", "fp8-weight")
+"""The ``FRAMECAST_LINEAR`` values that convert the blocks (the other one, ``bf16``, does not)."""
+
+_MODULES: dict[str, type[torch.nn.Module]] = {
+    "fp8": Float8Linear,
+    "fp8-weight": Float8WeightLinear,
+}
+
+
+def check_fp8_supported(device: torch.device, linear: str = "fp8") -> None:
+    """Raise :class:`Fp8Unsupported` with what to do where ``linear`` (one of
+    :data:`FP8_MODES`) cannot run."""
     if device.type == "cuda":
+        if linear == "fp8-weight":  # no FP8 products: any CUDA GPU casts e4m3 to bf16
+            return
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 9):
             raise Fp8Unsupported(
                 f"FRAMECAST_LINEAR=fp8 needs FP8 tensor cores (compute capability 8.9 or later: "
                 f"Ada, Hopper, Blackwell); {torch.cuda.get_device_name(device)} is "
-                f"{major}.{minor}. Use FRAMECAST_LINEAR=bf16"
+                f"{major}.{minor}. Use FRAMECAST_LINEAR=fp8-weight (FP8 storage only, for "
+                f"memory) or bf16"
             )
     elif device.type != "cpu":  # the CPU runs them (slowly), which is what the tests use
-        raise Fp8Unsupported(f"FRAMECAST_LINEAR=fp8 is not supported on {device.type}")
+        raise Fp8Unsupported(f"FRAMECAST_LINEAR={linear} is not supported on {device.type}")
 
 
-def _convertible(name: str, module: torch.nn.Module) -> bool:
-    if not isinstance(module, torch.nn.Linear) or ".norm" in f".{name}":
+def _convertible(name: str, module: torch.nn.Module, linear: str) -> bool:
+    if not isinstance(module, torch.nn.Linear):
+        return False
+    if linear == "fp8-weight":
+        return True
+    if ".norm" in f".{name}":
         return False
     return module.in_features % _ALIGN == 0 and module.out_features % _ALIGN == 0
 
 
-def convert_blocks_to_fp8(transformer: Any) -> int:
-    """Replace the token-wise linear layers of every transformer block, in place.
+def convert_blocks_to_fp8(
+    transformer: Any, linear: str = "fp8", device: torch.device | None = None
+) -> int:
+    """Replace the linear layers of every transformer block that ``linear`` (one of
+    :data:`FP8_MODES`) converts, in place.
 
-    Returns how many were replaced. A block's bf16 weights are freed once the block is done,
-    so the peak is one block's worth over the converted size.
+    With ``device``, each block is converted there and then put back where it was: a GPU
+    quantises the model in seconds where a CPU takes minutes, and one block at a time fits
+    beside whatever else is there. Returns how many layers were replaced. A layer's bf16 weight
+    is freed once it is replaced, so the peak is one layer's worth over the converted size.
     """
+    if linear not in _MODULES:
+        raise ValueError(f"linear={linear!r} is not one of {', '.join(FP8_MODES)}")
+    module_type = _MODULES[linear]
     converted = 0
     for block in transformer_blocks(transformer):
+        home = next(block.parameters()).device
+        if device is not None:
+            block.to(device)
         for name, module in list(block.named_modules()):
-            if not _convertible(name, module):
+            if not _convertible(name, module, linear):
                 continue
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name) if parent_name else block
-            setattr(parent, child, Float8Linear(module))
+            setattr(parent, child, module_type(module))
             converted += 1
+        block.to(home)
     return converted
+
+
+def linear_mode(transformer: Any) -> str:
+    """Which ``FRAMECAST_LINEAR`` made ``transformer``'s layers: read off the modules, so a
+    pipeline converted elsewhere (the benchmark does) is labelled right too."""
+    kinds = {type(m) for m in transformer.modules()}
+    for mode, module_type in _MODULES.items():
+        if module_type in kinds:
+            return mode
+    return "bf16"
+
+
+def linear_label(mode: str, dtype: torch.dtype) -> str:
+    """What result metadata says for ``linear``: the mode and how its products are made."""
+    compute = str(dtype).removeprefix("torch.")
+    if mode == "fp8":
+        return "fp8 (e4m3, row-wise scales)"
+    if mode == "fp8-weight":
+        return f"fp8-weight (e4m3 weights, row-wise scales; {compute} products)"
+    return compute

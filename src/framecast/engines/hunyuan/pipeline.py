@@ -16,6 +16,10 @@ video, the official behaviour wins, and each place says why:
 - CLIP prompt: diffusers hands CLIP ``prompt`` even when ``prompt_2`` is set. We have one
   prompt, stripped of surrounding whitespace as the official code does, and give it to both
   encoders explicitly.
+- VAE tiling: diffusers' default tiles are 16 frames with a 12-frame stride; the official VAE
+  decodes 64-frame tiles with a 48-frame stride (:func:`enable_official_vae_tiling`), and
+  encodes the conditioning image whole, with tiling off
+  (:meth:`FramecastHunyuanPipeline.prepare_latents`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import PIL.Image
 import torch
 
 # Imported from their modules: the top-level names are placeholders to a type checker.
+from diffusers.models.autoencoders.autoencoder_kl_hunyuan_video import AutoencoderKLHunyuanVideo
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
     DEFAULT_PROMPT_TEMPLATE,
     HunyuanVideoImageToVideoPipeline,
@@ -64,19 +69,27 @@ class FramecastHunyuanPipeline(HunyuanVideoImageToVideoPipeline):
         latents: torch.Tensor | None = None,
         image_condition_type: str = "latent_concat",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed, image_latents = super().prepare_latents(
-            image,
-            batch_size,
-            num_channels_latents,
-            height,
-            width,
-            num_frames,
-            dtype,
-            device,
-            generator,
-            latents,
-            image_condition_type,
-        )
+        # Official: tiling is switched on for the decode only; the conditioning image is
+        # encoded whole (spatial tiles would blend its latent at the seams).
+        tiled = self.vae.use_tiling
+        self.vae.disable_tiling()
+        try:
+            mixed, image_latents = super().prepare_latents(
+                image,
+                batch_size,
+                num_channels_latents,
+                height,
+                width,
+                num_frames,
+                dtype,
+                device,
+                generator,
+                latents,
+                image_condition_type,
+            )
+        finally:
+            if tiled:
+                self.vae.enable_tiling()
         if self.i2v_stability:
             return mixed, image_latents
         # Official `prepare_latents` without --i2v-stability: pure Gaussian noise, nothing of
@@ -84,6 +97,24 @@ class FramecastHunyuanPipeline(HunyuanVideoImageToVideoPipeline):
         if latents is None:
             raise ValueError("i2v_stability=False needs the starting noise passed as `latents`")
         return latents.to(device=mixed.device, dtype=mixed.dtype), image_latents
+
+
+OFFICIAL_VAE_TILING: dict[str, int] = {
+    "tile_sample_min_height": 256,
+    "tile_sample_min_width": 256,
+    "tile_sample_stride_height": 192,
+    "tile_sample_stride_width": 192,
+    "tile_sample_min_num_frames": 64,
+    "tile_sample_stride_num_frames": 48,
+}
+"""The official VAE's tiles in pixels and frames (``hyvideo/vae``: ``sample_size`` 256,
+``sample_tsize`` 64, overlap 0.25), in diffusers' terms, which then compute the same tiles."""
+
+
+def enable_official_vae_tiling(vae: AutoencoderKLHunyuanVideo) -> None:
+    """Tile the VAE's decode as the official code does; without tiles a 720p decode needs
+    far more memory. (diffusers' 16-frame tiles give a different video.)"""
+    vae.enable_tiling(**OFFICIAL_VAE_TILING)
 
 
 def scheduler_with_shift(

@@ -1,0 +1,310 @@
+"""LoRAs on the tiny model: the folder, the bounded cache, switching per request (eager and
+compiled), the base model to the bit without one, and the file formats diffusers reads.
+
+The LoRA files are made here: PEFT adapters with random weights on the tiny transformer, saved
+as diffusers does, plus one in the original HunyuanVideo key layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("peft")
+
+import numpy as np
+import PIL.Image
+import torch
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import save_file
+
+from framecast.engines.base import GenerationRequest, NullHooks
+from framecast.engines.hunyuan.engine import HunyuanEngine
+from framecast.engines.hunyuan.loras import (
+    LoraAdapters,
+    LoraChoice,
+    LoraError,
+    LoraFolder,
+    LoraSettings,
+)
+from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
+from framecast.engines.hunyuan.speedups import compile_blocks
+from framecast.engines.hunyuan.tiny import build_tiny_pipeline
+from framecast.engines.hunyuan.weights import resolve_model
+from framecast.errors import InputError
+
+ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def save_lora(
+    folder: Path, name: str, rank: int, alpha: int, targets: list[str], seed: int
+) -> Path:
+    """A random LoRA for the tiny transformer, saved as diffusers' save_lora_weights does."""
+    transformer = build_tiny_pipeline().transformer
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config, adapter_name="new")
+    FramecastHunyuanPipeline.save_lora_weights(
+        folder,
+        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="new"),
+        weight_name=f"{name}.safetensors",
+        transformer_lora_adapter_metadata=config.to_dict(),
+    )
+    return folder / f"{name}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("loras")
+    save_lora(folder, "style", rank=4, alpha=8, targets=[*ATTENTION, "proj_out"], seed=1)
+    save_lora(folder, "motion", rank=2, alpha=2, targets=["to_q", "to_v"], seed=2)
+    save_lora(folder, "grain", rank=3, alpha=3, targets=["ff.net.2", "proj_mlp"], seed=3)
+    save_lora(folder, "light", rank=2, alpha=4, targets=["to_out.0"], seed=4)
+    return folder
+
+
+def transformer_inputs(seed: int = 3) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(1, 4, 2, 6, 8, generator=g),
+        timestep=torch.tensor([700.0]),
+        guidance=torch.tensor([6000.0]),
+        encoder_hidden_states=torch.randn(1, 9, 16, generator=g),
+        encoder_attention_mask=torch.ones(1, 9, dtype=torch.bool),
+        pooled_projections=torch.randn(1, 8, generator=g),
+        return_dict=False,
+    )
+
+
+def forward(pipe: Any) -> torch.Tensor:
+    with torch.inference_mode():
+        out: torch.Tensor = pipe.transformer(**transformer_inputs())[0]
+    return out
+
+
+def adapters(folder: Path, **settings: Any) -> LoraAdapters:
+    return LoraAdapters(
+        FramecastHunyuanPipeline(**build_tiny_pipeline().components),
+        LoraSettings(folder, **settings),
+    )
+
+
+def run(loras: LoraAdapters, *choices: tuple[str, float]) -> torch.Tensor:
+    loras.use([LoraChoice(name, scale) for name, scale in choices])
+    return forward(loras.pipe)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def base() -> torch.Tensor:
+    return forward(build_tiny_pipeline())
+
+
+def test_the_folder_lists_file_names_read_afresh(tmp_path: Path, lora_dir: Path) -> None:
+    folder = LoraFolder(tmp_path)
+    assert folder.names() == []
+    shutil.copy(lora_dir / "motion.safetensors", tmp_path / "b.safetensors")
+    (tmp_path / "notes.txt").write_text("not a LoRA")
+    (tmp_path / ".hidden.safetensors").write_bytes(b"")
+    assert folder.names() == ["b"]
+    shutil.copy(lora_dir / "motion.safetensors", tmp_path / "a.v2.safetensors")
+    assert folder.names() == ["a.v2", "b"]  # a file added later is there at once
+    assert folder.unknown([LoraChoice("b"), LoraChoice("a.v2")]) is None
+
+
+def test_an_unknown_name_is_refused_listing_what_there_is(lora_dir: Path) -> None:
+    error = LoraFolder(lora_dir).unknown([LoraChoice("style"), LoraChoice("../style")])
+    assert isinstance(error, InputError) and error.status == 422
+    (detail,) = error.details["details"]
+    assert detail["field"] == "loras.1.path"
+    assert detail["allowed"] == ["grain", "light", "motion", "style"]
+    assert "no LoRA named '../style'" in error.message and "grain, light" in error.message
+    unset = LoraFolder(None).unknown([LoraChoice("style")])
+    assert unset is not None and "FRAMECAST_LORA_DIR is not set" in unset.message
+    with pytest.raises(LoraError, match="no LoRA named 'nope'"):
+        adapters(lora_dir).use([LoraChoice("nope")])
+
+
+def test_a_lora_changes_the_output_and_none_is_the_base_model_to_the_bit(
+    lora_dir: Path, base: torch.Tensor
+) -> None:
+    loras = adapters(lora_dir)
+    assert torch.equal(run(loras), base)  # nothing loaded yet
+    styled = run(loras, ("style", 1.0))
+    assert not torch.allclose(styled, base, atol=1e-3)
+    assert torch.equal(run(loras), base)  # right after a request with a LoRA
+    assert torch.equal(run(loras, ("style", 1.0)), styled)
+    assert torch.equal(run(loras, ("style", 0.0)), base)
+    assert torch.equal(run(loras), base)
+
+
+def test_scales_and_combinations_match_diffusers_own_loading(lora_dir: Path) -> None:
+    loras = adapters(lora_dir)
+    ours = run(loras, ("style", 0.7), ("motion", -1.5))
+    reference = FramecastHunyuanPipeline(**build_tiny_pipeline().components)
+    reference.load_lora_weights(str(lora_dir / "style.safetensors"), adapter_name="s")
+    reference.load_lora_weights(str(lora_dir / "motion.safetensors"), adapter_name="m")
+    reference.set_adapters(["s", "m"], [0.7, -1.5])
+    assert torch.equal(ours, forward(reference))
+    # The alpha saved with the file counts (style: alpha 8 over rank 4).
+    assert reference.transformer.peft_config["s"].lora_alpha == 8
+
+
+def test_the_cache_is_bounded_and_unloads_the_least_recently_used(lora_dir: Path) -> None:
+    loras = adapters(lora_dir, cache=3)
+    expected = run(loras, ("motion", 1.0))
+    run(loras, ("style", 1.0), ("grain", 1.0))
+    run(loras, ("motion", 1.0))  # motion is now the most recently used
+    assert loras.loaded() == ["style", "grain", "motion"]
+    run(loras, ("light", 1.0))
+    assert loras.loaded() == ["grain", "motion", "light"]
+    assert len(loras.pipe.transformer.peft_config) == 3
+    assert torch.equal(run(loras, ("motion", 1.0)), expected)
+
+
+def test_a_file_replaced_under_the_same_name_is_loaded_again(
+    tmp_path: Path, lora_dir: Path
+) -> None:
+    shutil.copy(lora_dir / "motion.safetensors", tmp_path / "x.safetensors")
+    loras = adapters(tmp_path)
+    (first,) = loras.use([LoraChoice("x")])
+    before = forward(loras.pipe)
+    shutil.copy(lora_dir / "light.safetensors", tmp_path / "x.safetensors")
+    (second,) = loras.use([LoraChoice("x")])
+    assert first.sha256 == sha256(lora_dir / "motion.safetensors")
+    assert second.sha256 == sha256(lora_dir / "light.safetensors")
+    assert not torch.equal(forward(loras.pipe), before)
+    assert len(loras.pipe.transformer.peft_config) == 1
+
+
+def test_too_high_a_rank_and_a_broken_file_are_clear_errors(
+    tmp_path: Path, lora_dir: Path, base: torch.Tensor
+) -> None:
+    shutil.copy(lora_dir / "style.safetensors", tmp_path / "style.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    save_file({"proj_in.weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
+    loras = adapters(tmp_path, max_rank=2)
+    with pytest.raises(LoraError, match="rank 4, above FRAMECAST_LORA_MAX_RANK=2"):
+        loras.use([LoraChoice("style")])
+    with pytest.raises(LoraError, match="'broken' could not be loaded"):
+        loras.use([LoraChoice("broken")])
+    with pytest.raises(LoraError, match="'other' could not be loaded"):
+        loras.use([LoraChoice("other")])
+    assert loras.loaded() == [] and not getattr(loras.pipe.transformer, "peft_config", {})
+    assert torch.equal(run(loras), base)
+
+
+def test_the_original_hunyuanvideo_key_layout_loads_as_its_diffusers_equivalent(
+    tmp_path: Path,
+) -> None:
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(4, 32, generator=g), torch.randn(96, 4, generator=g) / 4
+    pa, pb = torch.randn(4, 32, generator=g), torch.randn(32, 4, generator=g) / 4
+    save_file(
+        {
+            "diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight": a,
+            "diffusion_model.double_blocks.0.img_attn_qkv.lora_B.weight": b,
+            "diffusion_model.double_blocks.0.img_attn_proj.lora_A.weight": pa,
+            "diffusion_model.double_blocks.0.img_attn_proj.lora_B.weight": pb,
+        },
+        tmp_path / "original.safetensors",
+    )
+    prefix = "transformer.transformer_blocks.0.attn"
+    diffusers_keys = {
+        f"{prefix}.to_out.0.lora_A.weight": pa,
+        f"{prefix}.to_out.0.lora_B.weight": pb,
+    }
+    for name, part in zip(["to_q", "to_k", "to_v"], b.chunk(3), strict=True):
+        diffusers_keys[f"{prefix}.{name}.lora_A.weight"] = a.clone()
+        diffusers_keys[f"{prefix}.{name}.lora_B.weight"] = part.contiguous()
+    save_file(diffusers_keys, tmp_path / "converted.safetensors")
+    loras = adapters(tmp_path)
+    assert torch.equal(run(loras, ("original", 0.5)), run(loras, ("converted", 0.5)))
+
+
+def test_compiled_blocks_switch_loras_of_other_ranks_without_recompiling(
+    lora_dir: Path, base: torch.Tensor
+) -> None:
+    eager = adapters(lora_dir)
+    expected = {
+        "style": run(eager, ("style", 1.0)),
+        "motion": run(eager, ("motion", 0.5)),
+        "both": run(eager, ("motion", 0.5), ("style", -1.0)),
+        "light": run(eager, ("light", 2.0)),
+    }
+    loras = adapters(lora_dir, max_rank=8)
+    loras.prepare_for_compile()
+    torch._dynamo.reset()  # graphs other tests compiled for these block classes
+    # aot_eager: dynamo's tracing and guards, which decide recompiles, without minutes of
+    # C++ compiling on a CPU; inductor's arithmetic is tested in test_hunyuan_speedups.py.
+    compile_blocks(loras.pipe.transformer, backend="aot_eager")
+    close = dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run(loras), base, **close)  # one graph for no LoRA
+    torch.testing.assert_close(run(loras, ("style", 1.0)), expected["style"], **close)
+    both = run(loras, ("style", -1.0), ("motion", 0.5))  # and one for two
+    torch.testing.assert_close(both, expected["both"], **close)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        # Another LoRA of another rank and scale in the same slot: the same graph.
+        torch.testing.assert_close(run(loras, ("motion", 0.5)), expected["motion"], **close)
+        torch.testing.assert_close(run(loras, ("style", 1.0)), expected["style"], **close)
+        # Loaded while compiled (staged as an adapter, copied, deleted): still no recompile.
+        torch.testing.assert_close(run(loras, ("light", 2.0)), expected["light"], **close)
+        torch.testing.assert_close(run(loras), base, **close)
+        # Kept in their slots whatever the order: only the scales are written.
+        torch.testing.assert_close(
+            run(loras, ("motion", 0.5), ("style", -1.0)), expected["both"], **close
+        )
+
+
+def test_compiled_slots_refuse_a_rank_above_the_padding(lora_dir: Path) -> None:
+    loras = adapters(lora_dir, max_rank=3)
+    loras.prepare_for_compile()
+    with pytest.raises(LoraError, match="rank 4, above FRAMECAST_LORA_MAX_RANK=3"):
+        loras.use([LoraChoice("style")])
+    assert "framecast_staging" not in loras.pipe.transformer.peft_config
+    loras.use([LoraChoice("grain")])  # rank 3 fits
+    assert loras.loaded() == ["grain"]
+
+
+def test_engine_applies_and_records_the_loras_of_a_request(lora_dir: Path) -> None:
+    engine = HunyuanEngine.load(resolve_model("tiny-random"), loras=LoraSettings(lora_dir))
+    image = PIL.Image.new("RGB", (64, 48), (200, 80, 40))
+
+    def request(*loras: LoraChoice) -> GenerationRequest:
+        return GenerationRequest(
+            image=image,
+            prompt="waves roll in",
+            seed=9,
+            width=64,
+            height=48,
+            num_frames=5,
+            options={"num_inference_steps": 2, "loras": loras},
+        )
+
+    def frames(req: GenerationRequest) -> np.ndarray:
+        return np.stack(list(engine.generate(req, NullHooks())))
+
+    plain = frames(request())
+    styled_request = request(LoraChoice("style", 0.8))
+    assert not np.array_equal(frames(styled_request), plain)
+    np.testing.assert_array_equal(frames(request()), plain)
+    sha = sha256(lora_dir / "style.safetensors")
+    described = engine.describe(styled_request)
+    assert described["loras"] == [{"path": "style", "scale": 0.8, "sha256": sha}]
+    assert "loras" not in engine.describe(request())
+
+
+def test_loras_with_fp8_linears_refuse_to_start(lora_dir: Path) -> None:
+    from framecast.engines import EngineUnavailable
+
+    with pytest.raises(EngineUnavailable, match="do not work with FP8"):
+        HunyuanEngine.load(resolve_model("tiny-random"), linear="fp8", loras=LoraSettings(lora_dir))
