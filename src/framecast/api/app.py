@@ -14,17 +14,26 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, text
 
 from framecast import __version__
-from framecast.api.errors import error_response, install_error_handlers
+from framecast.api.errors import (
+    document_error_shape,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from framecast.api.views import request_urls, result_body, status_body
 from framecast.db import create_db_engine, migrate
+from framecast.engines.hunyuan.loras import LoraFolder
 from framecast.errors import FramecastError
 from framecast.fetch import UrlFetcher
 from framecast.images import decode_image
 from framecast.jobs import CancelOutcome, Job, JobStore
 from framecast.keys import KeyStore
+from framecast.playground import install_playground
 from framecast.registry import WorkerRegistry
 from framecast.schemas import MODEL_ID, ImageToVideoInput, model_card
 from framecast.settings import Settings
@@ -74,7 +83,19 @@ def _base_url(request: Request) -> str:
     return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
 
 
-def authenticate(request: Request) -> str:
+# Declares the bearer scheme in the OpenAPI document (the docs' Authorize button); the header is
+# still read below, so a missing or malformed one gets framecast's own 401.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key: from FRAMECAST_API_KEYS or `framecast keys create`.",
+)
+
+
+def authenticate(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
     """The owner id of the presented key; every request and file lookup is scoped to it."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -91,6 +112,20 @@ def authenticate(request: Request) -> str:
 
 
 Owner = Annotated[str, Depends(authenticate)]
+
+# What routes answer besides 200, for the OpenAPI document; every error has one shape.
+_KEYED = error_responses(
+    {
+        401: "No API key, or one that is invalid or revoked (`unauthorized`).",
+        500: "An unexpected server error (`internal_error`); it is logged.",
+    }
+)
+_NO_REQUEST = error_responses(
+    {
+        404: "No request with this id for this key (`request_not_found`); another key's "
+        "requests look the same."
+    }
+)
 
 
 def _find(request: Request, request_id: str, owner: str) -> Job:
@@ -124,18 +159,37 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             await services.fetcher.aclose()
             services.db.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from fastapi-offline's bundled files: /docs works with no internet.
+    app = FastAPIOffline(
         title="framecast",
         version=__version__,
         description="RunComfy-compatible image-to-video API for HunyuanVideo-I2V.",
         lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.services = services
+    lora_folder = LoraFolder(settings.lora_dir)
     install_error_handlers(app, list(ImageToVideoInput.model_fields))
 
-    @app.post(f"/v1/models/{MODEL_ID}", tags=["requests"])
+    @app.post(
+        f"/v1/models/{MODEL_ID}",
+        tags=["requests"],
+        responses={
+            **_KEYED,
+            **error_responses(
+                {
+                    422: "Invalid input, or an image that cannot be fetched or decoded; the "
+                    "code says which (`invalid_input`, `image_fetch_failed`, ...)."
+                }
+            ),
+        },
+    )
     async def submit(body: ImageToVideoInput, request: Request, owner: Owner) -> dict[str, Any]:
         """Queue an image-to-video request; answers at once with its request_id and URLs."""
+        if body.loras:  # before fetching anything: a wrong name is the cheaper error
+            unknown = await run_in_threadpool(lora_folder.unknown, body.lora_choices)
+            if unknown is not None:
+                raise unknown
         fetched = await services.fetcher.fetch(body.image_url)
         decoded = await run_in_threadpool(
             decode_image, fetched.data, max_pixels=settings.max_image_pixels
@@ -162,7 +216,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             f"this server does not serve '{model_id}'; it serves '{MODEL_ID}'",
         )
 
-    @app.get("/v1/requests/{request_id}/status", tags=["requests"])
+    @app.get(
+        "/v1/requests/{request_id}/status",
+        tags=["requests"],
+        responses={**_KEYED, **_NO_REQUEST},
+    )
     def status(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
         job = _find(request, request_id, owner)
         serving = None
@@ -170,7 +228,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             serving = len(services.registry.serving(job.model, _heartbeat_window()))
         return status_body(job, _base_url(request), services.jobs.queue_position(job), serving)
 
-    @app.get("/v1/requests/{request_id}/result", tags=["requests"])
+    @app.get(
+        "/v1/requests/{request_id}/result",
+        tags=["requests"],
+        responses={**_KEYED, **_NO_REQUEST},
+    )
     def result(request_id: str, request: Request, owner: Owner) -> dict[str, Any]:
         job = _find(request, request_id, owner)
         return result_body(
@@ -181,7 +243,23 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             settings.link_ttl_seconds,
         )
 
-    @app.post("/v1/requests/{request_id}/cancel", tags=["requests"])
+    @app.post(
+        "/v1/requests/{request_id}/cancel",
+        tags=["requests"],
+        responses={
+            202: {
+                "description": "Running: asked to stop at its next step (`cancel_requested`).",
+                "content": {"application/json": {}},
+            },
+            **_KEYED,
+            **_NO_REQUEST,
+            **error_responses(
+                {
+                    409: "Already finished (`request_already_finished`); `error.request` is its state."
+                }
+            ),
+        },
+    )
     def cancel(request_id: str, request: Request, owner: Owner) -> JSONResponse:
         """Cancel: a queued request never runs; a running one stops at its next step."""
         outcome = services.jobs.cancel(request_id, owner)
@@ -201,11 +279,30 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         # 202: a running request is only asked to stop; its status shows when it has.
         return JSONResponse(body, status_code=200 if kind is CancelOutcome.CANCELLED else 202)
 
-    @app.get("/v1/models", tags=["models"])
+    @app.get("/v1/models", tags=["models"], responses=_KEYED)
     def models(owner: Owner) -> dict[str, Any]:
-        return {"models": [model_card()]}
+        # Read afresh: a LoRA file copied into the folder is listed (and usable) at once.
+        return {"models": [{**model_card(), "loras": lora_folder.names()}]}
 
-    @app.get("/v1/files/{key:path}", tags=["files"], response_model=None)
+    @app.get(
+        "/v1/files/{key:path}",
+        tags=["files"],
+        response_model=None,
+        responses={
+            200: {"content": {"video/mp4": {}, "image/jpeg": {}}},
+            206: {"description": "The requested byte range (HTTP Range requests)."},
+            400: {"description": "A malformed Range header (plain text, from the file server)."},
+            416: {"description": "A Range beyond the end of the file (plain text)."},
+            **error_responses(
+                {
+                    403: "Expired (`link_expired`) or tampered (`invalid_signature`) link.",
+                    404: "The file no longer exists (`file_not_found`).",
+                    422: "`expires` or `signature` missing or not valid (`invalid_input`).",
+                    500: "An unexpected server error (`internal_error`); it is logged.",
+                }
+            ),
+        },
+    )
     def files(
         key: str,
         expires: Annotated[int, Query()],
@@ -242,7 +339,17 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     def _heartbeat_window() -> dt.timedelta:
         return dt.timedelta(seconds=3 * settings.heartbeat_seconds)
 
-    @app.get("/readyz", tags=["health"], response_model=None)
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        responses=error_responses(
+            {
+                503: "Database unreachable (`database_unreachable`) or no worker ready "
+                "(`no_ready_worker`, with the live workers in `error.workers`)."
+            }
+        ),
+    )
     def readyz() -> dict[str, Any] | JSONResponse:
         try:
             with services.db.connect() as conn:
@@ -272,4 +379,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             return error_response(503, "no_ready_worker", why, workers=workers)
         return {"status": "ready", "database": "ok", "workers": workers}
 
+    document_error_shape(app)
+    install_playground(app)
     return app
