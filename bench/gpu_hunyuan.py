@@ -69,7 +69,7 @@ from framecast.engines.hunyuan.speedups import (
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource
-from framecast.schemas import SIZES
+from framecast.models.hunyuan_i2v import SIZES
 
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, the lamp starts to turn."
 FULL_STEPS = 50

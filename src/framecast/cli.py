@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
+from pydantic import BaseModel
 
-from framecast.settings import DEFAULT_HUNYUAN_MODEL, Settings, get_settings
+from framecast.settings import Settings, get_settings
 
 app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-weights_app = typer.Typer(help="HunyuanVideo-I2V weights.", no_args_is_help=True)
+weights_app = typer.Typer(help="Model weights.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(weights_app, name="weights")
@@ -135,37 +136,23 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     typer.echo("database is up to date")
 
 
-@app.command()
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def generate(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Input image file.")],
     prompt: Annotated[str, typer.Option(help="What should happen in the video.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path(
         "out.mp4"
     ),
-    seed: int = 99271155,
-    aspect_ratio: Annotated[str, typer.Option(help="16:9 or 9:16")] = "16:9",
-    resolution: Annotated[str, typer.Option(help="720p, 540p or 360p")] = "720p",
-    num_frames: Annotated[int, typer.Option(help="4n+1 from 5 to 129")] = 129,
-    i2v_stability: Annotated[
-        bool, typer.Option("--i2v-stability/--no-i2v-stability", help="Official stability init.")
-    ] = True,
-    flow_shift: Annotated[
-        float | None,
-        typer.Option(help="Default 7 with i2v stability, 17 without.", show_default=False),
-    ] = None,
-    num_inference_steps: int = 50,
-    cfg_scale: Annotated[float, typer.Option(help="True CFG; >1 uses the negative prompt.")] = 1.0,
-    negative_prompt: Annotated[str | None, typer.Option(show_default=False)] = None,
-    step_cache: Annotated[
+    model: Annotated[
         str | None,
         typer.Option(
-            help="first_block: skip blocks of passes that barely change (faster, fast path).",
+            help="The model's id, as in the API's route (`framecast models`); default: the "
+            "first one listed there.",
             show_default=False,
         ),
-    ] = None,
-    step_cache_threshold: Annotated[
-        float | None,
-        typer.Option(help="Only with --step-cache; default 0.06.", show_default=False),
     ] = None,
     lora: Annotated[
         list[str] | None,
@@ -191,16 +178,18 @@ def generate(
 ) -> None:
     """Run an engine locally on one image, with a progress bar; no server needed.
 
-    Every input of the API is a flag here, with the same names, defaults and limits.
+    Every input of the model is a flag too, named as the API's field with dashes and with the
+    same defaults and limits, e.g. --seed 7 --aspect-ratio 9:16 --num-frames 65
+    --no-i2v-stability. `framecast models` lists each model's inputs.
     """
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from framecast.engines import load_engine
     from framecast.engines.hunyuan.loras import LoraFolder
+    from framecast.engines.selection import load_engine
     from framecast.errors import FramecastError
     from framecast.images import decode_image
-    from framecast.schemas import ImageToVideoInput
+    from framecast.models import UnknownModel, all_models, get_model
     from framecast.video import encode_mp4
 
     try:
@@ -212,29 +201,21 @@ def generate(
         raise typer.Exit(2) from exc
     _logging(settings)
     try:
-        params = ImageToVideoInput.model_validate(
-            {
-                "prompt": prompt,
-                "image_url": "file:" + str(image),
-                "seed": seed,
-                "aspect_ratio": aspect_ratio,
-                "resolution": resolution,
-                "num_frames": num_frames,
-                "i2v_stability": i2v_stability,
-                "flow_shift": flow_shift,
-                "num_inference_steps": num_inference_steps,
-                "cfg_scale": cfg_scale,
-                "negative_prompt": negative_prompt,
-                "step_cache": step_cache,
-                "step_cache_threshold": step_cache_threshold,
-                "loras": [_lora_flag(flag) for flag in lora or []],
-            }
+        spec = get_model(model) if model else all_models()[0]
+        fields = _model_flags(spec.input, ctx.args)
+        if lora:
+            fields["loras"] = [_lora_flag(flag) for flag in lora]
+        params = spec.input.model_validate(
+            {"prompt": prompt, spec.input.image_field: "file:" + str(image), **fields}
         )
         unknown = LoraFolder(settings.lora_dir).unknown(params.lora_choices)
         if unknown is not None:
             raise unknown
         decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
-        eng = load_engine(settings)
+        eng = load_engine(settings, spec.id)
+    except (UnknownModel, _FlagError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "input"
@@ -284,6 +265,56 @@ def generate(
         typer.echo(f"warning: {warning}", err=True)
 
 
+class _FlagError(ValueError):
+    pass
+
+
+def _model_flags(schema: type[BaseModel], args: list[str]) -> dict[str, Any]:
+    """``--field-name VALUE`` (``--flag``/``--no-flag`` for booleans) for each of the model's
+    input fields, typed as the schema says; the schema then validates them as the API does."""
+    fields = {
+        name: info
+        for name, info in schema.model_fields.items()
+        if name not in {"prompt", "loras", getattr(schema, "image_field", "")}
+    }
+    values: dict[str, Any] = {}
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
+        name = flag.removeprefix("--").replace("-", "_")
+        negated = name.startswith("no_") and name[3:] in fields
+        name = name[3:] if negated else name
+        info = fields.get(name) if flag.startswith("--") else None
+        if info is None:
+            known = ", ".join("--" + f.replace("_", "-") for f in fields)
+            raise _FlagError(f"no option {flag} for this model; its options: {known}")
+        kinds = [a for a in get_args(info.annotation) or (info.annotation,) if a is not type(None)]
+        if bool in kinds or info.annotation is bool:
+            values[name] = not negated
+            continue
+        if negated or not rest:
+            raise _FlagError(f"{flag} needs a value")
+        text = rest.pop(0)
+        try:
+            values[name] = int(text) if int in kinds else float(text) if float in kinds else text
+        except ValueError as exc:
+            raise _FlagError(f"{flag}: {text!r} is not a number") from exc
+    return values
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the models this server serves, with every input `generate` takes as a flag."""
+    from framecast.models import all_models
+
+    for spec in all_models():
+        typer.echo(f"{spec.id}: {spec.description}")
+        for name, info in spec.input.model_fields.items():
+            default = "required" if info.is_required() else f"default {info.get_default()!r}"
+            text = (info.description or info.title or "").split(". ")[0]
+            typer.echo(f"  --{name.replace('_', '-')}  ({default})  {text}")
+
+
 def _lora_flag(flag: str) -> dict[str, Any]:
     """``--lora NAME`` or ``--lora NAME:SCALE`` as the API's ``{"path", "scale"}``."""
     name, sep, scale = flag.rpartition(":")
@@ -295,6 +326,19 @@ def _lora_flag(flag: str) -> dict[str, Any]:
     return {"path": flag}
 
 
+@weights_app.command("list")
+def weights_list() -> None:
+    """The checkpoints each model can run, and the setting that selects them."""
+    from framecast.models import all_models
+
+    for spec in all_models():
+        if spec.real_engine is None:
+            continue
+        typer.echo(f"{spec.id} ({spec.real_engine.setting}):")
+        for i, (name, repo_id) in enumerate(spec.real_engine.checkpoints.items()):
+            typer.echo(f"  {name:<24} {repo_id}{'  (default)' if i == 0 else ''}")
+
+
 @weights_app.command("download")
 def weights_download(
     to: Annotated[
@@ -304,21 +348,46 @@ def weights_download(
             show_default=False,
         ),
     ] = None,
-    model: Annotated[str, typer.Option(help="Hub id to fetch.")] = DEFAULT_HUNYUAN_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's id (`framecast weights list`); default: the first one.",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="A checkpoint's name or hub id (`framecast weights list`); default: the "
+            "model's first.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Fetch the HunyuanVideo-I2V weights (~40 GB) once, before starting workers."""
-    from framecast.engines.hunyuan.weights import WeightsError, download
+    """Fetch a model's weights (tens of GB) once, before starting workers."""
+    from framecast.engines.hunyuan.weights import WeightsError
+    from framecast.models import UnknownModel, all_models, get_model
 
-    typer.echo(f"downloading {model} ...")
     try:
-        path = download(model, to)
+        spec = get_model(model) if model else all_models()[0]
+    except UnknownModel as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    real = spec.real_engine
+    if real is None:
+        typer.echo(f"error: {spec.id} has no weights to download", err=True)
+        raise typer.Exit(2)
+    names = real.checkpoints
+    repo_id = names.get(checkpoint, checkpoint) if checkpoint else next(iter(names.values()))
+    typer.echo(f"downloading {repo_id} ...")
+    try:
+        path = real.download(repo_id, to)
     except WeightsError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    hint = (
-        f"FRAMECAST_HUNYUAN_MODEL={path}" if to is not None else f"FRAMECAST_HUNYUAN_MODEL={model}"
+    typer.echo(
+        f"complete: {path}\nuse it with {real.setting}={path if to is not None else repo_id}"
     )
-    typer.echo(f"complete: {path}\nuse it with {hint}")
 
 
 def main() -> None:  # pragma: no cover

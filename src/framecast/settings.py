@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from framecast.engines.hunyuan15.weights import DEFAULT_MODEL as DEFAULT_HUNYUAN15_MODEL
+
 EngineChoice = Literal["auto", "preview", "hunyuan"]
 OffloadMode = Literal["none", "model", "sequential", "group"]
 AttentionChoice = Literal["auto", "cudnn", "flash", "flash-attn", "flash-attn-3", "sage"]
@@ -82,6 +84,18 @@ class Settings(BaseSettings):
         DEFAULT_HUNYUAN_MODEL,
         description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise).",
     )
+    hunyuan15_model: str = Field(
+        DEFAULT_HUNYUAN15_MODEL,
+        description="HunyuanVideo 1.5 image-to-video weights, as FRAMECAST_HUNYUAN_MODEL (which, set to `tiny-random`, selects the tiny model for every Hunyuan model).",
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated model ids a worker serves (e.g. tencent/hunyuan/image-to-video); default: every model this worker can run (see the README).",
+    )
+    model_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Python modules that each declare one more model (a module-level SPEC = framecast.models.ModelSpec(...)); it gets its route, /v1/models entry and the preview engine.",
+    )
     device: str = Field(
         "auto",
         description="Torch device for the hunyuan engine: auto (cuda if present), cuda, cuda:N or cpu.",
@@ -104,7 +118,7 @@ class Settings(BaseSettings):
     )
     lora_dir: Path | None = Field(
         None,
-        description="Folder of LoRA files (.safetensors, diffusers or original HunyuanVideo keys) that requests may name in `loras`; a LoRA's name is its file name without .safetensors. Read afresh for every request, so a file added later is usable at once. Every API node and hunyuan worker must see the same folder. Not with FRAMECAST_LINEAR=fp8 or fp8-weight.",
+        description="Folder of LoRA files (.safetensors: diffusers/PEFT keys, the original HunyuanVideo keys, or musubi-tuner/kohya `lora_unet_*` keys) that requests may name in `loras`; a LoRA's name is its file name without .safetensors. Read afresh for every request, so a file added later is usable at once. Every API node and hunyuan worker must see the same folder. HunyuanVideo-I2V only (the 1.5 pipeline has no LoRA support).",
     )
     lora_cache: int = Field(
         4,
@@ -168,7 +182,7 @@ class Settings(BaseSettings):
             return dt.timedelta(seconds=seconds)
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "models", "model_plugins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

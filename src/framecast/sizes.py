@@ -46,27 +46,41 @@ def buckets(base: int, grid: int = BUCKET_GRID) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def closest_bucket(base: int, width: float, height: float) -> tuple[int, int]:
+def closest_bucket(
+    base: int,
+    width: float,
+    height: float,
+    *,
+    grid: int = BUCKET_GRID,
+    landscape_exact: bool = False,
+) -> tuple[int, int]:
     """The bucket the official code picks for an input of ``width`` x ``height``, as (width, height).
 
     Officially the ratio compared is height/width, each bucket's rounded to 5 decimals; a
-    landscape input takes the nearest bucket that is (strictly) taller than it, a square or
-    portrait one the nearest that is no taller, so the crop never needs more than the image.
+    landscape input takes the nearest bucket that is taller than it, a square or portrait one
+    the nearest that is no taller, so the crop never needs more than the image. HunyuanVideo
+    1.5 (``landscape_exact``) also lets a landscape input take a bucket of exactly its ratio.
     """
     aspect = height / width
     candidates = []
-    for index, (h, w) in enumerate(buckets(base)):
+    for index, (h, w) in enumerate(buckets(base, grid)):
         diff = round(h / w, 5) - aspect
-        if (diff <= 0) if aspect >= 1 else (diff > 0):
+        taller = diff >= 0 if landscape_exact else diff > 0
+        if (diff <= 0) if aspect >= 1 else taller:
             candidates.append((abs(diff), index))
     _, best = min(candidates)
-    h, w = buckets(base)[best]
+    h, w = buckets(base, grid)[best]
     return w, h
+
+
+def aspect(aspect_ratio: str) -> tuple[int, int]:
+    """``"16:9"`` -> (16, 9)."""
+    ratio = Fraction(*(int(part) for part in aspect_ratio.split(":")))
+    return ratio.numerator, ratio.denominator
 
 
 def video_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
     """(width, height) of a ``resolution`` ("720p") at ``aspect_ratio`` ("16:9")."""
     if resolution not in BUCKET_BASE:
         raise ValueError(f"resolution must be one of {', '.join(BUCKET_BASE)}, got {resolution!r}")
-    ratio = Fraction(*(int(part) for part in aspect_ratio.split(":")))
-    return closest_bucket(BUCKET_BASE[resolution], ratio.numerator, ratio.denominator)
+    return closest_bucket(BUCKET_BASE[resolution], *aspect(aspect_ratio))

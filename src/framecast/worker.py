@@ -15,19 +15,21 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from framecast.db import create_db_engine, migrate
-from framecast.engines import Engine, load_engine
+from framecast.engines import Engine
 from framecast.engines.base import Cancelled
+from framecast.engines.selection import load_engines, plan_engines
 from framecast.errors import FramecastError
 from framecast.images import decode_image
 from framecast.jobs import JobStore, Lease, StepAck
+from framecast.models import get_model
 from framecast.registry import WorkerRegistry
 from framecast.retention import sweep
-from framecast.schemas import MODEL_ID, ImageToVideoInput
 from framecast.settings import Settings
 from framecast.storage import open_storage
 from framecast.video import encode_mp4
@@ -95,7 +97,9 @@ class LeaseHooks:
 
 
 class Worker:
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
+        """``engines``: model id -> the engine serving it, already loaded (tests); by default
+        the worker chooses and loads them at start (FRAMECAST_ENGINE, FRAMECAST_MODELS)."""
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.db = create_db_engine(settings.resolved_database_url)
@@ -106,11 +110,11 @@ class Worker:
         self.storage = open_storage(
             settings.storage_url, local_root=settings.media_dir, secret=settings.signing_key()
         )
-        self.engine = engine
+        self.engines: dict[str, Engine] = dict(engines or {})
         self.stop = threading.Event()
         self.waiter = waiter_for(settings.resolved_database_url, self.stop)
-        # Every engine here implements the one API model; a worker only claims what it serves.
-        self.serves = [MODEL_ID]
+        # A worker only claims requests for the models it serves.
+        self.serves: list[str] = list(self.engines)
         self._state = "loading"
         self._current: str | None = None
         self._next_sweep = 0.0
@@ -119,22 +123,30 @@ class Worker:
 
     def run(self, *, max_jobs: int | None = None) -> None:
         migrate(self.db)
+        plan = None
+        if not self.engines:
+            # Decided before registering (cheap), loaded after: /readyz shows what this worker
+            # will serve while it spends minutes loading weights.
+            plan = plan_engines(self.settings)
+            self.serves = list(plan)
         self.registry.register(self.id, socket.gethostname(), os.getpid(), serves=self.serves)
         self.registry.forget_older_than(dt.timedelta(days=7))  # rows of long-gone workers
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         done = 0
         try:
-            if self.engine is None:
-                self.engine = load_engine(self.settings)
+            if plan is not None:
+                self.engines = load_engines(self.settings, plan)
             self._state = "idle"
             self._beat()
-            log.info(
-                "worker %s ready (engine %s, model %s)",
-                self.id,
-                self.engine.name,
-                self.engine.model,
-            )
+            for model_id, engine in self.engines.items():
+                log.info(
+                    "worker %s serves %s (engine %s, model %s)",
+                    self.id,
+                    model_id,
+                    engine.name,
+                    engine.model,
+                )
             while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
                 try:
                     lease = self._next()
@@ -182,19 +194,19 @@ class Worker:
                 log.exception("heartbeat failed")
 
     def _beat(self) -> None:
-        engine = self.engine
+        # One engine may serve several models (preview serves them all): each named once.
+        engines = list({id(e): e for e in self.engines.values()}.values())
         self.registry.beat(
             self.id,
             state=self._state,
             current_request=self._current,
-            engine=engine.name if engine else None,
-            model=engine.model if engine else None,
+            engine=",".join(sorted({e.name for e in engines})) or None,
+            model=",".join(sorted({e.model for e in engines})) or None,
         )
 
     # -- one request --------------------------------------------------------------------------
 
     def process(self, lease: Lease) -> None:
-        assert self.engine is not None
         job = lease.job
         log.info("request %s: claimed (attempt %d)", job.id, job.attempts)
         self._state, self._current = "busy", job.id
@@ -223,9 +235,9 @@ class Worker:
             self._state, self._current = "idle", None
 
     def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> dict[str, Any]:
-        assert self.engine is not None
         job = lease.job
-        params = ImageToVideoInput.model_validate(job.input)
+        engine = self.engines[job.model]  # claims are only for the models served here
+        params = get_model(job.model).input.model_validate(job.input)
         try:
             data = self.storage.get_bytes(job.image_key)
         except FileNotFoundError as exc:
@@ -235,7 +247,7 @@ class Worker:
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         info = encode_mp4(
-            self.engine.generate(request, hooks),
+            engine.generate(request, hooks),
             workdir / "video.mp4",
             width=request.width,
             height=request.height,
@@ -253,16 +265,16 @@ class Worker:
         self.storage.put_file(video_key, workdir / "video.mp4")
         self.storage.put_file(poster_key, workdir / "poster.jpg")
         metadata = {
-            **self.engine.metadata(),
-            **self.engine.describe(request),
+            **engine.metadata(),
+            **engine.describe(request),
+            "model_id": job.model,  # the API's model; "model" is what the engine ran
             "seed": params.seed,
             "width": info.width,
             "height": info.height,
             "num_frames": info.num_frames,
             "fps": info.fps,
             "duration_s": info.duration_s,
-            "aspect_ratio": params.aspect_ratio,
-            "resolution": params.resolution,
+            **{k: getattr(params, k) for k in ("aspect_ratio", "resolution") if hasattr(params, k)},
             "video_bytes": info.size_bytes,
             "generation_seconds": round(elapsed, 3),
             "worker_id": self.id,

@@ -210,7 +210,10 @@ def test_another_keys_request_is_invisible(server: Server) -> None:
 def test_models_openapi_docs_and_health(server: Server) -> None:
     with server.client() as c:
         models = c.get("/v1/models").json()["models"]
-        assert [m["id"] for m in models] == ["tencent/hunyuan/image-to-video"]
+        assert [m["id"] for m in models] == [
+            "tencent/hunyuan/image-to-video",
+            "tencent/hunyuan-video-v1.5/image-to-video",
+        ]
         schema = models[0]["input_schema"]
         assert schema["required"] == ["prompt", "image_url"]
         assert schema["properties"]["aspect_ratio"]["enum"] == ["16:9", "9:16"]

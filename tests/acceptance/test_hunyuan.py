@@ -73,6 +73,44 @@ def test_submit_progress_complete_and_the_mp4_is_what_was_asked(
         assert sum(1 for _ in container.decode(stream)) == 5
 
 
+def test_one_worker_serves_both_tiny_models_and_1_5_runs_end_to_end(
+    server: Server, tmp_path: Path
+) -> None:
+    data_uri = "data:image/jpeg;base64," + base64.b64encode(SAMPLE.read_bytes()).decode()
+    with server.client() as c:
+        (worker,) = c.get("/readyz").json()["workers"]
+        assert sorted(worker["serves"]) == [
+            "tencent/hunyuan-video-v1.5/image-to-video",
+            "tencent/hunyuan/image-to-video",
+        ]
+        r = c.post(
+            "/v1/models/tencent/hunyuan-video-v1.5/image-to-video",
+            json={
+                "prompt": "a slow push in",
+                "image": data_uri,
+                "num_frames": 5,
+                "num_inference_steps": 2,
+                "aspect_ratio": "1:1",
+            },
+        )
+        assert r.status_code == 200, r.text
+        rid = r.json()["request_id"]
+        final = wait_for(c, rid, {"completed", "failed", "cancelled"})
+        assert final["status"] == "completed", final
+        res = c.get(f"/v1/requests/{rid}/result").json()
+    meta = res["metadata"]
+    assert meta["model_id"] == "tencent/hunyuan-video-v1.5/image-to-video"
+    assert meta["engine"] == "hunyuan" and meta["tiny_random"] is True
+    assert (meta["width"], meta["height"], meta["num_frames"]) == (640, 640, 5)
+    assert meta["num_inference_steps"] == 2
+    path = tmp_path / "out15.mp4"
+    path.write_bytes(httpx.get(res["output"]["video"]).content)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (640, 640)
+        assert sum(1 for _ in container.decode(stream)) == 5
+
+
 @pytest.mark.parametrize(
     ("extra", "field", "needle"),
     [

@@ -354,7 +354,7 @@ def test_docs_and_redoc_work_offline_and_authorize(tab: Tab, server: Server) -> 
     assert status.inner_text().strip() == "200"
 
     page.goto(server.base_url + "/redoc")
-    page.wait_for_selector("text=Queue an image-to-video request")
+    page.wait_for_selector("text=Queue a request for tencent/hunyuan/image-to-video")
     # ReDoc's "API docs by Redocly" badge is an image from its CDN, which it removes when it
     # fails to load (refused here, as it would fail offline); nothing else may leave.
     page.wait_for_timeout(200)

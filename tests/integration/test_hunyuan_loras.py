@@ -24,6 +24,7 @@ from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
 from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
+from framecast.models.hunyuan_i2v import MODEL_ID
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.worker import Worker
@@ -53,7 +54,7 @@ def worker(tmp_path: Path, lora_dir: Path) -> Iterator[Worker]:
     settings = Settings(
         data_dir=tmp_path, x264_preset="ultrafast", heartbeat_seconds=60, lora_dir=lora_dir
     )
-    w = Worker(settings, engine=engine)
+    w = Worker(settings, engines={MODEL_ID: engine})
     migrate(w.db)
     yield w
     w.db.dispose()

@@ -23,6 +23,7 @@ from framecast.db import migrate
 from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
+from framecast.models.hunyuan_i2v import MODEL_ID
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.video import probe_mp4
@@ -39,7 +40,7 @@ def engine() -> HunyuanEngine:
 @pytest.fixture
 def worker(tmp_path: Path, engine: HunyuanEngine) -> Iterator[Worker]:
     settings = Settings(data_dir=tmp_path, x264_preset="ultrafast", heartbeat_seconds=60)
-    w = Worker(settings, engine=engine)
+    w = Worker(settings, engines={MODEL_ID: engine})
     migrate(w.db)
     yield w
     w.db.dispose()
@@ -125,11 +126,11 @@ _CHILD = """
 import json, sys
 import numpy as np
 from PIL import Image
-from framecast.engines import load_engine
 from framecast.engines.base import GenerationRequest, NullHooks
+from framecast.engines.selection import load_engine
 from framecast.settings import Settings
 req = json.loads(sys.argv[1])
-engine = load_engine(Settings(engine="hunyuan"))
+engine = load_engine(Settings(engine="hunyuan"), "tencent/hunyuan/image-to-video")
 image = Image.new("RGB", (100, 60), (200, 40, 10))
 frames = np.stack(list(engine.generate(GenerationRequest(image=image, **req), NullHooks())))
 np.save(sys.argv[2], frames)

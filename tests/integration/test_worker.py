@@ -51,7 +51,8 @@ class ScriptedEngine(Engine):
 def worker(tmp_path: Path) -> Iterator[Worker]:
     settings = Settings(data_dir=tmp_path, x264_preset="ultrafast", heartbeat_seconds=60)
     w = Worker(settings)
-    w.engine = ScriptedEngine(w.jobs)
+    w.engines = {MODEL: ScriptedEngine(w.jobs)}
+    w.serves = [MODEL]
     from framecast.db import migrate
 
     migrate(w.db)

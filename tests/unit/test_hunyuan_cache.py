@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from framecast.api.errors import describe_validation_errors
-from framecast.schemas import FIRST_BLOCK_CACHE_THRESHOLD, ImageToVideoInput
+from framecast.models.hunyuan_i2v import FIRST_BLOCK_CACHE_THRESHOLD, ImageToVideoInput
 
 pytest.importorskip("diffusers")
 

@@ -139,6 +139,36 @@ def test_weight_only_matches_the_dequantized_weight_exactly() -> None:
         assert torch.equal(fp8(x), linear(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("module_type", [Float8Linear, Float8WeightLinear])
+def test_peft_adapts_an_fp8_layer_in_the_compute_dtype_and_never_merges_into_it(
+    dtype: torch.dtype, module_type: type[Float8Linear | Float8WeightLinear]
+) -> None:
+    # How LoRAs run on FP8 layers (loras.py): PEFT's own lora.Linear around ours, its adapters
+    # in the compute dtype (PEFT reads compute_dtype), its delta added to our output.
+    peft = pytest.importorskip("peft")
+    g = torch.Generator().manual_seed(7)
+    fp8 = module_type(torch.nn.Linear(64, 48).to(dtype))
+    model = torch.nn.Sequential(fp8)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["0"], init_lora_weights=False)
+    peft.inject_adapter_in_model(config, model, adapter_name="a")
+    lora: Any = model[0]
+    assert lora.get_base_layer() is fp8
+    a, b = lora.lora_A["a"].weight, lora.lora_B["a"].weight
+    assert a.dtype == b.dtype == dtype  # not e4m3, as PEFT would make them from weight.dtype
+    x = torch.randn(3, 7, 64, generator=g).to(dtype)
+    with torch.no_grad():
+        delta = torch.nn.functional.linear(torch.nn.functional.linear(x, a), b) * 2.0
+        assert torch.equal(model(x), fp8(x) + delta)
+    # A LoRA merged into e4m3 rows would ignore their scales: torch refuses, nothing changes.
+    weight = fp8.weight.detach().clone()
+    for safe in (False, True):
+        with pytest.raises((RuntimeError, NotImplementedError), match="Float8"):
+            lora.merge(safe_merge=safe)
+    assert torch.equal(fp8.weight.view(torch.uint8), weight.view(torch.uint8))
+    assert not lora.merged
+
+
 def test_conversion_covers_the_token_projections_and_leaves_the_rest() -> None:
     transformer = build_tiny_pipeline().transformer
     before = {n: type(m) for n, m in transformer.named_modules()}

@@ -1,14 +1,18 @@
 """LoRAs on the tiny model: the folder, the bounded cache, switching per request (eager and
-compiled), the base model to the bit without one, and the file formats diffusers reads.
+compiled), the base model to the bit without one, on FP8 linear layers too, and the file formats
+read (diffusers', the original HunyuanVideo keys and musubi-tuner's).
 
 The LoRA files are made here: PEFT adapters with random weights on the tiny transformer, saved
-as diffusers does, plus one in the original HunyuanVideo key layout.
+as diffusers does, plus one in the original HunyuanVideo key layout and one in musubi-tuner's.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,15 @@ import numpy as np
 import PIL.Image
 import torch
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from framecast.engines.base import GenerationRequest, NullHooks
+from framecast.engines.hunyuan import engine as engine_module
 from framecast.engines.hunyuan.engine import HunyuanEngine
+from framecast.engines.hunyuan.fp8 import Float8Linear, Float8WeightLinear, convert_blocks_to_fp8
+from framecast.engines.hunyuan.lora_formats import musubi_to_diffusers, official_name
 from framecast.engines.hunyuan.loras import (
     LoraAdapters,
     LoraChoice,
@@ -39,6 +47,12 @@ from framecast.engines.hunyuan.weights import resolve_model
 from framecast.errors import InputError
 
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+LORAS: dict[str, dict[str, Any]] = {
+    "style": dict(rank=4, alpha=8, targets=[*ATTENTION, "proj_out"], seed=1),
+    "motion": dict(rank=2, alpha=2, targets=["to_q", "to_v"], seed=2),
+    "grain": dict(rank=3, alpha=3, targets=["ff.net.2", "proj_mlp"], seed=3),
+    "light": dict(rank=2, alpha=4, targets=["to_out.0"], seed=4),
+}
 
 
 def save_lora(
@@ -62,10 +76,8 @@ def save_lora(
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("loras")
-    save_lora(folder, "style", rank=4, alpha=8, targets=[*ATTENTION, "proj_out"], seed=1)
-    save_lora(folder, "motion", rank=2, alpha=2, targets=["to_q", "to_v"], seed=2)
-    save_lora(folder, "grain", rank=3, alpha=3, targets=["ff.net.2", "proj_mlp"], seed=3)
-    save_lora(folder, "light", rank=2, alpha=4, targets=["to_out.0"], seed=4)
+    for name, spec in LORAS.items():
+        save_lora(folder, name, **spec)
     return folder
 
 
@@ -88,11 +100,16 @@ def forward(pipe: Any) -> torch.Tensor:
     return out
 
 
-def adapters(folder: Path, **settings: Any) -> LoraAdapters:
-    return LoraAdapters(
-        FramecastHunyuanPipeline(**build_tiny_pipeline().components),
-        LoraSettings(folder, **settings),
-    )
+def tiny_pipeline(linear: str = "bf16") -> FramecastHunyuanPipeline:
+    """The tiny pipeline, its blocks' linear layers converted to ``linear`` unless bf16."""
+    pipe = FramecastHunyuanPipeline(**build_tiny_pipeline().components)
+    if linear != "bf16":
+        convert_blocks_to_fp8(pipe.transformer, linear)
+    return pipe
+
+
+def adapters(folder: Path, linear: str = "bf16", **settings: Any) -> LoraAdapters:
+    return LoraAdapters(tiny_pipeline(linear), LoraSettings(folder, **settings))
 
 
 def run(loras: LoraAdapters, *choices: tuple[str, float]) -> torch.Tensor:
@@ -303,8 +320,214 @@ def test_engine_applies_and_records_the_loras_of_a_request(lora_dir: Path) -> No
     assert "loras" not in engine.describe(request())
 
 
-def test_loras_with_fp8_linears_refuse_to_start(lora_dir: Path) -> None:
-    from framecast.engines import EngineUnavailable
+# -- FP8 linear layers -------------------------------------------------------------------------
 
-    with pytest.raises(EngineUnavailable, match="do not work with FP8"):
-        HunyuanEngine.load(resolve_model("tiny-random"), linear="fp8", loras=LoraSettings(lora_dir))
+FP8_MODES = ["fp8", "fp8-weight"]
+
+
+@contextmanager
+def lora_by_hand(pipe: Any, folder: Path, *choices: tuple[str, float]) -> Iterator[None]:
+    """The LoRAs computed without PEFT: a forward hook on each layer a file adapts adds
+    ``scale * alpha / rank * B(A(x))``, in float32, to whatever the layer computed."""
+
+    def add(delta: tuple[torch.Tensor, torch.Tensor, float], _m: Any, args: Any, out: Any) -> Any:
+        a, b, scale = delta
+        return out + torch.nn.functional.linear(torch.nn.functional.linear(args[0], a), b) * scale
+
+    hooks = []
+    for name, scale in choices:
+        spec = LORAS[name]
+        weights = load_file(folder / f"{name}.safetensors")
+        for key in weights:
+            if key.endswith(".lora_A.weight"):
+                module = key.removeprefix("transformer.").removesuffix(".lora_A.weight")
+                b = weights[key.replace("lora_A", "lora_B")]
+                delta = (weights[key], b, scale * spec["alpha"] / spec["rank"])
+                layer = pipe.transformer.get_submodule(module)
+                hooks.append(layer.register_forward_hook(functools.partial(add, delta)))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+@pytest.mark.parametrize("linear", FP8_MODES)
+def test_on_fp8_layers_a_lora_adds_its_delta_and_none_is_the_fp8_model_to_the_bit(
+    lora_dir: Path, linear: str
+) -> None:
+    fp8_type = {"fp8": Float8Linear, "fp8-weight": Float8WeightLinear}[linear]
+    plain = forward(tiny_pipeline(linear))
+    loras = adapters(lora_dir, linear)
+    assert torch.equal(run(loras), plain)
+    ours = run(loras, ("style", 0.7), ("motion", -1.5))
+    assert not torch.allclose(ours, plain, atol=1e-3)
+    # PEFT wrapped the FP8 layers themselves, and kept the adapters in the compute dtype.
+    wrapped = [m for m in loras.pipe.transformer.modules() if isinstance(m, LoraLayer)]
+    assert sum(isinstance(m.get_base_layer(), fp8_type) for m in wrapped) >= 4
+    adapter_weights = [p for n, p in loras.pipe.transformer.named_parameters() if "lora_" in n]
+    assert adapter_weights and all(p.dtype == torch.float32 for p in adapter_weights)
+
+    reference = tiny_pipeline(linear)
+    with lora_by_hand(reference, lora_dir, ("style", 0.7), ("motion", -1.5)):
+        expected = forward(reference)
+    # The same sums in another order: equal to the last float32 bits.
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(run(loras), plain)  # right after a request with LoRAs
+    assert torch.equal(run(loras, ("style", 0.7), ("motion", -1.5)), ours)
+
+
+def test_an_fp8_engine_compiles_with_lora_slots_and_switches_without_recompiling(
+    lora_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fp8 only (it always compiles; fp8-weight compiles the same PEFT layers when asked), and
+    # aot_eager rather than inductor, as in the bf16 test above: the compiled FP8 layers are
+    # checked against eager in test_hunyuan_fp8.py.
+    monkeypatch.setattr(
+        engine_module, "compile_blocks", functools.partial(compile_blocks, backend="aot_eager")
+    )
+    torch._dynamo.reset()
+    engine = HunyuanEngine.load(
+        resolve_model("tiny-random"), linear="fp8", loras=LoraSettings(lora_dir, max_rank=4)
+    )
+    assert engine.compiled and engine.metadata()["linear"] == "fp8 (e4m3, row-wise scales)"
+    image = PIL.Image.new("RGB", (64, 48), (200, 80, 40))
+
+    def frames(*loras: LoraChoice) -> np.ndarray:
+        request = GenerationRequest(
+            image=image,
+            prompt="waves roll in",
+            seed=9,
+            width=64,
+            height=48,
+            num_frames=5,
+            options={"num_inference_steps": 2, "loras": loras},
+        )
+        return np.stack(list(engine.generate(request, NullHooks()))).astype(int)
+
+    plain = frames()  # compiles the graph without LoRAs
+    assert not np.array_equal(frames(LoraChoice("style", 0.8)), plain)  # and the one with one
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        # Another LoRA, of another rank and scale, in the same slot: the same graph.
+        motion = frames(LoraChoice("motion", -1.5))
+        np.testing.assert_array_equal(frames(), plain)
+    assert not np.array_equal(motion, plain)
+    with torch.compiler.set_stance("force_eager"):
+        assert int(np.abs(frames(LoraChoice("motion", -1.5)) - motion).max()) <= 1
+
+
+# -- musubi-tuner's layout ---------------------------------------------------------------------
+
+# The official layers of one block (musubi's names, dots for underscores) and diffusers' layers
+# they hold, in the order of their rows: the reverse of what lora_formats.py does, written out.
+MUSUBI_LAYERS = {
+    "double_blocks.0": {
+        "img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+        "img_attn_proj": ["attn.to_out.0"],
+        "img_mlp.fc1": ["ff.net.0.proj"],
+        "img_mlp.fc2": ["ff.net.2"],
+        "img_mod.linear": ["norm1.linear"],
+        "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+        "txt_attn_proj": ["attn.to_add_out"],
+        "txt_mlp.fc1": ["ff_context.net.0.proj"],
+        "txt_mlp.fc2": ["ff_context.net.2"],
+        "txt_mod.linear": ["norm1_context.linear"],
+    },
+    "single_blocks.0": {
+        "linear1": ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"],
+        "linear2": ["proj_out"],
+        "modulation.linear": ["norm.linear"],
+    },
+}
+DIFFUSERS_BLOCKS = {
+    "double_blocks.0": "transformer_blocks.0",
+    "single_blocks.0": "single_transformer_blocks.0",
+}
+
+
+def test_musubi_names_resolve_to_the_official_layers_and_alpha_0_means_rank() -> None:
+    assert official_name("lora_unet_double_blocks_19_img_mlp_fc1") == "double_blocks.19.img_mlp.fc1"
+    assert (
+        official_name("lora_unet_double_blocks_0_txt_mod_linear")
+        == "double_blocks.0.txt_mod.linear"
+    )
+    assert official_name("lora_unet_single_blocks_39_linear1") == "single_blocks.39.linear1"
+    assert (
+        official_name("lora_unet_single_blocks_7_modulation_linear")
+        == "single_blocks.7.modulation.linear"
+    )
+    for name in ("lora_unet_double_blocks_0_img_attn_q_norm", "lora_unet_final_layer_linear"):
+        with pytest.raises(ValueError, match="not a linear layer of HunyuanVideo"):
+            official_name(name)
+    down, up = torch.ones(2, 8), torch.ones(8, 2)
+    proj = "lora_unet_double_blocks_0_img_attn_proj"
+    converted = musubi_to_diffusers(
+        {
+            f"{proj}.lora_down.weight": down,
+            f"{proj}.lora_up.weight": up,
+            f"{proj}.alpha": torch.tensor(0.0),  # musubi-tuner's rule: 0 means alpha = rank
+        },
+        hidden_size=8,
+    )
+    assert converted.keys() == {
+        "transformer.transformer_blocks.0.attn.to_out.0.lora_A.weight",
+        "transformer.transformer_blocks.0.attn.to_out.0.lora_B.weight",
+    }
+    assert torch.equal(
+        converted["transformer.transformer_blocks.0.attn.to_out.0.lora_B.weight"], up
+    )
+    with pytest.raises(ValueError, match=r"has alpha, lora_down\.0\.weight"):
+        musubi_to_diffusers(
+            {
+                "lora_unet_single_blocks_0_linear2.lora_down.0.weight": down,
+                "lora_unet_single_blocks_0_linear2.alpha": torch.tensor(1.0),
+            },
+            hidden_size=8,
+        )
+
+
+def test_a_musubi_tuner_file_loads_as_its_diffusers_equivalent(tmp_path: Path) -> None:
+    rank, alpha = 4, 2
+    transformer = build_tiny_pipeline().transformer
+    g = torch.Generator().manual_seed(6)
+    musubi: dict[str, torch.Tensor] = {}
+    diffusers_keys: dict[str, torch.Tensor] = {}
+    for block, layers in MUSUBI_LAYERS.items():
+        for official, targets in layers.items():
+            modules = [transformer.get_submodule(f"{DIFFUSERS_BLOCKS[block]}.{t}") for t in targets]
+            down = torch.randn(rank, modules[0].in_features, generator=g)
+            ups = [torch.randn(m.out_features, rank, generator=g) / 4 for m in modules]
+            name = "lora_unet_" + f"{block}.{official}".replace(".", "_")
+            musubi[f"{name}.lora_down.weight"] = down.to(torch.bfloat16)  # as musubi saves
+            musubi[f"{name}.lora_up.weight"] = torch.cat(ups).to(torch.bfloat16)
+            musubi[f"{name}.alpha"] = torch.tensor(alpha, dtype=torch.bfloat16)
+            for target, up in zip(targets, ups, strict=True):
+                prefix = f"transformer.{DIFFUSERS_BLOCKS[block]}.{target}"
+                diffusers_keys[f"{prefix}.lora_A.weight"] = down.to(torch.bfloat16)
+                diffusers_keys[f"{prefix}.lora_B.weight"] = up.to(torch.bfloat16)
+    save_file(musubi, tmp_path / "musubi.safetensors")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=sorted({k.split(".", 1)[1].rsplit(".", 2)[0] for k in diffusers_keys}),
+    )
+    FramecastHunyuanPipeline.save_lora_weights(
+        tmp_path,
+        transformer_lora_layers={
+            k.removeprefix("transformer."): v for k, v in diffusers_keys.items()
+        },
+        weight_name="diffusers.safetensors",
+        transformer_lora_adapter_metadata=config.to_dict(),
+    )
+    # What the conversion is for: diffusers alone fails on the musubi file.
+    with pytest.raises(RuntimeError, match="chunk expects at least a 1-dimensional tensor"):
+        tiny_pipeline().load_lora_weights(str(tmp_path / "musubi.safetensors"))
+
+    loras = adapters(tmp_path)
+    reference = run(loras, ("diffusers", 0.8))
+    assert not torch.allclose(reference, run(loras), atol=1e-3)
+    # alpha / rank = 1/2 folded into B is exact, so the sums are the same to the bit.
+    assert torch.equal(run(loras, ("musubi", 0.8)), reference)
+    # Every layer of both blocks was adapted, q, k and v from their fused parent.
+    adapted = loras._adapter_layers(loras._cache["musubi"].adapter or "")
+    assert len(adapted) == sum(len(t) for layers in MUSUBI_LAYERS.values() for t in layers.values())

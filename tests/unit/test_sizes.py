@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from framecast.schemas import SIZES, ImageToVideoInput
+from framecast.models.hunyuan_i2v import SIZES, ImageToVideoInput
 from framecast.sizes import BUCKET_BASE, buckets, closest_bucket, video_size
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import mimetypes
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -33,9 +33,9 @@ from framecast.fetch import UrlFetcher
 from framecast.images import decode_image
 from framecast.jobs import CancelOutcome, Job, JobStore
 from framecast.keys import KeyStore
+from framecast.models import ModelInput, ModelSpec, all_models
 from framecast.playground import install_playground
 from framecast.registry import WorkerRegistry
-from framecast.schemas import MODEL_ID, ImageToVideoInput, model_card
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.storage import LocalStorage, Storage, open_storage
@@ -138,12 +138,35 @@ def _find(request: Request, request_id: str, owner: str) -> Job:
     return job
 
 
-def _stored_input(body: ImageToVideoInput) -> dict[str, Any]:
-    data = body.model_dump()
-    if body.image_url.startswith("data:"):
-        # A data URI can be 50 MB: the image itself is stored once, not in every row read.
-        data["image_url"] = body.image_url[: body.image_url.find(",") + 1] + "..."
-    return data
+Submit = Callable[[ModelSpec, ModelInput, Request, str], Awaitable[dict[str, Any]]]
+
+
+def _add_submit_route(app: FastAPI, spec: ModelSpec, submit: Submit) -> None:
+    """``POST /v1/models/{spec.id}``, its body validated against that model's input schema."""
+
+    async def route(body: ModelInput, request: Request, owner: Owner) -> dict[str, Any]:
+        return await submit(spec, body, request, owner)
+
+    # FastAPI reads the body's schema off the annotation: this route's own model's input.
+    route.__annotations__["body"] = spec.input
+    route.__doc__ = (
+        f"Queue a request for {spec.id} ({spec.description}); answers at once with its "
+        "request_id and URLs."
+    )
+    app.post(
+        f"/v1/models/{spec.id}",
+        tags=["requests"],
+        name=f"submit {spec.id}",
+        responses={
+            **_KEYED,
+            **error_responses(
+                {
+                    422: "Invalid input, or an image that cannot be fetched or decoded; the "
+                    "code says which (`invalid_input`, `image_fetch_failed`, ...)."
+                }
+            ),
+        },
+    )(route)
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
@@ -169,28 +192,17 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     )
     app.state.services = services
     lora_folder = LoraFolder(settings.lora_dir)
-    install_error_handlers(app, list(ImageToVideoInput.model_fields))
+    specs = all_models()
+    install_error_handlers(app, {f"/v1/models/{spec.id}": spec.fields for spec in specs})
 
-    @app.post(
-        f"/v1/models/{MODEL_ID}",
-        tags=["requests"],
-        responses={
-            **_KEYED,
-            **error_responses(
-                {
-                    422: "Invalid input, or an image that cannot be fetched or decoded; the "
-                    "code says which (`invalid_input`, `image_fetch_failed`, ...)."
-                }
-            ),
-        },
-    )
-    async def submit(body: ImageToVideoInput, request: Request, owner: Owner) -> dict[str, Any]:
-        """Queue an image-to-video request; answers at once with its request_id and URLs."""
-        if body.loras:  # before fetching anything: a wrong name is the cheaper error
+    async def submit(
+        spec: ModelSpec, body: ModelInput, request: Request, owner: str
+    ) -> dict[str, Any]:
+        if body.lora_choices:  # before fetching anything: a wrong name is the cheaper error
             unknown = await run_in_threadpool(lora_folder.unknown, body.lora_choices)
             if unknown is not None:
                 raise unknown
-        fetched = await services.fetcher.fetch(body.image_url)
+        fetched = await services.fetcher.fetch(body.image_source)
         decoded = await run_in_threadpool(
             decode_image, fetched.data, max_pixels=settings.max_image_pixels
         )
@@ -200,20 +212,24 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         job = await run_in_threadpool(
             lambda: services.jobs.submit(
                 owner=owner,
-                model=MODEL_ID,
-                input=_stored_input(body),
+                model=spec.id,
+                input=body.stored(),
                 image_key=image_key,
                 request_id=job_id,
             )
         )
         return {"request_id": job.id, **request_urls(_base_url(request), job.id)}
 
+    for spec in specs:
+        _add_submit_route(app, spec, submit)
+
     @app.post("/v1/models/{model_id:path}", tags=["requests"], include_in_schema=False)
     def unknown_model(model_id: str, owner: Owner) -> JSONResponse:
+        served = ", ".join(f"'{spec.id}'" for spec in specs)
         return error_response(
             404,
             "model_not_found",
-            f"this server does not serve '{model_id}'; it serves '{MODEL_ID}'",
+            f"this server does not serve '{model_id}'; it serves {served}",
         )
 
     @app.get(
@@ -282,7 +298,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     @app.get("/v1/models", tags=["models"], responses=_KEYED)
     def models(owner: Owner) -> dict[str, Any]:
         # Read afresh: a LoRA file copied into the folder is listed (and usable) at once.
-        return {"models": [{**model_card(), "loras": lora_folder.names()}]}
+        loras = lora_folder.names()
+        return {
+            "models": [
+                {**spec.card(), **({"loras": loras} if "loras" in spec.fields else {})}
+                for spec in specs
+            ]
+        }
 
     @app.get(
         "/v1/files/{key:path}",
@@ -365,8 +387,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             {"id": w.id, "state": w.state, "engine": w.engine, "model": w.model, "serves": w.serves}
             for w in live
         ]
-        if not any(w.serves is None or MODEL_ID in w.serves for w in live):
-            why = f"no live worker serves {MODEL_ID}; its requests stay queued until one starts"
+        unserved = [
+            spec.id
+            for spec in specs
+            if not any(w.serves is None or spec.id in w.serves for w in live)
+        ]
+        if len(unserved) == len(specs):
+            why = (
+                f"no live worker serves {', '.join(unserved)}; their requests stay queued "
+                "until one starts"
+            )
             if not live:
                 why = "no worker has sent a heartbeat recently; start one with `framecast worker`"
             return error_response(503, "no_ready_worker", why, workers=workers)
@@ -377,7 +407,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                 else "no worker has sent a heartbeat recently; start one with `framecast worker`"
             )
             return error_response(503, "no_ready_worker", why, workers=workers)
-        return {"status": "ready", "database": "ok", "workers": workers}
+        # Ready while any model is served; a model no live worker serves is named, since its
+        # requests wait until a worker for it starts.
+        return {"status": "ready", "database": "ok", "workers": workers, "unserved": unserved}
 
     document_error_shape(app)
     install_playground(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -104,9 +105,15 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 
 def describe_validation_errors(
-    errors: list[dict[str, Any]], allowed_fields: list[str] | None = None
+    errors: list[dict[str, Any]],
+    allowed_fields: list[str] | None = None,
+    elsewhere: Mapping[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Turn pydantic's errors into messages that name the field and what it accepts."""
+    """Turn pydantic's errors into messages that name the field and what it accepts.
+
+    ``elsewhere``: field -> the other models that take it, so a client that sent one model's
+    fields to another hears which one it meant (``image_url`` is 1.0's, ``image`` 1.5's).
+    """
     out = []
     for err in errors:
         field = _field_name(tuple(err.get("loc", ())))
@@ -114,8 +121,11 @@ def describe_validation_errors(
         entry: dict[str, Any] = {"field": field}
         if kind == "extra_forbidden":
             allowed = ", ".join(allowed_fields or [])
-            entry["message"] = f"unknown field '{field}'" + (
-                f"; allowed fields: {allowed}" if allowed else ""
+            owners = (elsewhere or {}).get(field)
+            entry["message"] = (
+                f"unknown field '{field}'"
+                + (f" (it is a field of {', '.join(owners)}, not of this model)" if owners else "")
+                + (f"; allowed fields: {allowed}" if allowed else "")
             )
         elif kind == "missing":
             entry["message"] = f"{field} is required"
@@ -132,14 +142,24 @@ def describe_validation_errors(
     return out
 
 
-def install_error_handlers(app: FastAPI, allowed_fields: list[str]) -> None:
+def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> None:
+    """``fields``: each submit route's path -> the input fields of its model."""
+    owners: dict[str, list[str]] = {}
+    for path, names in fields.items():
+        for name in names:
+            owners.setdefault(name, []).append(path.removeprefix("/v1/models/"))
+
     @app.exception_handler(FramecastError)
     async def _framecast(_: Request, exc: FramecastError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, **exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = describe_validation_errors(list(exc.errors()), allowed_fields)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        path = request.url.path
+        allowed = fields.get(path)
+        model = path.removeprefix("/v1/models/")
+        elsewhere = {f: [m for m in ms if m != model] for f, ms in owners.items()}
+        details = describe_validation_errors(list(exc.errors()), allowed, elsewhere)
         message = "; ".join(d["message"] for d in details)
         return error_response(422, "invalid_input", message, details=details)
 

@@ -15,6 +15,15 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from framecast.errors import FramecastError
+
+
+class EngineUnavailable(FramecastError):
+    """An engine cannot run here; the message says what is missing and what to do."""
+
+    code = "engine_unavailable"
+    status = 503
+
 
 class Cancelled(Exception):
     """Raised by :meth:`Hooks.raise_if_cancelled` to stop an engine at a step boundary."""

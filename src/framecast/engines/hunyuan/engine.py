@@ -31,13 +31,7 @@ from framecast.engines.hunyuan.fp8 import (
     linear_label,
     linear_mode,
 )
-from framecast.engines.hunyuan.loras import (
-    LoraAdapters,
-    LoraChoice,
-    LoraSettings,
-    LoraUnsupported,
-    check_lora_linear,
-)
+from framecast.engines.hunyuan.loras import LoraAdapters, LoraChoice, LoraSettings
 from framecast.engines.hunyuan.pipeline import (
     FramecastHunyuanPipeline,
     enable_official_vae_tiling,
@@ -55,7 +49,7 @@ from framecast.engines.hunyuan.speedups import (
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
-from framecast.schemas import (
+from framecast.models.hunyuan_i2v import (
     DEFAULT_STEPS,
     EMBEDDED_GUIDANCE_SCALE,
     FIRST_BLOCK_CACHE_THRESHOLD,
@@ -82,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "step_cache_threshold": None,
     "loras": (),
 }
-"""The API's defaults (schemas.py), for callers that build a GenerationRequest themselves."""
+"""The API's defaults (models/hunyuan_i2v.py), for callers that build a GenerationRequest themselves."""
 
 
 @dataclass(frozen=True)
@@ -303,10 +297,7 @@ class HunyuanEngine(Engine):
             install_unmasked_attention(pipe.transformer, attention) if exact_speedups else None
         )
         self.compiled = False
-        try:
-            self.loras = LoraAdapters(pipe, loras or LoraSettings())
-        except LoraUnsupported as exc:
-            raise EngineUnavailable(str(exc)) from exc
+        self.loras = LoraAdapters(pipe, loras or LoraSettings())
         self._passes: tuple[GenerationRequest, Passes] | None = None
         """The step cache's pass counts of the last request that ran with one."""
 
@@ -340,8 +331,7 @@ class HunyuanEngine(Engine):
             check_attention_backend(attention, placement.device, placement.transformer_dtype)
             if linear in FP8_MODES:
                 check_fp8_supported(placement.device, linear)
-            check_lora_linear(loras or LoraSettings(), linear)
-        except (AttentionUnavailable, Fp8Unsupported, LoraUnsupported) as exc:
+        except (AttentionUnavailable, Fp8Unsupported) as exc:
             raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement, linear)
         if (

@@ -25,6 +25,10 @@ arithmetic at tiny scale (tests/unit/test_hunyuan_fp8.py).
 The embedders, the token refiner and the final projection stay in bf16 in both modes. ``fp8``
 also leaves the modulation layers (``norm*.linear``) alone: they see one row per call, which
 gains nothing from FP8 products.
+
+LoRAs work on both (loras.py): both classes are ``nn.Linear`` subclasses with a ``compute_dtype``,
+so PEFT wraps them in its own ``lora.Linear`` and keeps the adapters in the compute dtype; the
+LoRA's delta is added to the FP8 layer's output, never merged into the e4m3 weight.
 """
 
 from __future__ import annotations
@@ -64,13 +68,21 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x / scale).to(E4M3), scale
 
 
-class Float8Linear(torch.nn.Module):
-    """``nn.Linear`` with its weight stored in e4m3; inputs are cast per token on the way in."""
+class Float8Linear(torch.nn.Linear):
+    """``nn.Linear`` with its weight stored in e4m3; inputs are cast per token on the way in.
+
+    A subclass of ``nn.Linear`` (built without its ``__init__``, which would allocate a weight in
+    the compute dtype) so that PEFT adapts it as a linear layer: its ``lora.Linear`` calls this
+    module and adds ``scale * B(A(x))`` to the output. PEFT puts the adapters in the base
+    layer's ``compute_dtype`` when it has one (as for bitsandbytes' 4-bit layers), not in the
+    dtype of ``weight``: without it they would be cast to e4m3. PEFT's merge fails on the e4m3
+    weight (torch refuses to promote float8), and nothing here asks for one.
+    """
 
     def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
+        torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.out_dtype = linear.weight.dtype
+        self.compute_dtype = linear.weight.dtype
         with torch.no_grad():
             weight, scale = _quantize_rows(linear.weight.detach())
         # A parameter, so that offloading (model, group, sequential) moves it like any weight.
@@ -84,14 +96,14 @@ class Float8Linear(torch.nn.Module):
         rows = x.reshape(-1, self.in_features)
         quantized, scale = _quantize_rows(rows)
         # CUDA's kernel fuses the bias only into bf16/fp16 outputs (float32 is the CPU's).
-        fused = self.bias is not None and self.out_dtype != torch.float32
+        fused = self.bias is not None and self.compute_dtype != torch.float32
         out = torch._scaled_mm(
             quantized,
             self.weight.t(),  # column-major, as the kernel wants it
             scale_a=scale,
             scale_b=self.weight_scale,
             bias=self.bias if fused else None,
-            out_dtype=self.out_dtype,
+            out_dtype=self.compute_dtype,
             # Hopper's faster accumulation; part of the deviation the result is labelled with.
             use_fast_accum=True,
         )
@@ -103,14 +115,15 @@ class Float8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 rows"
 
 
-class Float8WeightLinear(torch.nn.Module):
+class Float8WeightLinear(torch.nn.Linear):
     """``nn.Linear`` with its weight stored in e4m3, upcast to the compute dtype at each call.
 
-    Saves memory, not time: the product is the ordinary one, in the compute dtype.
+    Saves memory, not time: the product is the ordinary one, in the compute dtype. An
+    ``nn.Linear`` with a ``compute_dtype`` for PEFT's sake, as :class:`Float8Linear`.
     """
 
     def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
+        torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.compute_dtype = linear.weight.dtype
         with torch.no_grad():
@@ -163,7 +176,8 @@ def check_fp8_supported(device: torch.device, linear: str = "fp8") -> None:
 
 
 def _convertible(name: str, module: torch.nn.Module, linear: str) -> bool:
-    if not isinstance(module, torch.nn.Linear):
+    # Our own layers are nn.Linear too (for PEFT): never convert a layer twice.
+    if not isinstance(module, torch.nn.Linear) or isinstance(module, tuple(_MODULES.values())):
         return False
     if linear == "fp8-weight":
         return True

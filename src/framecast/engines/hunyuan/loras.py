@@ -1,9 +1,9 @@
 """LoRAs: the adapter files in ``FRAMECAST_LORA_DIR``, and the ones a worker keeps loaded.
 
 A LoRA's name is its file name without ``.safetensors``. The files are whatever diffusers'
-``HunyuanVideoLoraLoaderMixin.load_lora_weights`` reads: diffusers/PEFT keys, or the original
-HunyuanVideo keys, which diffusers converts (not kohya/musubi-tuner's ``lora_unet_*`` layout:
-diffusers 0.42 fails on it, and the request fails saying why). The folder is read afresh on
+``HunyuanVideoLoraLoaderMixin.load_lora_weights`` reads (diffusers/PEFT keys, or the original
+HunyuanVideo keys, which diffusers converts), plus kohya/musubi-tuner's ``lora_unet_*`` layout,
+which diffusers 0.42 fails on and lora_formats.py converts first. The folder is read afresh on
 every look-up, so a file copied in later is usable at once, and a file replaced under the same
 name is loaded again (the cache keys on size and modification time).
 
@@ -29,8 +29,17 @@ request switches between them depends on whether the transformer blocks are comp
   (``check_hotswap_configs_compatible``). The copy below is PEFT's hot swap (zero padding,
   zeroing what the new LoRA does not target) with the scale kept per layer.
 
-FP8 linears (``FRAMECAST_LINEAR=fp8``) are not PEFT layers: a worker with both refuses to start
-(:func:`check_lora_support`).
+Both FP8 modes (``FRAMECAST_LINEAR=fp8`` and ``fp8-weight``) take LoRAs, eager and compiled,
+through all of the above unchanged. Their layers are ``nn.Linear`` subclasses that name a
+``compute_dtype`` (fp8.py), so PEFT wraps them in its own ``lora.Linear`` as it does any linear
+layer and keeps the adapters in the compute dtype: a layer returns its FP8 output plus
+``scale * B(A(x))`` computed in bf16 (float32 on the CPU) from its input. Why not the
+alternatives: PEFT's registry of custom layers (``LoraConfig._register_custom_module``) lives on
+each config, and diffusers' loader builds a config of its own for every file, so our classes
+could only be registered by patching diffusers; a LoRA applied outside PEFT would need its own
+loading, switching, disabling and slots beside PEFT's. Merging (diffusers' ``fuse_lora``) is
+never used: added to e4m3 rows that carry their own scales it would be wrong, and PEFT's merge
+fails on a float8 weight anyway (torch refuses to promote float8).
 
 No torch at import: the API and the CLI list and check names with :class:`LoraFolder`.
 """
@@ -47,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framecast.engines.hunyuan.lora_formats import read_for_diffusers
 from framecast.errors import InputError
 
 if TYPE_CHECKING:
@@ -179,32 +189,6 @@ class LoraFolder:
         return self.folder / f"{name}{LORA_SUFFIX}"
 
 
-_NO_FP8 = (
-    "LoRAs (FRAMECAST_LORA_DIR) do not work with FP8 linear layers (FRAMECAST_LINEAR={}): "
-    "PEFT cannot attach adapters to them. Use FRAMECAST_LINEAR=bf16, or unset "
-    "FRAMECAST_LORA_DIR on this worker"
-)
-
-
-def check_lora_linear(settings: LoraSettings, linear: str) -> None:
-    """Before loading weights: refuse LoRAs with any FP8 mode (see the module's doc)."""
-    if settings.folder is not None and linear != "bf16":
-        raise LoraUnsupported(_NO_FP8.format(linear))
-
-
-def check_lora_support(transformer: Any) -> None:
-    """Raise :class:`LoraUnsupported` if the transformer holds layers PEFT cannot adapt."""
-    import torch
-
-    float8 = {torch.float8_e4m3fn, torch.float8_e5m2}
-    if any(p.dtype in float8 for p in transformer.parameters()):
-        raise LoraUnsupported(_NO_FP8.format("fp8"))
-
-
-class LoraUnsupported(RuntimeError):
-    """This engine's configuration cannot run LoRAs."""
-
-
 @dataclass
 class _Loaded:
     """One cached LoRA: a PEFT adapter (eager) or its weights ready to copy (compiled)."""
@@ -229,10 +213,8 @@ class LoraAdapters:
         self.pipe = pipe
         self.settings = settings
         self.folder = LoraFolder(settings.folder)
-        if settings.folder is not None:
-            check_lora_support(pipe.transformer)
-            if not settings.folder.is_dir():
-                log.warning("FRAMECAST_LORA_DIR=%s is not a folder (yet)", settings.folder)
+        if settings.folder is not None and not settings.folder.is_dir():
+            log.warning("FRAMECAST_LORA_DIR=%s is not a folder (yet)", settings.folder)
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         self._slots: list[_Slot] | None = None  # set once prepared for compile
         self._layers: dict[str, Any] = {}
@@ -259,6 +241,7 @@ class LoraAdapters:
             self.pipe.unload_lora_weights()  # type: ignore[no-untyped-call]
             self._cache.clear()
         rank = self.settings.max_rank
+        # The FP8 layers too: they subclass nn.Linear for PEFT (see the module's doc).
         linears = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)]
         config = LoraConfig(r=rank, lora_alpha=rank, target_modules=linears)
         for i in range(MAX_LORAS):
@@ -374,8 +357,12 @@ class LoraAdapters:
 
     def _load_weights(self, file: LoraFile, adapter: str) -> None:
         transformer = self.pipe.transformer
+        config = transformer.config
         try:
-            self.pipe.load_lora_weights(str(file.path), adapter_name=adapter)
+            weights = read_for_diffusers(
+                file.path, config.num_attention_heads * config.attention_head_dim
+            )
+            self.pipe.load_lora_weights(weights, adapter_name=adapter)
         except Exception as exc:  # a bad file fails in many ways; all mean "not this LoRA"
             if adapter in getattr(transformer, "peft_config", {}):
                 self.pipe.delete_adapters(adapter)

@@ -16,6 +16,7 @@ module without paying for a torch import.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,19 @@ COMPONENTS = (
 )
 """What ``HunyuanVideoImageToVideoPipeline`` is made of (its model_index.json lists them)."""
 
-_MODELS = {"transformer", "vae", "text_encoder", "text_encoder_2"}
+SETTING = "FRAMECAST_HUNYUAN_MODEL"
+LABEL = "HunyuanVideo-I2V"
+
+# What each component folder must hold, for this pipeline and the others that pass their own
+# `components` (HunyuanVideo 1.5 adds a guider and a SigLIP image encoder).
+_MODELS = {"transformer", "vae", "text_encoder", "text_encoder_2", "image_encoder"}
 _CONFIG_FILE = {
     "scheduler": ("scheduler_config.json",),
     "tokenizer": ("tokenizer.json", "tokenizer_config.json"),
     "tokenizer_2": ("tokenizer.json", "tokenizer_config.json", "vocab.json"),
     "image_processor": ("preprocessor_config.json",),
+    "feature_extractor": ("preprocessor_config.json",),
+    "guider": ("guider_config.json",),
 }
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -65,24 +73,34 @@ class ModelSource:
         return self.kind == TINY_RANDOM
 
 
-def resolve_model(spec: str) -> ModelSource:
-    """Turn ``FRAMECAST_HUNYUAN_MODEL`` into a complete local directory, or say what is wrong."""
+def resolve_model(
+    spec: str,
+    components: Sequence[str] = COMPONENTS,
+    *,
+    setting: str = SETTING,
+    label: str = LABEL,
+) -> ModelSource:
+    """Turn ``FRAMECAST_HUNYUAN_MODEL`` into a complete local directory, or say what is wrong.
+
+    Other pipelines pass their own ``components``, and the ``setting`` and ``label`` that the
+    messages name.
+    """
     spec = spec.strip()
     if spec == TINY_RANDOM:
         return ModelSource(TINY_RANDOM, spec, None)
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
-        missing = missing_files(path)
+        missing = missing_files(path, components)
         if missing:
             raise WeightsError(
-                f"FRAMECAST_HUNYUAN_MODEL={spec} is not a complete diffusers-format "
-                f"HunyuanVideo-I2V directory; missing: {', '.join(missing)}. "
+                f"{setting}={spec} is not a complete diffusers-format "
+                f"{label} directory; missing: {', '.join(missing)}. "
                 "Fetch it with `framecast weights download --to DIR`."
             )
         return ModelSource("directory", spec, path.resolve())
     if spec.count("/") != 1:
         raise WeightsError(
-            f"FRAMECAST_HUNYUAN_MODEL={spec} is neither an existing directory, a hub id "
+            f"{setting}={spec} is neither an existing directory, a hub id "
             f"(owner/name) nor {TINY_RANDOM!r}"
         )
     cached = _cached_snapshot(spec)
@@ -90,9 +108,9 @@ def resolve_model(spec: str) -> ModelSource:
         raise WeightsError(
             f"the weights of {spec} are not in the Hugging Face cache "
             "(HF_HOME or ~/.cache/huggingface); run `framecast weights download` first, or set "
-            "FRAMECAST_HUNYUAN_MODEL to a directory that holds them"
+            f"{setting} to a directory that holds them"
         )
-    missing = missing_files(cached)
+    missing = missing_files(cached, components)
     if missing:
         raise WeightsError(
             f"the cached copy of {spec} at {cached} is incomplete (missing: "
@@ -101,8 +119,9 @@ def resolve_model(spec: str) -> ModelSource:
     return ModelSource("hub", spec, cached)
 
 
-def missing_files(path: Path) -> list[str]:
-    """What a diffusers-format HunyuanVideo-I2V directory lacks (empty when it is complete)."""
+def missing_files(path: Path, components: Sequence[str] = COMPONENTS) -> list[str]:
+    """What a diffusers-format HunyuanVideo-I2V directory (or, given its ``components``, another
+    pipeline's) lacks; empty when it is complete."""
     if not path.is_dir():
         return [f"the directory {path} itself"]
     index = path / "model_index.json"
@@ -113,7 +132,7 @@ def missing_files(path: Path) -> list[str]:
     except (OSError, ValueError):
         return ["a readable model_index.json"]
     missing: list[str] = []
-    for name in COMPONENTS:
+    for name in components:
         entry = listed.get(name)
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1]):
             missing.append(f"{name} (not listed in model_index.json)")
@@ -158,8 +177,15 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def download(repo_id: str, to: Path | None = None) -> Path:
-    """Fetch ``repo_id`` (into the Hugging Face cache, or into ``to``) and check it is complete."""
+def download(
+    repo_id: str,
+    to: Path | None = None,
+    components: Sequence[str] = COMPONENTS,
+    *,
+    setting: str = SETTING,
+) -> Path:
+    """Fetch ``repo_id`` (into the Hugging Face cache, or into ``to``) and check it is complete
+    (as a HunyuanVideo-I2V pipeline, or one made of ``components``)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
@@ -168,8 +194,7 @@ def download(repo_id: str, to: Path | None = None) -> Path:
     except OfflineModeIsEnabled as exc:
         raise WeightsError(
             f"cannot download {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine with "
-            "network access, or copy a downloaded directory here and point "
-            "FRAMECAST_HUNYUAN_MODEL at it"
+            f"network access, or copy a downloaded directory here and point {setting} at it"
         ) from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise WeightsError(
@@ -178,7 +203,7 @@ def download(repo_id: str, to: Path | None = None) -> Path:
             "network access (and HF_ENDPOINT / HF_TOKEN if you use a mirror), or download on "
             "another machine and copy the directory here"
         ) from exc
-    missing = missing_files(path)
+    missing = missing_files(path, components)
     if missing:
         raise WeightsError(f"downloaded {repo_id} to {path} but it lacks: {', '.join(missing)}")
     return path

@@ -1,14 +1,19 @@
-"""The models this server serves and their input/output schemas (RunComfy's, exactly)."""
+"""``tencent/hunyuan/image-to-video``: Tencent's HunyuanVideo-I2V, as RunComfy serves it.
+
+Its input schema is RunComfy's (``image_url``, ``aspect_ratio``, ``resolution``, ...), widened
+where the official code accepts more, then the official HunyuanVideo-I2V options with their
+official defaults, then framecast's own (step cache, LoRAs).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
+from framecast.models.base import MAX_PROMPT_CHARS, ModelInput, ModelSpec, RealEngine
+from framecast.settings import DEFAULT_HUNYUAN_MODEL
 from framecast.sizes import BUCKET_BASE, video_size
 
 MODEL_ID = "tencent/hunyuan/image-to-video"
@@ -25,7 +30,6 @@ DEFAULT_IMAGE_URL = (
 )
 DEFAULT_SEED = 99271155
 FPS = 24
-MAX_PROMPT_CHARS = 10_000
 
 MIN_FRAMES = 5
 MAX_FRAMES = 129
@@ -79,12 +83,10 @@ class LoraInput(BaseModel):
     )
 
 
-class ImageToVideoInput(BaseModel):
+class ImageToVideoInput(ModelInput):
     """Input of ``tencent/hunyuan/image-to-video``, as RunComfy publishes it."""
 
-    # strict: "123" is not a seed and 129.0 is not a frame count; a client that sends them
-    # has a bug it should hear about rather than have guessed around.
-    model_config = ConfigDict(extra="forbid", strict=True, title="Input")
+    image_field: ClassVar[str] = "image_url"
 
     prompt: str = Field(
         title="Prompt",
@@ -183,31 +185,6 @@ class ImageToVideoInput(BaseModel):
             raise ValueError(f"names the same LoRA twice ({', '.join(twice)}); give one scale")
         return value
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be blank")
-        return value
-
-    @field_validator("num_frames", "seed", "num_inference_steps", mode="before")
-    @classmethod
-    def _whole_number(cls, value: object) -> object:
-        # A JSON float is the wrong type for a count, even when it is whole (129.0).
-        if isinstance(value, float | bool):
-            raise ValueError("must be an integer")
-        return value
-
-    @field_validator("num_frames")
-    @classmethod
-    def _four_n_plus_one(cls, value: int) -> int:
-        if (value - 1) % 4:
-            lower = value - (value - 1) % 4
-            raise ValueError(
-                f"must be 4n+1 (5, 9, ..., 125, 129); nearest are {lower} and {lower + 4}"
-            )
-        return value
-
     @model_validator(mode="after")
     def _negative_needs_cfg(self) -> ImageToVideoInput:
         # The official code drops the negative prompt when CFG is off; accepting one silently
@@ -263,51 +240,27 @@ class ImageToVideoInput(BaseModel):
     def size(self) -> tuple[int, int]:
         return SIZES[(self.aspect_ratio, self.resolution)]
 
-    def generation_request(self, image: Image.Image) -> GenerationRequest:
-        """What an engine is asked to make for this input (the worker and `generate` share it)."""
-        width, height = self.size
-        return GenerationRequest(
-            image=image,
-            prompt=self.prompt,
-            seed=self.seed,
-            width=width,
-            height=height,
-            num_frames=self.num_frames,
-            fps=FPS,
-            options=self.model_options(),
-        )
+    @property
+    def fps(self) -> int:
+        return FPS
 
 
-OUTPUT_SCHEMA: dict[str, Any] = {
-    "output": {
-        "type": "object",
-        "properties": {
-            "image": {"type": "string", "format": "uri", "description": "single image URL"},
-            "video": {"type": "string", "format": "uri", "description": "single video URL"},
-            "images": {
-                "type": "array",
-                "description": "multiple image URLs",
-                "items": {"type": "string", "format": "uri"},
-            },
-            "videos": {
-                "type": "array",
-                "description": "multiple video URLs",
-                "items": {"type": "string", "format": "uri"},
-            },
-        },
-    }
-}
+def _real_engine() -> RealEngine:
+    from framecast.engines.hunyuan import loader, weights
+
+    return RealEngine(
+        availability=loader.availability,
+        load=loader.load,
+        setting="FRAMECAST_HUNYUAN_MODEL",
+        checkpoints={"i2v": DEFAULT_HUNYUAN_MODEL},
+        download=weights.download,
+    )
 
 
-def model_card() -> dict[str, Any]:
-    return {
-        "id": MODEL_ID,
-        "description": "Image to video with Tencent's HunyuanVideo-I2V.",
-        "input_schema": ImageToVideoInput.model_json_schema(),
-        "output_schema": OUTPUT_SCHEMA,
-        # The pixel sizes each aspect_ratio x resolution produces, whatever the engine.
-        "sizes": [
-            {"aspect_ratio": aspect, "resolution": res, "width": w, "height": h}
-            for (aspect, res), (w, h) in SIZES.items()
-        ],
-    }
+SPEC = ModelSpec(
+    id=MODEL_ID,
+    description="Image to video with Tencent's HunyuanVideo-I2V.",
+    input=ImageToVideoInput,
+    sizes=SIZES,
+    real_engine=_real_engine(),
+)

@@ -1,0 +1,65 @@
+"""Finding and loading the HunyuanVideo-I2V engine for a worker (``FRAMECAST_ENGINE=hunyuan``).
+
+Imports no torch until an engine is actually loaded: the engine choice at start-up asks
+:func:`availability` first, which costs a directory listing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from framecast.engines.base import EngineUnavailable
+from framecast.engines.hunyuan.loras import LoraSettings
+from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
+
+if TYPE_CHECKING:
+    from framecast.engines.base import Engine
+    from framecast.settings import Settings
+
+PACKAGES = ("torch", "diffusers", "transformers")
+
+
+def missing_packages() -> list[str]:
+    return [m for m in PACKAGES if importlib.util.find_spec(m) is None]
+
+
+def availability(settings: Settings) -> str | None:
+    """None if HunyuanVideo-I2V can run here (its packages, a GPU and its weights), else why not."""
+    missing = missing_packages()
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    try:
+        source = resolve_model(settings.hunyuan_model)
+    except WeightsError as exc:
+        return exc.message
+    if source.is_tiny:
+        return None  # asked for by name: a test or smoke run, on any device
+    from framecast.engines.hunyuan import cuda_available
+
+    if settings.device == "auto" and not cuda_available():
+        return "torch sees no CUDA GPU (a 13B video model on the CPU would take days)"
+    return None
+
+
+def load(settings: Settings, source: ModelSource | None = None) -> Engine:
+    """The HunyuanVideo-I2V engine, loaded as the settings say, or a clear EngineUnavailable."""
+    missing = missing_packages()
+    if missing:
+        raise EngineUnavailable(
+            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
+            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
+        )
+    if source is None:
+        source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
+    from framecast.engines.hunyuan.engine import HunyuanEngine
+
+    return HunyuanEngine.load(
+        source,
+        device=settings.device,
+        offload=settings.offload,
+        compile_mode=settings.compile,
+        attention=settings.attention,
+        linear=settings.linear,
+        loras=LoraSettings(settings.lora_dir, settings.lora_cache, settings.lora_max_rank),
+    )

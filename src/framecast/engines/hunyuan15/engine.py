@@ -1,0 +1,411 @@
+"""The HunyuanVideo 1.5 image-to-video engine, through diffusers, loaded once per worker.
+
+Same family as the HunyuanVideo-I2V engine (``name = "hunyuan"``; ``metadata()`` says which
+model). One request runs in three phases, each reported through the hooks: ``encoding`` (the
+Qwen2.5-VL and ByT5 text encoders), ``denoising`` (one update per step, cancel checked after
+every step; SigLIP and the VAE encode the image at its start) and ``decoding`` (the VAE). The
+denoising is diffusers' own ``__call__`` on
+:class:`~framecast.engines.hunyuan15.pipeline.FramecastHunyuan15Pipeline`.
+
+The request's options and their defaults (the loaded checkpoint's) are in :mod:`.options`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.models.transformers.transformer_hunyuan_video15 import (
+    HunyuanVideo15Transformer3DModel,
+)
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteScheduler,
+)
+
+from framecast.engines.base import Engine, EngineUnavailable, GenerationRequest, Hooks
+from framecast.engines.hunyuan15.options import Defaults, Options
+from framecast.engines.hunyuan15.pipeline import (
+    Conditions,
+    FramecastHunyuan15Pipeline,
+    encode_conditions,
+)
+from framecast.engines.hunyuan15.sizes import (
+    BUCKET_BASE,
+    BUCKET_GRID,
+    FRAME_STEP,
+    RESOLUTION_OF_TARGET_SIZE,
+    resolution_of,
+)
+from framecast.engines.hunyuan15.weights import (
+    CHECKPOINTS,
+    SETTING,
+    ModelSource,
+    WeightsError,
+    checkpoint,
+)
+from framecast.errors import InputError
+
+log = logging.getLogger("framecast.engines.hunyuan15")
+
+OFFLOAD_MODES: Final = ("none", "model", "group", "sequential")
+
+TEXT_ENCODER_HEADROOM: Final = 24 * 2**30
+"""GPU memory that must stay free after loading for the 7B text encoder to stay on the GPU
+between requests (offload=none); below it the encoder moves to the GPU only to encode. An
+estimate (720p, 121 frames, tiled VAE), not a measurement."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model lives and in which precisions."""
+
+    device: torch.device
+    offload: str
+    transformer_dtype: torch.dtype
+    dtype: torch.dtype
+    """Of the VAE, the Qwen2.5-VL text encoder and the SigLIP image encoder."""
+    byt5_dtype: torch.dtype
+    text_encoder_resident: bool
+
+    @classmethod
+    def choose(cls, device_spec: str, offload: str) -> Placement:
+        if offload not in OFFLOAD_MODES:
+            raise EngineUnavailable(f"offload must be one of {', '.join(OFFLOAD_MODES)}")
+        if device_spec == "auto":
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = torch.device(device_spec)
+            except RuntimeError as exc:
+                raise EngineUnavailable(f"FRAMECAST_DEVICE={device_spec}: {exc}") from exc
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise EngineUnavailable(
+                    f"FRAMECAST_DEVICE={device_spec} but torch sees no CUDA GPU "
+                    f"(torch {torch.__version__}); install a CUDA build of torch or use cpu"
+                )
+        if device.type == "cuda":
+            # The official precisions: transformer bf16; VAE, Qwen2.5-VL and SigLIP fp16; ByT5
+            # as loaded, fp32.
+            return cls(device, offload, torch.bfloat16, torch.float16, torch.float32, False)
+        if offload != "none":
+            log.warning("FRAMECAST_OFFLOAD=%s has no meaning on the CPU; ignoring it", offload)
+        # Half precision on the CPU is slow and, for the tiny test model, needlessly lossy.
+        f32 = torch.float32
+        return cls(device, "none", f32, f32, f32, True)
+
+
+def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan15Pipeline:
+    """Load the weights (never from the network) and place them as ``placement`` says."""
+    if source.is_tiny:
+        from framecast.engines.hunyuan15.tiny import build_tiny_pipeline
+
+        pipe = FramecastHunyuan15Pipeline(**build_tiny_pipeline().components)
+        if placement.dtype != torch.float32:  # built in float32
+            for part in (pipe.vae, pipe.text_encoder, pipe.image_encoder):
+                part.to(dtype=placement.dtype)
+            pipe.transformer.to(dtype=placement.transformer_dtype)
+    else:
+        assert source.path is not None
+        try:
+            # The config first: refusing a wrong checkpoint should not cost minutes of loading.
+            config = HunyuanVideo15Transformer3DModel.load_config(
+                source.path, subfolder="transformer", local_files_only=True
+            )
+            check_checkpoint(config, source.name)
+            pipe = FramecastHunyuan15Pipeline.from_pretrained(
+                source.path,
+                dtype={
+                    "transformer": placement.transformer_dtype,
+                    "text_encoder_2": placement.byt5_dtype,
+                    "default": placement.dtype,
+                },
+                local_files_only=True,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise WeightsError(
+                f"cannot load HunyuanVideo 1.5 from {source.path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if placement.device.type == "cpu":
+            _copy_out_of_mmap(pipe)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+    if not source.is_tiny:
+        # As diffusers' example for this pipeline: a 720p decode needs far less memory in
+        # tiles. The tiny model needs no saving, and overlapping tiles would make its 480p
+        # decode on a CPU 2.4x the work (12 s instead of 5).
+        pipe.vae.enable_tiling()
+    _place(pipe, placement)
+    return pipe
+
+
+def check_checkpoint(config: Mapping[str, Any], name: str) -> None:
+    """Refuse a transformer this pipeline cannot run, before its weights load: a text-to-video
+    one (it takes no image latent: ``in_channels`` is not 2 x ``out_channels`` + 1)."""
+    task = config.get("task_type")
+    channels = (config.get("in_channels"), config.get("out_channels"))
+    image_channels = isinstance(channels[1], int) and channels[0] == 2 * channels[1] + 1
+    if task != "i2v" or not image_channels:
+        raise WeightsError(
+            f"{name} is not a HunyuanVideo 1.5 image-to-video checkpoint: its transformer has "
+            f"task_type={task!r} and in_channels={channels[0]}. Point {SETTING} at one of "
+            + ", ".join(c.repo_id for c in CHECKPOINTS)
+        )
+
+
+def _copy_out_of_mmap(pipe: FramecastHunyuan15Pipeline) -> None:
+    # from_pretrained leaves CPU weights memory-mapped from the safetensors files; some CPU
+    # kernels round differently on that (8-byte aligned) memory, so the same model would give
+    # slightly different videos depending on how it was loaded.
+    with torch.no_grad():
+        for part in _models(pipe):
+            for tensor in [*part.parameters(), *part.buffers()]:
+                tensor.data = tensor.data.clone()
+
+
+def _models(pipe: FramecastHunyuan15Pipeline) -> tuple[torch.nn.Module, ...]:
+    return (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.image_encoder)
+
+
+def _place(pipe: FramecastHunyuan15Pipeline, placement: Placement) -> None:
+    device = placement.device
+    if placement.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif placement.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif placement.offload == "group":
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
+        )
+    else:
+        for part in _models(pipe):
+            if part is not pipe.text_encoder or placement.text_encoder_resident:
+                part.to(device)
+
+
+def _text_encoder_fits(pipe: FramecastHunyuan15Pipeline, device: torch.device) -> bool:
+    free, _total = torch.cuda.mem_get_info(device)
+    size = sum(p.numel() * p.element_size() for p in pipe.text_encoder.parameters())
+    return bool(free - size >= TEXT_ENCODER_HEADROOM)
+
+
+class Hunyuan15Engine(Engine):
+    name = "hunyuan"
+
+    def __init__(
+        self,
+        pipe: FramecastHunyuan15Pipeline,
+        *,
+        model: str,
+        placement: Placement,
+        tiny: bool = False,
+    ) -> None:
+        self.pipe = pipe
+        self.model = model
+        self.placement = placement
+        self.tiny = tiny
+        self.defaults = Defaults.of_pipeline(pipe)
+        self.resolution = RESOLUTION_OF_TARGET_SIZE.get(int(pipe.transformer.config.target_size))
+        """The checkpoint's resolution ("480p", "720p"); None for the tiny model."""
+        self.compiled = False
+        # Each request gets its own scheduler (flow shift) and guider (guidance scale).
+        self._base_scheduler = pipe.scheduler
+        self._base_guider = pipe.guider
+
+    @property
+    def resolutions(self) -> tuple[str, ...]:
+        """The resolutions this engine makes videos at: the checkpoint's own (the official code
+        refuses the others), or every one for the tiny model, so it can stand in end to end."""
+        if self.resolution is None:
+            return tuple(BUCKET_BASE)
+        return (self.resolution,)
+
+    @classmethod
+    def load(
+        cls,
+        source: ModelSource,
+        *,
+        device: str = "auto",
+        offload: str = "none",
+        compile_mode: str = "off",
+    ) -> Hunyuan15Engine:
+        placement = Placement.choose(device, offload)
+        pipe = load_pipeline(source, placement)
+        if (
+            placement.device.type == "cuda"
+            and placement.offload == "none"
+            and _text_encoder_fits(pipe, placement.device)
+        ):
+            pipe.text_encoder.to(placement.device)
+            placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
+        engine = cls(pipe, model=source.name, placement=placement, tiny=source.is_tiny)
+        log.info(
+            "HunyuanVideo 1.5 I2V (%s, distilled=%s) loaded from %s on %s (offload=%s, text "
+            "encoder %s)",
+            engine.resolution or "tiny",
+            engine.defaults.distilled,
+            source.name,
+            placement.device,
+            placement.offload,
+            "resident" if placement.text_encoder_resident else "moved in to encode",
+        )
+        if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
+            engine.compile()
+        return engine
+
+    def compile(self) -> None:
+        """Compile every repeated transformer block (diffusers' regional ``torch.compile``);
+        the first request after this pays the compile time."""
+        self.pipe.transformer.compile_repeated_blocks()
+        self.compiled = True
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "engine": self.name,
+            "model": self.model,
+            "pipeline": "HunyuanVideo 1.5 image-to-video",
+            "checkpoint": {
+                "resolution": self.resolution,
+                "distilled": self.defaults.distilled,
+                "official": checkpoint(self.model) is not None,
+            },
+            "device": str(self.placement.device),
+            "dtype": str(self.placement.transformer_dtype).removeprefix("torch."),
+            "offload": self.placement.offload,
+            "compiled": self.compiled,
+            "path": "exact",
+        }
+        if self.tiny:
+            meta["tiny_random"] = True
+            meta["warning"] = (
+                "TINY RANDOM MODEL (tiny-random): random weights for tests; this video is "
+                "noise, not HunyuanVideo 1.5 output"
+            )
+        return meta
+
+    def describe(self, request: GenerationRequest) -> dict[str, Any]:
+        options = Options.of(request, self.defaults)
+        return {k: v for k, v in options.__dict__.items() if v is not None}
+
+    def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
+        options = Options.of(request, self.defaults)
+        self._check_geometry(request)
+        hooks.raise_if_cancelled()
+        # The crop the pipeline (and the official code) makes: Lanczos to cover, centre crop.
+        image = self.pipe.video_processor.resize(
+            request.image.convert("RGB"),
+            height=request.height,
+            width=request.width,
+            resize_mode="crop",
+        )
+        try:
+            hooks.progress(0, 1, "encoding")
+            conditions = self._encode(request.prompt, options.negative_prompt)
+            hooks.progress(1, 1, "encoding")
+            hooks.raise_if_cancelled()
+            latents = self._denoise(image, conditions, request, options, hooks)
+            hooks.progress(0, 1, "decoding")
+            frames = self._decode(latents)
+            hooks.progress(1, 1, "decoding")
+        finally:
+            self._tidy()
+        yield from frames
+
+    # -- phases -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _encode(self, prompt: str, negative_prompt: str | None) -> Conditions:
+        pipe, placement = self.pipe, self.placement
+        visiting = placement.offload == "none" and not placement.text_encoder_resident
+        if visiting:
+            pipe.text_encoder.to(placement.device)
+        try:
+            return encode_conditions(pipe, prompt, negative_prompt, placement.device)
+        finally:
+            if visiting:
+                # The 7B encoder leaves the GPU so denoising has the memory to itself.
+                pipe.text_encoder.to("cpu")
+
+    def _denoise(
+        self,
+        image: PIL.Image.Image,
+        conditions: Conditions,
+        request: GenerationRequest,
+        options: Options,
+        hooks: Hooks,
+    ) -> torch.Tensor:
+        pipe = self.pipe
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            self._base_scheduler.config, shift=options.flow_shift
+        )
+        pipe.guider = self._base_guider.new(guidance_scale=options.guidance_scale)
+        noise = pipe.starting_noise(
+            request.seed,
+            width=request.width,
+            height=request.height,
+            num_frames=request.num_frames,
+            device=self.placement.device,
+        )
+
+        def on_step(done: int, total: int) -> None:
+            hooks.progress(done, total, "denoising")
+            hooks.raise_if_cancelled()
+
+        hooked = pipe.hooked(width=request.width, height=request.height, on_step=on_step)
+        with torch.inference_mode(), hooked:
+            (latents,) = pipe(
+                image=image,
+                num_frames=request.num_frames,
+                num_inference_steps=options.num_inference_steps,
+                latents=noise,
+                output_type="latent",
+                return_dict=False,
+                **conditions.as_call_kwargs(),
+            )
+        result: torch.Tensor = latents
+        return result
+
+    @torch.inference_mode()
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        pipe = self.pipe
+        latents = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+        video = pipe.vae.decode(latents, return_dict=False)[0]
+        frames = pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        # The rounding diffusers uses when it makes PIL images from the same array.
+        out: np.ndarray = (frames * 255).round().astype(np.uint8)
+        return out
+
+    def _tidy(self) -> None:
+        if self.placement.offload == "model":
+            # A cancel or an error leaves the last model on the GPU; put everything back.
+            self.pipe.maybe_free_model_hooks()  # type: ignore[no-untyped-call]
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _check_geometry(self, request: GenerationRequest) -> None:
+        width, height = request.width, request.height
+        if width % BUCKET_GRID or height % BUCKET_GRID or width <= 0 or height <= 0:
+            raise InputError(
+                f"width and height must be positive multiples of {BUCKET_GRID}, got "
+                f"{width}x{height}",
+                field="resolution",
+            )
+        if self.resolution is not None and resolution_of(width, height) != self.resolution:
+            others = [c.repo_id for c in CHECKPOINTS if c.resolution != self.resolution]
+            raise InputError(
+                f"{width}x{height} is not a {self.resolution} size, and this server runs the "
+                f"{self.resolution} checkpoint {self.model}; for another resolution point "
+                f"{SETTING} at its checkpoint ({', '.join(others)})",
+                field="resolution",
+            )
+        if request.num_frames < 1 or (request.num_frames - 1) % FRAME_STEP:
+            raise InputError(
+                f"num_frames must be 4n+1, got {request.num_frames}", field="num_frames"
+            )

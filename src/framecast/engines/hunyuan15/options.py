@@ -1,0 +1,107 @@
+"""The options of a HunyuanVideo 1.5 image-to-video request, and their defaults. No torch here.
+
+Defaults come from the loaded checkpoint, as the official code takes them from its
+``PIPELINE_CONFIGS`` entry (:data:`~framecast.engines.hunyuan15.weights.CHECKPOINTS`): the
+guidance scale from its guider config and the flow shift from its scheduler config (the
+hunyuanvideo-community conversions carry the official values), and 12 steps for the
+step-distilled (MeanFlow) transformer, 50 for the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan15.weights import CHECKPOINTS
+from framecast.errors import InputError
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+        HunyuanVideo15ImageToVideoPipeline,
+    )
+
+STEP_DISTILLED_STEPS: Final = 12
+"""Official ``PIPELINE_CONFIGS['480p_i2v_step_distilled']``; its README: "8 or 12 (recommended)"."""
+BASE_STEPS: Final = 50
+"""Official for every other checkpoint ("the cfg distilled model ... must use 50 steps")."""
+NEGATIVE_PROMPT: Final = ""
+"""Official ``--negative_prompt`` default."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a checkpoint runs with when a request does not say."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    flow_shift: float
+    distilled: str | None = None
+    """``"cfg"`` (guidance in the weights), ``"step"`` (steps too, MeanFlow) or None."""
+
+    @classmethod
+    def of_pipeline(cls, pipe: HunyuanVideo15ImageToVideoPipeline) -> Defaults:
+        """A loaded checkpoint's: guidance from its guider config, shift from its scheduler
+        config (the hub conversions carry the official values), steps from its kind."""
+        step_distilled = bool(pipe.transformer.config.use_meanflow)
+        guidance = float(pipe.guider.guidance_scale)
+        distilled = "step" if step_distilled else ("cfg" if math.isclose(guidance, 1.0) else None)
+        return cls(
+            num_inference_steps=STEP_DISTILLED_STEPS if step_distilled else BASE_STEPS,
+            guidance_scale=guidance,
+            flow_shift=float(pipe.scheduler.config.shift),
+            distilled=distilled,
+        )
+
+
+OFFICIAL_480P: Final = Defaults(
+    CHECKPOINTS[0].num_inference_steps, CHECKPOINTS[0].guidance_scale, CHECKPOINTS[0].flow_shift
+)
+"""The default checkpoint's (480p base model) defaults."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The 1.5 options a request may set in ``request.options``; absent or None: the default.
+
+    - ``num_inference_steps``: denoising steps (checkpoint default: 50; 12 step-distilled);
+    - ``guidance_scale``: classifier-free guidance (6; 1 for distilled checkpoints, where 1
+      means one transformer pass per step and no negative prompt);
+    - ``flow_shift``: the flow-match scheduler's shift (5 at 480p, 7 at 720p and for the
+      step-distilled checkpoint);
+    - ``negative_prompt``: what the unconditional pass is conditioned on (official: ""); None
+      here when guidance is off, since nothing uses it then.
+    """
+
+    num_inference_steps: int
+    guidance_scale: float
+    flow_shift: float
+    negative_prompt: str | None
+
+    @property
+    def cfg(self) -> bool:
+        # ClassifierFreeGuidance's own rule (its default formulation): a scale of 1 is off.
+        return not math.isclose(self.guidance_scale, 1.0)
+
+    @classmethod
+    def of(cls, request: GenerationRequest, defaults: Defaults = OFFICIAL_480P) -> Options:
+        given: Mapping[str, Any] = request.options
+
+        def option(name: str, default: Any) -> Any:
+            value = given.get(name)
+            return default if value is None else value
+
+        steps = int(option("num_inference_steps", defaults.num_inference_steps))
+        guidance = float(option("guidance_scale", defaults.guidance_scale))
+        shift = float(option("flow_shift", defaults.flow_shift))
+        if steps < 1:
+            raise InputError(
+                f"num_inference_steps must be at least 1, got {steps}", field="num_inference_steps"
+            )
+        if not shift > 0:
+            raise InputError(f"flow_shift must be positive, got {shift}", field="flow_shift")
+        negative = str(option("negative_prompt", NEGATIVE_PROMPT))
+        options = cls(steps, guidance, shift, negative)
+        return options if options.cfg else cls(steps, guidance, shift, None)

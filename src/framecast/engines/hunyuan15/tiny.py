@@ -1,0 +1,278 @@
+"""A tiny, randomly initialised HunyuanVideo 1.5 image-to-video pipeline, built in memory.
+
+It has the structure of ``hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v``: the
+Qwen2.5-VL text model and the ByT5 glyph encoder, the SigLIP image encoder, the causal VAE with
+16x spatial and 4x temporal compression, the transformer, the flow-match scheduler and the CFG
+guider, with every width cut to a handful of channels, so tests and smoke runs can drive
+diffusers' real code paths on a CPU in about a second and without any download.
+
+What is kept at full size is whatever the pipeline hard-codes: SigLIP sees 384 px in 14 px
+patches (the 729 image tokens the pipeline expects), and the Qwen tokenizer splits text as
+Qwen2 does, so the pipeline's ``prompt_template_encode_start_idx`` (108: the chat template's
+system turn) crops exactly the system turn here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import Unigram
+
+if TYPE_CHECKING:
+    # From its own module: mypy resolves the top-level diffusers name to a torch-less dummy.
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+        HunyuanVideo15ImageToVideoPipeline,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+LATENT_CHANNELS: Final = 4
+TARGET_SIZE: Final = 64
+"""The base of its size buckets (the real ones have 640 or 960): images of a few dozen pixels
+get a video of a few dozen pixels, so the stock pipeline runs on it in a second."""
+
+QWEN_PRETOKENIZE_PATTERN: Final = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+"""Qwen2's pre-tokenizer regex: token boundaries, and so the template's token count, follow it."""
+
+IM_START: Final = "<|im_start|>"
+IM_END: Final = "<|im_end|>"
+END_OF_TEXT: Final = "<|endoftext|>"
+UNK: Final = "<unk>"
+
+CHAT_TEMPLATE: Final = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""Qwen2.5-VL's chat template for text-only messages, the only kind the pipeline sends."""
+
+# Log-probabilities for the Unigram model: a whole template word (-1) always beats spelling it
+# out (-10 a character), so the template tokenizes word by word and anything else still encodes.
+_WORD_SCORE: Final = -1.0
+_CHAR_SCORE: Final = -10.0
+_FALLBACK_CHARS: Final = (*(chr(c) for c in range(32, 127)), "\t", "\n", "\r")
+
+SIGLIP_IMAGE_SIZE: Final = 384
+SIGLIP_PATCH_SIZE: Final = 14
+
+
+def build_tiny_pipeline(
+    seed: int = 0, *, step_distilled: bool = False
+) -> HunyuanVideo15ImageToVideoPipeline:
+    """A complete 1.5 image-to-video pipeline with random float32 weights drawn from ``seed``.
+
+    ``step_distilled`` makes it look like the 480p step-distilled checkpoint (a MeanFlow
+    transformer, guidance 1, shift 7) rather than the 480p base one (guidance 6, shift 5).
+    The caller's global torch RNG state is left as it was.
+    """
+    # Each from its own module, for the same reason as above; here, not at the top, so that
+    # importing this module stays cheap.
+    from diffusers.guiders.classifier_free_guidance import ClassifierFreeGuidance
+    from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import (
+        AutoencoderKLHunyuanVideo15,
+    )
+    from diffusers.models.transformers.transformer_hunyuan_video15 import (
+        HunyuanVideo15Transformer3DModel,
+    )
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+        HunyuanVideo15ImageToVideoPipeline,
+    )
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+        FlowMatchEulerDiscreteScheduler,
+    )
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    tokenizer = _qwen_tokenizer()
+    tokenizer_2 = ByT5Tokenizer()  # byte-level: no vocabulary file to download
+    text_config = Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        # Three: the pipeline reads the hidden states two layers from the end, so one real
+        # layer (attention mask, positions) lies on the path it uses.
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        # The 7B model's multimodal RoPE, scaled to an 8-wide head: 2 sections of the 4
+        # frequencies for time, 1 each for height and width.
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]},
+        max_position_embeddings=2048,
+        bos_token_id=None,
+        eos_token_id=_token_id(tokenizer, IM_END),
+        pad_token_id=_token_id(tokenizer, END_OF_TEXT),
+    )
+    byt5_config = T5Config(
+        vocab_size=len(tokenizer_2),
+        d_model=8,
+        d_kv=4,
+        d_ff=16,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",  # ByT5's
+        is_encoder_decoder=False,
+        pad_token_id=tokenizer_2.pad_token_id,
+        eos_token_id=tokenizer_2.eos_token_id,
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=SIGLIP_IMAGE_SIZE,
+        patch_size=SIGLIP_PATCH_SIZE,
+    )
+
+    with torch.random.fork_rng(devices=[]), _default_dtype(torch.float32):
+        torch.manual_seed(seed)
+        transformer = HunyuanVideo15Transformer3DModel(
+            in_channels=2 * LATENT_CHANNELS + 1,  # noise, the image latent, its mask
+            out_channels=LATENT_CHANNELS,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            num_layers=1,
+            num_refiner_layers=1,
+            mlp_ratio=2.0,
+            patch_size=1,
+            patch_size_t=1,
+            text_embed_dim=text_config.hidden_size,
+            text_embed_2_dim=byt5_config.d_model,
+            image_embed_dim=vision_config.hidden_size,
+            rope_axes_dim=(4, 6, 6),
+            target_size=TARGET_SIZE,
+            task_type="i2v",
+            use_meanflow=step_distilled,
+        )
+        vae = AutoencoderKLHunyuanVideo15(
+            latent_channels=LATENT_CHANNELS,
+            # Five levels as the real VAE has: four halve height and width, two of them time.
+            block_out_channels=(8, 8, 8, 8, 8),
+            layers_per_block=1,
+            spatial_compression_ratio=16,
+            temporal_compression_ratio=4,
+        )
+        text_encoder = Qwen2_5_VLTextModel(text_config)
+        text_encoder_2 = T5EncoderModel(byt5_config)
+        image_encoder = SiglipVisionModel(vision_config)
+    for model in (transformer, vae, text_encoder, text_encoder_2, image_encoder):
+        # Modules start in training mode; from_pretrained hands them over in eval mode.
+        model.eval()
+
+    pipe: HunyuanVideo15ImageToVideoPipeline = HunyuanVideo15ImageToVideoPipeline(
+        text_encoder=text_encoder,
+        # The annotation names Qwen2Tokenizer, a BPE class that cannot hold this Unigram model;
+        # the pipeline only needs the fast-tokenizer interface (and its chat template).
+        tokenizer=tokenizer,  # type: ignore[arg-type]
+        transformer=transformer,
+        vae=vae,
+        # As the hub checkpoints' configs: shift 5 and guidance 6 for 480p, 7 and 1 distilled.
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0 if step_distilled else 5.0),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        guider=ClassifierFreeGuidance(guidance_scale=1.0 if step_distilled else 6.0),
+        image_encoder=image_encoder,
+        feature_extractor=siglip_image_processor(),
+    )
+    return pipe
+
+
+def siglip_image_processor() -> Any:
+    """The published settings of SigLIP so400m-patch14-384's processor: 384x384, bicubic,
+    pixels scaled to [-1, 1]. The PIL class: without torchvision, transformers maps the
+    default one to it anyway, and naming it keeps the pixels the same where it is installed."""
+    from transformers import SiglipImageProcessorPil
+    from transformers.image_utils import PILImageResampling
+
+    return SiglipImageProcessorPil(
+        size={"height": SIGLIP_IMAGE_SIZE, "width": SIGLIP_IMAGE_SIZE},
+        resample=PILImageResampling.BICUBIC,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"{token!r} is not in the tokenizer's vocabulary")
+    return token_id
+
+
+def _template_words() -> list[str]:
+    """Every Qwen2 pre-token of the pipeline's system turn, in order, each once."""
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+        HunyuanVideo15ImageToVideoPipeline,
+    )
+
+    # The pipeline's system message is set in __init__; the encoder's default is the same text.
+    system = (
+        inspect.signature(HunyuanVideo15ImageToVideoPipeline._get_mllm_prompt_embeds)
+        .parameters["system_message"]
+        .default
+    )
+    splitter = pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated")
+    words: dict[str, None] = {}
+    # Special tokens are cut out before pre-tokenization, so the regex never sees across them.
+    for segment in (f"system\n{system}", "\n", "user\n", "assistant\n"):
+        for word, _ in splitter.pre_tokenize_str(segment):
+            words[word] = None
+    return list(words)
+
+
+def _qwen_tokenizer() -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [(UNK, 0.0)]
+    seen = {UNK}
+    pieces = [(w, _WORD_SCORE) for w in _template_words()]
+    pieces += [(c, _CHAR_SCORE) for c in _FALLBACK_CHARS]
+    for piece, score in pieces:
+        if piece not in seen:
+            seen.add(piece)
+            vocab.append((piece, score))
+    backend = Tokenizer(Unigram(vocab, unk_id=0, byte_fallback=False))
+    # Qwen2 follows the regex with a byte-level mapping; without one the vocabulary can hold
+    # the template's words as they are, and the token boundaries are the same.
+    backend.pre_tokenizer = pre_tokenizers.Split(
+        Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated", invert=False
+    )
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in (END_OF_TEXT, IM_START, IM_END)]
+    )
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=backend,
+        eos_token=IM_END,
+        pad_token=END_OF_TEXT,
+        unk_token=UNK,
+        model_max_length=32768,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+        chat_template=CHAT_TEMPLATE,
+    )

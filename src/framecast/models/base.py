@@ -1,0 +1,194 @@
+"""What a model declaration is: one :class:`ModelSpec` per served model, each in its own module.
+
+A model is declared once: its RunComfy id, its input schema (a pydantic model with RunComfy's
+field names), its sizes and frame rule, its defaults, and how its real engine is loaded. The
+API's routes, ``/v1/models``, the OpenAPI document, ``framecast generate`` and the workers'
+``serves`` list all read these declarations; no other module spells a default or a size.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan.loras import LoraChoice
+
+if TYPE_CHECKING:
+    from framecast.engines.base import Engine
+    from framecast.settings import Settings
+
+MAX_PROMPT_CHARS = 10_000
+
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "output": {
+        "type": "object",
+        "properties": {
+            "image": {"type": "string", "format": "uri", "description": "single image URL"},
+            "video": {"type": "string", "format": "uri", "description": "single video URL"},
+            "images": {
+                "type": "array",
+                "description": "multiple image URLs",
+                "items": {"type": "string", "format": "uri"},
+            },
+            "videos": {
+                "type": "array",
+                "description": "multiple video URLs",
+                "items": {"type": "string", "format": "uri"},
+            },
+        },
+    }
+}
+"""RunComfy's output schema, the same for every video model."""
+
+
+class ModelInput(BaseModel, ABC):
+    """The input of one model: its fields, validation, and the request an engine gets from it.
+
+    Subclasses declare the fields (RunComfy's names first, then the official options) and
+    :attr:`image_field`, the name of the field that holds the image's URL.
+    """
+
+    # strict: "123" is not a seed and 129.0 is not a frame count; a client that sends them
+    # has a bug it should hear about rather than have guessed around.
+    model_config = ConfigDict(extra="forbid", strict=True, title="Input")
+
+    image_field: ClassVar[str]
+    """``image_url`` for HunyuanVideo-I2V, ``image`` for 1.5: RunComfy names them differently."""
+
+    if TYPE_CHECKING:
+        # Every model declares these itself (pydantic keeps a subclass's own field order, which
+        # is RunComfy's); the type checker needs to know they exist.
+        prompt: str
+        seed: int
+        num_frames: int
+
+    @field_validator("prompt", check_fields=False)
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @field_validator("num_frames", "seed", "num_inference_steps", mode="before", check_fields=False)
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # A JSON float is the wrong type for a count, even when it is whole (129.0).
+        if isinstance(value, float | bool):
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("num_frames", check_fields=False)
+    @classmethod
+    def _four_n_plus_one(cls, value: int) -> int:
+        # Every HunyuanVideo VAE compresses time 4x after the first frame.
+        if (value - 1) % 4:
+            metadata = cls.model_fields["num_frames"].metadata
+            low = next((int(m.ge) for m in metadata if hasattr(m, "ge")), 1)
+            high = next((str(m.le) for m in metadata if hasattr(m, "le")), "...")
+            lower = value - (value - 1) % 4
+            raise ValueError(
+                f"must be 4n+1 ({low}, {low + 4}, ..., {high}); nearest are {lower} and {lower + 4}"
+            )
+        return value
+
+    @property
+    def lora_choices(self) -> tuple[LoraChoice, ...]:
+        """The LoRAs this request names (none for a model without LoRAs)."""
+        return ()
+
+    @property
+    def image_source(self) -> str:
+        """The image's URL or data: URI, whatever this model calls the field."""
+        value: str = getattr(self, self.image_field)
+        return value
+
+    @property
+    @abstractmethod
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the video."""
+
+    @property
+    @abstractmethod
+    def fps(self) -> int: ...
+
+    @abstractmethod
+    def model_options(self) -> dict[str, Any]:
+        """The model-specific inputs, defaults resolved, as engines receive them."""
+
+    def generation_request(self, image: Image.Image) -> GenerationRequest:
+        """What an engine is asked to make for this input (the worker and `generate` share it)."""
+        width, height = self.size
+        return GenerationRequest(
+            image=image,
+            prompt=self.prompt,
+            seed=self.seed,
+            width=width,
+            height=height,
+            num_frames=self.num_frames,
+            fps=self.fps,
+            options=self.model_options(),
+        )
+
+    def stored(self) -> dict[str, Any]:
+        """The input as the request row keeps it: a data: URI can be 50 MB, and the image
+        itself is stored once, beside it, not in every row read."""
+        data = self.model_dump()
+        source = self.image_source
+        if source.startswith("data:"):
+            data[self.image_field] = source[: source.find(",") + 1] + "..."
+        return data
+
+
+@dataclass(frozen=True)
+class RealEngine:
+    """How the real model behind a declaration is found and loaded (``FRAMECAST_ENGINE=hunyuan``).
+
+    Both callables import torch only when called, so declarations cost nothing to import.
+    """
+
+    availability: Callable[[Settings], str | None]
+    """None if the real engine can run here, else why not (packages, GPU, weights)."""
+    load: Callable[[Settings], Engine]
+    setting: str
+    """The environment variable that names this model's weights, e.g. FRAMECAST_HUNYUAN_MODEL."""
+    checkpoints: Mapping[str, str]
+    """Short name -> hub id of each checkpoint ``framecast weights download`` offers; the
+    first is the default."""
+    download: Callable[[str, Path | None], Path]
+    """Fetch a hub id into the Hugging Face cache (or a folder) and check it is complete."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    """RunComfy's model id, which is also the route: ``POST /v1/models/{id}``."""
+    description: str
+    input: type[ModelInput]
+    sizes: Mapping[tuple[str, str], tuple[int, int]]
+    """(aspect_ratio, resolution) -> (width, height), whatever the engine."""
+    real_engine: RealEngine | None = None
+    """None: only the preview engine can serve it."""
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.input.model_fields)
+
+    def card(self) -> dict[str, Any]:
+        """This model as ``GET /v1/models`` lists it."""
+        return {
+            "id": self.id,
+            "description": self.description,
+            "input_schema": self.input.model_json_schema(),
+            "output_schema": OUTPUT_SCHEMA,
+            "sizes": [
+                {"aspect_ratio": aspect, "resolution": res, "width": w, "height": h}
+                for (aspect, res), (w, h) in self.sizes.items()
+            ],
+        }
