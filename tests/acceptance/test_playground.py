@@ -284,6 +284,33 @@ def test_cancel_a_running_request(tab: Tab, server: Server, image_server: tuple[
     assert "Cancelled" in page.locator("#history li").first.inner_text()
 
 
+def test_another_model_gets_its_own_form_and_runs(
+    tab: Tab, server: Server, image_server: tuple[str, Path]
+) -> None:
+    _, images = image_server
+    page = tab.page
+    tab.open("/")
+    page.select_option("#model", "tencent/hunyuan-video-v1.5/image-to-video")
+    with server.client() as c:
+        card = next(m for m in c.get("/v1/models").json()["models"] if "v1.5" in m["id"])
+    for name in card["input_schema"]["properties"]:
+        assert page.locator(f'#run-form [name="{name}"]').count() == 1, name
+    assert page.locator("#run-form [name=image_url]").count() == 0  # 1.5 calls it "image"
+    page.set_input_files("#image-file", str(images / "harbour.jpg"))
+    page.fill("#run-form [name=prompt]", "a slow pan")
+    page.select_option("#run-form [name=aspect_ratio]", "1:1")
+    page.fill("#run-form [name=num_frames]", "9")
+    assert tab.text("#size-note") == "Output: 640\u00d7640"
+    page.click("#submit")
+    page.wait_for_function(
+        "document.getElementById('run-state').textContent === 'Completed'", timeout=30_000
+    )
+    with server.client() as c:
+        result = c.get(f"/v1/requests/{tab.text('#run-id')}/result").json()
+    assert result["metadata"]["model_id"] == "tencent/hunyuan-video-v1.5/image-to-video"
+    assert (result["metadata"]["width"], result["metadata"]["height"]) == (640, 640)
+
+
 def test_bad_input_and_a_wrong_key_show_the_apis_message(
     tab: Tab, server: Server, image_server: tuple[str, Path]
 ) -> None:

@@ -186,6 +186,9 @@ class ModelSpec:
             "id": self.id,
             "description": self.description,
             "input_schema": self.input.model_json_schema(),
+            # Which input takes the image (RunComfy names it per model): for forms like the
+            # playground's, which build themselves from this card.
+            "image_field": self.input.image_field,
             "output_schema": OUTPUT_SCHEMA,
             "sizes": [
                 {"aspect_ratio": aspect, "resolution": res, "width": w, "height": h}

@@ -246,7 +246,7 @@ function renderForm() {
   const options = make("div", { className: "grid" });
   for (const [name, prop] of Object.entries(root.properties || {})) {
     const spec = fieldSpec(name, prop, root, required.has(name));
-    if (name === "image_url") {
+    if (name === imageName(model)) {
       const { box, el } = imageField(spec);
       holder.prepend(box);
       fields.push({ spec, el });
@@ -279,11 +279,17 @@ function sizeNote() {
   $("size-note").textContent = size ? `Output: ${size.width}×${size.height}` : "";
 }
 
+// The field that takes the image: models name it differently (image_url, image).
+function imageName(model) {
+  return model?.image_field || "image_url";
+}
+
 function readInput() {
   const input = {};
+  const model = models.find((m) => m.id === $("model").value);
   for (const { spec, el } of fields) {
     let value;
-    if (spec.name === "image_url" && uploaded) value = uploaded;
+    if (spec.name === imageName(model) && uploaded) value = uploaded;
     else if (spec.kind === "boolean") value = el.checked;
     else if (el.value.trim() === "") continue; // not sent: the server's default applies
     else if (spec.kind === "enum") value = spec.options.find((o) => String(o) === el.value);
