@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,14 @@ from framecast.engines.hunyuan.pipeline import (
     enable_official_vae_tiling,
     encode_conditions,
     scheduler_with_shift,
+)
+from framecast.engines.hunyuan.placement import (
+    choose_device,
+    copy_out_of_mmap,
+    keep_on_gpu,
+    place,
+    tidy,
+    visiting,
 )
 from framecast.engines.hunyuan.speedups import (
     INEXACT_ATTENTION,
@@ -92,18 +100,7 @@ class Placement:
 
     @classmethod
     def choose(cls, device_spec: str, offload: str) -> Placement:
-        if device_spec == "auto":
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            try:
-                device = torch.device(device_spec)
-            except RuntimeError as exc:
-                raise EngineUnavailable(f"FRAMECAST_DEVICE={device_spec}: {exc}") from exc
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise EngineUnavailable(
-                    f"FRAMECAST_DEVICE={device_spec} but torch sees no CUDA GPU "
-                    f"(torch {torch.__version__}); install a CUDA build of torch or use cpu"
-                )
+        device = choose_device(device_spec)
         if device.type == "cuda":
             # The official precisions: transformer bf16, VAE and text encoders fp16.
             return cls(device, offload, torch.bfloat16, torch.float16, False)
@@ -193,7 +190,7 @@ def load_pipeline(
                 f"cannot load HunyuanVideo-I2V from {source.path}: {type(exc).__name__}: {exc}"
             ) from exc
     if placement.device.type == "cpu" and not source.is_tiny:
-        _copy_out_of_mmap(pipe)
+        copy_out_of_mmap(_models(pipe))
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     enable_official_vae_tiling(pipe.vae)
     if linear in FP8_MODES:
@@ -202,7 +199,7 @@ def load_pipeline(
         # Before _place: offload hooks capture the modules they move. Quantised on the GPU
         # block by block (seconds, not minutes), also where the blocks then live on the CPU.
         convert_blocks_to_fp8(pipe.transformer, linear, placement.device)
-    _place(pipe, placement)
+    place(pipe, placement, _models(pipe))
     return pipe
 
 
@@ -228,42 +225,8 @@ def check_checkpoint(config: Mapping[str, Any], name: str) -> None:
         )
 
 
-def _copy_out_of_mmap(pipe: FramecastHunyuanPipeline) -> None:
-    # from_pretrained leaves CPU weights memory-mapped from the safetensors files, 8-byte
-    # aligned; some CPU matmul kernels then round differently than on aligned memory, so the
-    # same model would give (slightly) different videos depending on how it was loaded. On a
-    # GPU the copy to the device does this anyway.
-    with torch.no_grad():
-        for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-            for tensor in [*part.parameters(), *part.buffers()]:
-                tensor.data = tensor.data.clone()
-
-
-def _place(pipe: FramecastHunyuanPipeline, placement: Placement) -> None:
-    device = placement.device
-    if placement.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif placement.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    elif placement.offload == "group":
-        pipe.enable_group_offload(
-            onload_device=device,
-            offload_device=torch.device("cpu"),
-            offload_type="block_level",
-            num_blocks_per_group=1,
-            use_stream=True,
-        )
-    else:
-        for part in (pipe.transformer, pipe.vae, pipe.text_encoder_2):
-            part.to(device)
-        if placement.text_encoder_resident:
-            pipe.text_encoder.to(device)
-
-
-def _text_encoder_fits(pipe: FramecastHunyuanPipeline, device: torch.device) -> bool:
-    free, _total = torch.cuda.mem_get_info(device)
-    size = sum(p.numel() * p.element_size() for p in pipe.text_encoder.parameters())
-    return bool(free - size >= TEXT_ENCODER_HEADROOM)
+def _models(pipe: FramecastHunyuanPipeline) -> tuple[torch.nn.Module, ...]:
+    return (pipe.transformer, pipe.vae, pipe.text_encoder_2, pipe.text_encoder)
 
 
 class HunyuanEngine(Engine):
@@ -334,13 +297,8 @@ class HunyuanEngine(Engine):
         except (AttentionUnavailable, Fp8Unsupported) as exc:
             raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement, linear)
-        if (
-            placement.device.type == "cuda"
-            and placement.offload == "none"
-            and _text_encoder_fits(pipe, placement.device)
-        ):
-            pipe.text_encoder.to(placement.device)
-            placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
+        if keep_on_gpu(pipe.text_encoder, placement, TEXT_ENCODER_HEADROOM):
+            placement = replace(placement, text_encoder_resident=True)
         log.info(
             "HunyuanVideo-I2V loaded from %s on %s (offload=%s, text encoder %s)",
             source.name,
@@ -438,17 +396,8 @@ class HunyuanEngine(Engine):
     @torch.inference_mode()
     def _encode(self, image: Any, prompt: str, negative_prompt: str | None) -> Any:
         pipe, placement = self.pipe, self.placement
-        device = placement.device
-        visiting = placement.offload == "none" and not placement.text_encoder_resident
-        if visiting:
-            pipe.text_encoder.to(device)
-        try:
-            conditions = encode_conditions(pipe, image, prompt, negative_prompt, device)
-        finally:
-            if visiting:
-                # The 8B encoder leaves the GPU so denoising has the memory to itself.
-                pipe.text_encoder.to("cpu")
-        return conditions
+        with visiting(pipe.text_encoder, placement):
+            return encode_conditions(pipe, image, prompt, negative_prompt, placement.device)
 
     def _denoise(
         self,
@@ -520,11 +469,7 @@ class HunyuanEngine(Engine):
         return out
 
     def _tidy(self) -> None:
-        if self.placement.offload == "model":
-            # A cancel or an error leaves the last model on the GPU; put everything back.
-            self.pipe.maybe_free_model_hooks()  # type: ignore[no-untyped-call]
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
+        tidy(self.pipe, self.placement)
 
 
 def _check_geometry(request: GenerationRequest) -> None:

@@ -68,8 +68,9 @@ def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x / scale).to(E4M3), scale
 
 
-class Float8Linear(torch.nn.Linear):
-    """``nn.Linear`` with its weight stored in e4m3; inputs are cast per token on the way in.
+class _E4m3Linear(torch.nn.Linear):
+    """``nn.Linear`` with its weight stored in e4m3, one float32 scale per row; the subclasses
+    say how they compute with it.
 
     A subclass of ``nn.Linear`` (built without its ``__init__``, which would allocate a weight in
     the compute dtype) so that PEFT adapts it as a linear layer: its ``lora.Linear`` calls this
@@ -79,6 +80,8 @@ class Float8Linear(torch.nn.Linear):
     weight (torch refuses to promote float8), and nothing here asks for one.
     """
 
+    weight_scale: torch.Tensor
+
     def __init__(self, linear: torch.nn.Linear) -> None:
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -87,10 +90,22 @@ class Float8Linear(torch.nn.Linear):
             weight, scale = _quantize_rows(linear.weight.detach())
         # A parameter, so that offloading (model, group, sequential) moves it like any weight.
         self.weight = torch.nn.Parameter(weight, requires_grad=False)
-        # [1, out]: the layout _scaled_mm takes for the second operand's row-wise scales.
-        self.weight_scale: torch.Tensor
-        self.register_buffer("weight_scale", scale.t().contiguous())
+        self.register_buffer("weight_scale", self._scale_layout(scale))
         self.bias = linear.bias
+
+    @staticmethod
+    def _scale_layout(scale: torch.Tensor) -> torch.Tensor:
+        """The row scales ([out, 1], float32) as this layer keeps them."""
+        return scale
+
+
+class Float8Linear(_E4m3Linear):
+    """``nn.Linear`` with its weight stored in e4m3; inputs are cast per token on the way in."""
+
+    @staticmethod
+    def _scale_layout(scale: torch.Tensor) -> torch.Tensor:
+        # [1, out]: the layout _scaled_mm takes for the second operand's row-wise scales.
+        return scale.t().contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -115,24 +130,11 @@ class Float8Linear(torch.nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 rows"
 
 
-class Float8WeightLinear(torch.nn.Linear):
+class Float8WeightLinear(_E4m3Linear):
     """``nn.Linear`` with its weight stored in e4m3, upcast to the compute dtype at each call.
 
-    Saves memory, not time: the product is the ordinary one, in the compute dtype. An
-    ``nn.Linear`` with a ``compute_dtype`` for PEFT's sake, as :class:`Float8Linear`.
+    Saves memory, not time: the product is the ordinary one, in the compute dtype.
     """
-
-    def __init__(self, linear: torch.nn.Linear) -> None:
-        torch.nn.Module.__init__(self)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.compute_dtype = linear.weight.dtype
-        with torch.no_grad():
-            weight, scale = _quantize_rows(linear.weight.detach())
-        # A parameter, so that offloading (model, group, sequential) moves it like any weight.
-        self.weight = torch.nn.Parameter(weight, requires_grad=False)
-        self.weight_scale: torch.Tensor  # [out, 1], float32
-        self.register_buffer("weight_scale", scale)
-        self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # e4m3 -> float32 is exact, so the weight is rounded once, to the compute dtype; torch

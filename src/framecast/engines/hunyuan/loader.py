@@ -7,6 +7,7 @@ Imports no torch until an engine is actually loaded: the engine choice at start-
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from framecast.engines.base import EngineUnavailable
@@ -24,13 +25,26 @@ def missing_packages() -> list[str]:
     return [m for m in PACKAGES if importlib.util.find_spec(m) is None]
 
 
-def availability(settings: Settings) -> str | None:
-    """None if HunyuanVideo-I2V can run here (its packages, a GPU and its weights), else why not."""
+def require_packages() -> None:
+    """Raise a clear EngineUnavailable where a package the Hunyuan engines need is missing."""
+    missing = missing_packages()
+    if missing:
+        raise EngineUnavailable(
+            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
+            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
+        )
+
+
+def availability_of(
+    settings: Settings, resolve: Callable[[], ModelSource], what: str
+) -> str | None:
+    """None if the model that ``resolve`` finds can run here (its packages, a GPU and its
+    weights), else why not; ``what`` says in that reason what would be slow on a CPU."""
     missing = missing_packages()
     if missing:
         return f"{', '.join(missing)} not installed"
     try:
-        source = resolve_model(settings.hunyuan_model)
+        source = resolve()
     except WeightsError as exc:
         return exc.message
     if source.is_tiny:
@@ -38,18 +52,20 @@ def availability(settings: Settings) -> str | None:
     from framecast.engines.hunyuan import cuda_available
 
     if settings.device == "auto" and not cuda_available():
-        return "torch sees no CUDA GPU (a 13B video model on the CPU would take days)"
+        return f"torch sees no CUDA GPU ({what} on the CPU would take days)"
     return None
+
+
+def availability(settings: Settings) -> str | None:
+    """None if HunyuanVideo-I2V can run here (its packages, a GPU and its weights), else why not."""
+    return availability_of(
+        settings, lambda: resolve_model(settings.hunyuan_model), "a 13B video model"
+    )
 
 
 def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo-I2V engine, loaded as the settings say, or a clear EngineUnavailable."""
-    missing = missing_packages()
-    if missing:
-        raise EngineUnavailable(
-            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
-            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
-        )
+    require_packages()
     if source is None:
         source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import torch
@@ -256,11 +256,16 @@ def _template_words() -> list[str]:
     )
 
     template = str(DEFAULT_PROMPT_TEMPLATE["template"]).replace("{}", "")
-    splitter = pre_tokenizers.Split(Regex(LLAMA_PRETOKENIZE_PATTERN), behavior="isolated")
     specials = "|".join(re.escape(t) for t in LLAMA_SPECIAL_TOKENS)
-    words: dict[str, None] = {}
     # Added tokens are cut out before pre-tokenization, so the regex never sees across them.
-    for segment in re.split(specials, template):
+    return _pre_tokens(LLAMA_PRETOKENIZE_PATTERN, re.split(specials, template))
+
+
+def _pre_tokens(pattern: str, segments: Iterable[str]) -> list[str]:
+    """Every piece ``pattern`` splits ``segments`` into, in order, each once."""
+    splitter = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    words: dict[str, None] = {}
+    for segment in segments:
         for word, _ in splitter.pre_tokenize_str(segment):
             words[word] = None
     return list(words)
@@ -276,19 +281,22 @@ def _unigram(words: list[str], chars: tuple[str, ...]) -> Unigram:
     return Unigram(vocab, unk_id=0, byte_fallback=False)
 
 
+def _word_tokenizer(words: list[str], pattern: str, specials: Iterable[str]) -> Tokenizer:
+    """A Unigram tokenizer that keeps ``words`` whole and spells anything else out, splitting
+    text where ``pattern`` does, with ``specials`` added after the rest."""
+    backend = Tokenizer(_unigram(words, _FALLBACK_CHARS))
+    # Llama-3 and Qwen2 follow the regex with a byte-level mapping; without one the vocabulary
+    # can hold the template's words as they are, and the token boundaries are the same.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return backend
+
+
 def _llama_tokenizer() -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(_unigram(_template_words(), _FALLBACK_CHARS))
-    # Llama-3 follows the regex with a byte-level mapping; without one the vocabulary can hold
-    # the template's words as they are, and the token boundaries are the same.
-    backend.pre_tokenizer = pre_tokenizers.Split(
-        Regex(LLAMA_PRETOKENIZE_PATTERN), behavior="isolated", invert=False
-    )
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in LLAMA_SPECIAL_TOKENS]
-    )
+    backend = _word_tokenizer(_template_words(), LLAMA_PRETOKENIZE_PATTERN, LLAMA_SPECIAL_TOKENS)
     bos_id = backend.token_to_id(BOS)
     backend.post_processor = TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]

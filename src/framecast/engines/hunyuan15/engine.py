@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -28,6 +28,14 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 )
 
 from framecast.engines.base import Engine, EngineUnavailable, GenerationRequest, Hooks
+from framecast.engines.hunyuan.placement import (
+    choose_device,
+    copy_out_of_mmap,
+    keep_on_gpu,
+    place,
+    tidy,
+    visiting,
+)
 from framecast.engines.hunyuan15.options import Defaults, Options
 from framecast.engines.hunyuan15.pipeline import (
     Conditions,
@@ -76,18 +84,7 @@ class Placement:
     def choose(cls, device_spec: str, offload: str) -> Placement:
         if offload not in OFFLOAD_MODES:
             raise EngineUnavailable(f"offload must be one of {', '.join(OFFLOAD_MODES)}")
-        if device_spec == "auto":
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            try:
-                device = torch.device(device_spec)
-            except RuntimeError as exc:
-                raise EngineUnavailable(f"FRAMECAST_DEVICE={device_spec}: {exc}") from exc
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise EngineUnavailable(
-                    f"FRAMECAST_DEVICE={device_spec} but torch sees no CUDA GPU "
-                    f"(torch {torch.__version__}); install a CUDA build of torch or use cpu"
-                )
+        device = choose_device(device_spec)
         if device.type == "cuda":
             # The official precisions: transformer bf16; VAE, Qwen2.5-VL and SigLIP fp16; ByT5
             # as loaded, fp32.
@@ -131,14 +128,14 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
                 f"cannot load HunyuanVideo 1.5 from {source.path}: {type(exc).__name__}: {exc}"
             ) from exc
         if placement.device.type == "cpu":
-            _copy_out_of_mmap(pipe)
+            copy_out_of_mmap(_models(pipe))
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     if not source.is_tiny:
         # As diffusers' example for this pipeline: a 720p decode needs far less memory in
         # tiles. The tiny model needs no saving, and overlapping tiles would make its 480p
         # decode on a CPU 2.4x the work (12 s instead of 5).
         pipe.vae.enable_tiling()
-    _place(pipe, placement)
+    place(pipe, placement, _models(pipe))
     return pipe
 
 
@@ -156,44 +153,8 @@ def check_checkpoint(config: Mapping[str, Any], name: str) -> None:
         )
 
 
-def _copy_out_of_mmap(pipe: FramecastHunyuan15Pipeline) -> None:
-    # from_pretrained leaves CPU weights memory-mapped from the safetensors files; some CPU
-    # kernels round differently on that (8-byte aligned) memory, so the same model would give
-    # slightly different videos depending on how it was loaded.
-    with torch.no_grad():
-        for part in _models(pipe):
-            for tensor in [*part.parameters(), *part.buffers()]:
-                tensor.data = tensor.data.clone()
-
-
 def _models(pipe: FramecastHunyuan15Pipeline) -> tuple[torch.nn.Module, ...]:
     return (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.image_encoder)
-
-
-def _place(pipe: FramecastHunyuan15Pipeline, placement: Placement) -> None:
-    device = placement.device
-    if placement.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif placement.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    elif placement.offload == "group":
-        pipe.enable_group_offload(
-            onload_device=device,
-            offload_device=torch.device("cpu"),
-            offload_type="block_level",
-            num_blocks_per_group=1,
-            use_stream=True,
-        )
-    else:
-        for part in _models(pipe):
-            if part is not pipe.text_encoder or placement.text_encoder_resident:
-                part.to(device)
-
-
-def _text_encoder_fits(pipe: FramecastHunyuan15Pipeline, device: torch.device) -> bool:
-    free, _total = torch.cuda.mem_get_info(device)
-    size = sum(p.numel() * p.element_size() for p in pipe.text_encoder.parameters())
-    return bool(free - size >= TEXT_ENCODER_HEADROOM)
 
 
 class Hunyuan15Engine(Engine):
@@ -238,13 +199,8 @@ class Hunyuan15Engine(Engine):
     ) -> Hunyuan15Engine:
         placement = Placement.choose(device, offload)
         pipe = load_pipeline(source, placement)
-        if (
-            placement.device.type == "cuda"
-            and placement.offload == "none"
-            and _text_encoder_fits(pipe, placement.device)
-        ):
-            pipe.text_encoder.to(placement.device)
-            placement = Placement(**{**placement.__dict__, "text_encoder_resident": True})
+        if keep_on_gpu(pipe.text_encoder, placement, TEXT_ENCODER_HEADROOM):
+            placement = replace(placement, text_encoder_resident=True)
         engine = cls(pipe, model=source.name, placement=placement, tiny=source.is_tiny)
         log.info(
             "HunyuanVideo 1.5 I2V (%s, distilled=%s) loaded from %s on %s (offload=%s, text "
@@ -323,15 +279,8 @@ class Hunyuan15Engine(Engine):
     @torch.inference_mode()
     def _encode(self, prompt: str, negative_prompt: str | None) -> Conditions:
         pipe, placement = self.pipe, self.placement
-        visiting = placement.offload == "none" and not placement.text_encoder_resident
-        if visiting:
-            pipe.text_encoder.to(placement.device)
-        try:
+        with visiting(pipe.text_encoder, placement):
             return encode_conditions(pipe, prompt, negative_prompt, placement.device)
-        finally:
-            if visiting:
-                # The 7B encoder leaves the GPU so denoising has the memory to itself.
-                pipe.text_encoder.to("cpu")
 
     def _denoise(
         self,
@@ -383,11 +332,7 @@ class Hunyuan15Engine(Engine):
         return out
 
     def _tidy(self) -> None:
-        if self.placement.offload == "model":
-            # A cancel or an error leaves the last model on the GPU; put everything back.
-            self.pipe.maybe_free_model_hooks()  # type: ignore[no-untyped-call]
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
+        tidy(self.pipe, self.placement)
 
     def _check_geometry(self, request: GenerationRequest) -> None:
         width, height = request.width, request.height

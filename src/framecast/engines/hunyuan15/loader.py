@@ -10,14 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from framecast.engines.base import EngineUnavailable
-from framecast.engines.hunyuan.loader import missing_packages
-from framecast.engines.hunyuan15.weights import (
-    TINY_RANDOM,
-    ModelSource,
-    WeightsError,
-    resolve_model,
-)
+from framecast.engines.hunyuan.loader import availability_of, require_packages
+from framecast.engines.hunyuan15.weights import TINY_RANDOM, ModelSource, resolve_model
 
 if TYPE_CHECKING:
     from framecast.engines.base import Engine
@@ -34,30 +28,14 @@ def model_spec(settings: Settings) -> str:
 
 def availability(settings: Settings) -> str | None:
     """None if HunyuanVideo 1.5 can run here (its packages, a GPU and its weights), else why not."""
-    missing = missing_packages()
-    if missing:
-        return f"{', '.join(missing)} not installed"
-    try:
-        source = resolve_model(model_spec(settings))
-    except WeightsError as exc:
-        return exc.message
-    if source.is_tiny:
-        return None  # asked for by name: a test or smoke run, on any device
-    from framecast.engines.hunyuan import cuda_available
-
-    if settings.device == "auto" and not cuda_available():
-        return "torch sees no CUDA GPU (an 8.3B video model on the CPU would take days)"
-    return None
+    return availability_of(
+        settings, lambda: resolve_model(model_spec(settings)), "an 8.3B video model"
+    )
 
 
 def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo 1.5 engine, loaded as the settings say, or a clear EngineUnavailable."""
-    missing = missing_packages()
-    if missing:
-        raise EngineUnavailable(
-            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
-            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
-        )
+    require_packages()
     if source is None:
         source = resolve_model(model_spec(settings))  # before importing torch: fail fast
     from framecast.engines.hunyuan15.engine import Hunyuan15Engine

@@ -14,14 +14,18 @@ system turn) crops exactly the system turn here too.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
-from tokenizers.models import Unigram
+
+from framecast.engines.hunyuan.tiny import (
+    UNK,
+    _default_dtype,
+    _pre_tokens,
+    _token_id,
+    _word_tokenizer,
+)
 
 if TYPE_CHECKING:
     # From its own module: mypy resolves the top-level diffusers name to a torch-less dummy.
@@ -44,7 +48,6 @@ QWEN_PRETOKENIZE_PATTERN: Final = (
 IM_START: Final = "<|im_start|>"
 IM_END: Final = "<|im_end|>"
 END_OF_TEXT: Final = "<|endoftext|>"
-UNK: Final = "<unk>"
 
 CHAT_TEMPLATE: Final = (
     "{% for message in messages %}"
@@ -53,12 +56,6 @@ CHAT_TEMPLATE: Final = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 """Qwen2.5-VL's chat template for text-only messages, the only kind the pipeline sends."""
-
-# Log-probabilities for the Unigram model: a whole template word (-1) always beats spelling it
-# out (-10 a character), so the template tokenizes word by word and anything else still encodes.
-_WORD_SCORE: Final = -1.0
-_CHAR_SCORE: Final = -10.0
-_FALLBACK_CHARS: Final = (*(chr(c) for c in range(32, 127)), "\t", "\n", "\r")
 
 SIGLIP_IMAGE_SIZE: Final = 384
 SIGLIP_PATCH_SIZE: Final = 14
@@ -207,23 +204,6 @@ def siglip_image_processor() -> Any:
     )
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
-        raise ValueError(f"{token!r} is not in the tokenizer's vocabulary")
-    return token_id
-
-
 def _template_words() -> list[str]:
     """Every Qwen2 pre-token of the pipeline's system turn, in order, each once."""
     from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
@@ -236,36 +216,16 @@ def _template_words() -> list[str]:
         .parameters["system_message"]
         .default
     )
-    splitter = pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated")
-    words: dict[str, None] = {}
     # Special tokens are cut out before pre-tokenization, so the regex never sees across them.
-    for segment in (f"system\n{system}", "\n", "user\n", "assistant\n"):
-        for word, _ in splitter.pre_tokenize_str(segment):
-            words[word] = None
-    return list(words)
+    segments = (f"system\n{system}", "\n", "user\n", "assistant\n")
+    return _pre_tokens(QWEN_PRETOKENIZE_PATTERN, segments)
 
 
 def _qwen_tokenizer() -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
-    vocab = [(UNK, 0.0)]
-    seen = {UNK}
-    pieces = [(w, _WORD_SCORE) for w in _template_words()]
-    pieces += [(c, _CHAR_SCORE) for c in _FALLBACK_CHARS]
-    for piece, score in pieces:
-        if piece not in seen:
-            seen.add(piece)
-            vocab.append((piece, score))
-    backend = Tokenizer(Unigram(vocab, unk_id=0, byte_fallback=False))
-    # Qwen2 follows the regex with a byte-level mapping; without one the vocabulary can hold
-    # the template's words as they are, and the token boundaries are the same.
-    backend.pre_tokenizer = pre_tokenizers.Split(
-        Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated", invert=False
-    )
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in (END_OF_TEXT, IM_START, IM_END)]
-    )
+    specials = (END_OF_TEXT, IM_START, IM_END)
+    backend = _word_tokenizer(_template_words(), QWEN_PRETOKENIZE_PATTERN, specials)
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         eos_token=IM_END,
