@@ -182,6 +182,12 @@ def generate(
     same defaults and limits, e.g. --seed 7 --aspect-ratio 9:16 --num-frames 65
     --no-i2v-stability. `framecast models` lists each model's inputs.
     """
+    # Before anything slow: a video rendered for minutes must have somewhere to go.
+    problem = _output_problem(output)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -263,6 +269,19 @@ def generate(
     warning = meta.get("warning")
     if warning:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def _output_problem(output: Path) -> str | None:
+    """Why the video cannot be written to ``output``, or None."""
+    folder = output.parent
+    if output.is_dir():
+        return f"--output {output} is a folder; give a file name, e.g. {output / 'out.mp4'}"
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        return f"the folder {folder} {what}; create it, or give -o a path in an existing folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable; give -o a path in a folder you can write to"
+    return None
 
 
 class _FlagError(ValueError):

@@ -9,9 +9,9 @@ hop at a time, so each hop gets the same treatment.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -35,6 +35,8 @@ _ALLOWED_SCHEMES = "http, https or data"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MiB = 1024 * 1024
+
+log = logging.getLogger("framecast.fetch")
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,14 @@ def _refused(host: str, ip: IPAddress, reason: str) -> InputError:
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
     shown = f"::ffff:{mapped}" if mapped else str(ip)
     if host in (str(ip), shown):
-        subject = f"image_url points to {shown}"
+        # The URL names the address itself: saying it back tells the client nothing new.
+        subject = f"image_url points to {shown}, {article} {reason} address"
     else:
-        subject = f"image_url host {host} resolves to {shown}"
+        # What a name resolves to inside the server's network is not the client's business.
+        log.warning("refused image_url host %s: it resolves to %s (%s)", host, shown, reason)
+        subject = f"image_url host {host} resolves to {article} {reason} address"
     return InputError(
-        f"{subject}, {article} {reason} address; only public internet addresses can be fetched. "
+        f"{subject}; only public internet addresses can be fetched. "
         "Host the image somewhere public or send it as a data: URI "
         "(FRAMECAST_ALLOW_PRIVATE_URLS=true lifts this check, for local development only).",
         code="image_url_refused",
@@ -230,29 +235,28 @@ def _too_large(max_bytes: int, what: str = "the image at image_url") -> InputErr
 
 
 def _decode_data_url(url: str, max_bytes: int) -> Fetched:
-    header, comma, payload = url[len("data:") :].partition(",")
-    if not comma:
+    """Decode a data: URI. A large one takes a while: run this in a thread (see _decode_base64)."""
+    comma = url.find(",")
+    if comma < 0:
         raise _invalid(
             "image_url is a data: URI without a ',' before the data; "
             "write it as data:image/png;base64,<data>."
         )
-    params = [p.strip() for p in header.split(";")]
+    params = [p.strip() for p in url[len("data:") : comma].split(";")]
     media_type = params[0].lower() or None
     what = "the image in the data: URI"
     if len(params) > 1 and params[-1].lower() == "base64":
-        # Percent-escapes and whitespace are legal inside base64 data URIs; drop them first so the
-        # length below is exact.
-        encoded = unquote_to_bytes(payload).translate(None, b" \t\n\r\f")
-        if len(encoded) * 3 // 4 - 2 > max_bytes:
+        # Percent-escapes and whitespace are legal inside base64 data URIs. The payload is read
+        # where it lies in ``url``: a copy of 67 MB would hold the GIL too (see _BASE64_PIECE).
+        encoded: str | bytes = url
+        start = comma + 1
+        if url.find("%", start) >= 0:
+            encoded, start = unquote_to_bytes(url[start:]), 0
+        if _base64_chars(encoded, start) * 3 // 4 - 2 > max_bytes:
             raise _too_large(max_bytes, what)
-        encoded += b"=" * (-len(encoded) % 4)  # browsers accept missing padding
-        try:
-            data = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise _invalid(
-                "image_url is a data: URI whose base64 data is invalid; re-encode the image."
-            ) from None
+        data = _decode_base64(encoded, start)
     else:
+        payload = url[comma + 1 :]
         # Each %XX is three characters for one byte, so this is the least the data can decode to.
         if len(payload) - 2 * payload.count("%") > max_bytes:
             raise _too_large(max_bytes, what)
@@ -260,6 +264,62 @@ def _decode_data_url(url: str, max_bytes: int) -> Fetched:
     if len(data) > max_bytes:
         raise _too_large(max_bytes, what)
     return Fetched(data=data, content_type=media_type, url="data:")
+
+
+_WHITESPACE = " \t\n\r\f"
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# Characters decoded per step. Each step's C calls hold the GIL for a few milliseconds at most,
+# so the event loop's thread keeps answering while a 67 MB data: URI is decoded in a thread; one
+# call over all of it would hold the GIL, and so stall the loop, for a quarter of a second.
+_BASE64_PIECE = 1 << 20
+
+
+def _base64_chars(encoded: str | bytes, start: int) -> int:
+    """The characters of ``encoded[start:]`` that are not whitespace, counted a piece at a time
+    (see _BASE64_PIECE)."""
+    total = len(encoded) - start
+    for at in range(start, len(encoded), _BASE64_PIECE):
+        end = at + _BASE64_PIECE
+        if isinstance(encoded, str):
+            total -= sum(encoded.count(c, at, end) for c in _WHITESPACE)
+        else:
+            total -= sum(encoded.count(c.encode(), at, end) for c in _WHITESPACE)
+    return total
+
+
+def _decode_base64(encoded: str | bytes, start: int) -> bytes:
+    """Decode ``encoded[start:]`` as base64, a piece at a time, ignoring whitespace and
+    accepting missing padding as browsers do."""
+    out = bytearray()
+    carry = b""
+    for at in range(start, len(encoded), _BASE64_PIECE):
+        text = encoded[at : at + _BASE64_PIECE]
+        try:
+            piece = carry + (text.encode("ascii") if isinstance(text, str) else text)
+        except UnicodeEncodeError:
+            raise _invalid_base64() from None
+        piece = piece.translate(None, _WHITESPACE.encode())
+        whole = len(piece) - len(piece) % 4
+        piece, carry = piece[:whole], piece[whole:]
+        out += _decode_base64_piece(piece, last=at + _BASE64_PIECE >= len(encoded))
+    if carry:
+        out += _decode_base64_piece(carry + b"=" * (-len(carry) % 4), last=True)
+    return bytes(out)
+
+
+def _decode_base64_piece(piece: bytes, *, last: bool) -> bytes:
+    rest = piece.translate(None, _B64_ALPHABET)
+    padded = last and rest in (b"=", b"==") and piece.endswith(rest)
+    if rest and not padded:
+        raise _invalid_base64()
+    try:
+        return binascii.a2b_base64(piece)
+    except binascii.Error:
+        raise _invalid_base64() from None
+
+
+def _invalid_base64() -> InputError:
+    return _invalid("image_url is a data: URI whose base64 data is invalid; re-encode the image.")
 
 
 # --- connections --------------------------------------------------------------------------------
@@ -338,8 +398,12 @@ class UrlFetcher:
         max_redirects: int = 5,
         resolver: Resolver | None = None,
         address_policy: AddressPolicy | None = None,
+        decode_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
+        """``decode_limiter``: the threads that decode data: URIs (anyio's default ones if None);
+        the API shares it with its image decodes, to bound the memory they take together."""
         self._allow_private = allow_private
+        self._decode_limiter = decode_limiter
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._max_redirects = max_redirects
@@ -372,7 +436,9 @@ class UrlFetcher:
     async def fetch(self, url: str) -> Fetched:
         url = url.strip()
         if url[:5].lower() == "data:":
-            return _decode_data_url(url, self._max_bytes)
+            return await anyio.to_thread.run_sync(
+                _decode_data_url, url, self._max_bytes, limiter=self._decode_limiter
+            )
         target = _parse_http_url(url)
         try:
             # One deadline for everything: DNS, connects, every redirect and the whole body.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from framecast.errors import InputError
 
@@ -31,6 +35,16 @@ _SIGNATURES = {
 }
 
 
+# Pillow modes whose channels are wider than a byte (PNGs are read off their raw mode instead).
+_WIDE_CHANNELS = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+
+# Pillow decodes WebP through libwebp's animation decoder, which fills two RGBA canvases.
+_WEBP_BYTES_PER_PIXEL = 2 * 4
+
+_MB = 1_000_000
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied, fully loaded
@@ -39,18 +53,105 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> DecodedImage:
+@dataclass(frozen=True)
+class CheckedImage:
+    """What :func:`check_image` learnt about an image: no pixels are kept."""
+
+    format: str  # one of SUPPORTED_FORMATS
+    width: int  # as stored, before EXIF orientation
+    height: int
+    decode_bytes: int  # see decode_cost
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes an opened (not yet loaded) image takes once decoded, read from its header alone:
+    width x height x channels x bytes per channel (WebP: 8 bytes per pixel, libwebp's two RGBA
+    canvases)."""
+    width, height = image.size
+    if image.format == "WEBP":
+        return width * height * _WEBP_BYTES_PER_PIXEL
+    channels, depth = _channels_and_depth(image)
+    return width * height * channels * depth
+
+
+def _channels_and_depth(image: Image.Image) -> tuple[int, int]:
+    # A PNG's raw mode says what the file holds ("RGBA;16B", "LA;16B", "I;16B"); Pillow opens
+    # 16-bit colour as 8-bit modes, and 16-bit grey with alpha as RGBA.
+    raw_mode = _raw_mode(image) if image.format == "PNG" else ""
+    base, _, bits = raw_mode.partition(";")
+    try:
+        channels = Image.getmodebands(base)
+    except (KeyError, ValueError):
+        return len(image.getbands()), _WIDE_CHANNELS.get(image.mode, 1)
+    return channels, 2 if bits.startswith("16") else 1
+
+
+def _raw_mode(image: Image.Image) -> str:
+    tile = image.tile if isinstance(image, ImageFile.ImageFile) else []
+    args = tile[0].args if tile else None
+    return args if isinstance(args, str) else ""
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = 40_000_000, max_decode_bytes: int | None = None
+) -> DecodedImage:
     """Decode ``data`` (first frame of animations) to RGB, or raise :class:`InputError`."""
+
+    def decode(opened: Image.Image, image_format: str) -> DecodedImage:
+        opened.load()
+        image = _to_rgb(ImageOps.exif_transpose(opened))
+        return DecodedImage(
+            image=image, format=image_format, width=image.width, height=image.height
+        )
+
+    return _decode(data, max_pixels, max_decode_bytes, decode)
+
+
+def check_image(
+    data: bytes, *, max_pixels: int = 40_000_000, max_decode_bytes: int | None = None
+) -> CheckedImage:
+    """Decode ``data`` to find out whether it is a whole, usable image, as :func:`decode_image`
+    would, but keep none of it: what the API does at submit (the worker decodes it again).
+
+    JPEGs are decoded at an eighth of their size (every byte of the file is still read), and the
+    memory freed afterwards is handed back to the system, so one large image does not leave the
+    process larger for good.
+    """
+
+    def check(opened: Image.Image, image_format: str) -> CheckedImage:
+        width, height = opened.size
+        cost = decode_cost(opened)
+        if image_format == "JPEG":
+            opened.draft(None, (max(1, width // 8), max(1, height // 8)))
+        opened.load()
+        opened.getexif().get(ExifTags.Base.Orientation)  # what exif_transpose reads
+        return CheckedImage(format=image_format, width=width, height=height, decode_bytes=cost)
+
+    try:
+        return _decode(data, max_pixels, max_decode_bytes, check)
+    finally:
+        release_free_memory()
+
+
+def _decode(
+    data: bytes,
+    max_pixels: int,
+    max_decode_bytes: int | None,
+    use: Callable[[Image.Image, str], _T],
+) -> _T:
+    """Open ``data``, check its size from the header, and hand it to ``use``; Pillow's errors
+    become :class:`InputError` with a message that says what is wrong."""
     if not data:
         raise _not_decodable("the image is empty (0 bytes); send the image file itself.")
     try:
         with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as opened:
             # Opening reads only the header: check the size before any pixel memory is allocated.
             _check_pixels(opened.size, max_pixels)
+            if max_decode_bytes is not None:
+                _check_decode_bytes(opened, max_decode_bytes)
             # Cameras write MPO: a JPEG with more pictures appended. The first is a plain JPEG.
             image_format = "JPEG" if opened.format == "MPO" else str(opened.format)
-            opened.load()
-            image = _to_rgb(ImageOps.exif_transpose(opened))
+            return use(opened, image_format)
     # Pillow's own guard runs inside open(): an error above ~179 MP, a warning above ~89 MP. The
     # warning only arrives as an exception when warnings are errors; turning that on here would
     # change process-wide state, and the explicit check above covers the default limit anyway.
@@ -68,12 +169,34 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> DecodedImage:
             f"the {_signature(data) or 'image'} data is corrupt and cannot be decoded ({exc}); "
             "re-export the image and try again."
         ) from None
-    return DecodedImage(image=image, format=image_format, width=image.width, height=image.height)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if size[0] * size[1] > max_pixels:
         raise _too_many_pixels(size, max_pixels)
+
+
+def _check_decode_bytes(opened: Image.Image, max_decode_bytes: int) -> None:
+    cost = decode_cost(opened)
+    if cost <= max_decode_bytes:
+        return
+    width, height = opened.size
+    if opened.format == "WEBP":
+        what = f"a {width}x{height} WebP ({_WEBP_BYTES_PER_PIXEL} bytes per pixel to decode)"
+        fix = "scale it down, or send it as JPEG or PNG"
+    else:
+        channels, depth = _channels_and_depth(opened)
+        what = f"{width}x{height} pixels with {channels} channel{'s' * (channels > 1)} of {8 * depth} bits"
+        fix = "scale it down" + (", or save it with 8 bits per channel" if depth > 1 else "")
+    raise InputError(
+        f"the image is {what}: {_mb(cost)} once decoded, more than this server's "
+        f"limit of {_mb(max_decode_bytes)}; {fix}, and try again.",
+        code="image_too_large_to_decode",
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / _MB:,.0f} MB" if size >= 10 * _MB else f"{size / _MB:.2g} MB"
 
 
 def _too_many_pixels(size: tuple[int, int] | None, max_pixels: int) -> InputError:
@@ -100,6 +223,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, _BACKGROUND)
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_free_memory() -> None:
+    """Give the memory the process has freed back to the system.
+
+    glibc keeps freed blocks of up to 32 MB (Pillow allocates images in 16 MB blocks) inside the
+    heap of the thread that freed them, so after decoding a large image in a worker thread the
+    process stays that much larger for good; malloc_trim returns those pages.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _signature(data: bytes) -> str | None:

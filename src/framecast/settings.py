@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(
         20.0, gt=0, description="Time limit for downloading image_url, redirects included."
     )
+    max_decode_bytes: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="Largest input image once decoded: width x height x channels x bytes per channel (WebP: 8 bytes per pixel), read from the image's header before anything is decoded. The default admits a 40 MP 8-bit RGB photo, not a 6300x6300 16-bit RGBA PNG.",
+    )
+    decode_concurrency: int = Field(
+        2,
+        ge=1,
+        description="Image decodes (and base64 decodes of data: URIs) the API runs at once, each in a thread; with FRAMECAST_MAX_DECODE_BYTES this bounds the API's memory.",
+    )
+    max_body_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Largest request body; a larger one is answered 413 before it is read. Default: 1.5 x FRAMECAST_MAX_IMAGE_BYTES + 1 MiB, room for the largest image as a base64 data: URI.",
+    )
 
     # Workers and the queue
     engine: EngineChoice = Field(
@@ -194,6 +209,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'framecast.db').resolve()}"
+
+    @property
+    def body_limit(self) -> int:
+        """FRAMECAST_MAX_BODY_BYTES, or room for the largest image as a data: URI (base64 is
+        4/3 of the image; the rest allows for JSON escapes and the other fields)."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_image_bytes * 3 // 2 + 1024 * 1024
 
     @property
     def media_dir(self) -> Path:

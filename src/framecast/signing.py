@@ -22,8 +22,13 @@ def sign(secret: bytes, path: str, ttl_seconds: int, now: float | None = None) -
 def verify(
     secret: bytes, path: str, expires: int, signature: str, now: float | None = None
 ) -> str | None:
-    """None when the link is valid, else why not (``expired`` or ``bad_signature``)."""
-    if not hmac.compare_digest(_mac(secret, path, expires), signature):
+    """None when the link is valid, else why not (``expired`` or ``bad_signature``).
+
+    ``signature`` is whatever the query string held: compare_digest refuses non-ASCII text, and
+    no valid signature has any, so the comparison is of UTF-8 bytes.
+    """
+    given = signature.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(_mac(secret, path, expires).encode(), given):
         return "bad_signature"
     if (time.time() if now is None else now) > expires:
         return "expired"

@@ -401,7 +401,7 @@ def test_openapi_declares_the_key_every_status_and_the_error_shape(server: Serve
     def statuses(method: str, path: str) -> set[str]:
         return set(doc["paths"][path][method]["responses"])
 
-    assert statuses("post", SUBMIT_PATH) == {"200", "401", "422", "500"}
+    assert statuses("post", SUBMIT_PATH) == {"200", "401", "413", "422", "500"}
     for action in ("status", "result"):
         assert statuses("get", f"/v1/requests/{{request_id}}/{action}") == {
             "200",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from framecast.errors import InputError
-from framecast.images import SUPPORTED_FORMATS, decode_image
+from framecast.images import SUPPORTED_FORMATS, check_image, decode_cost, decode_image
+from framecast.settings import Settings
 
 
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -204,3 +208,105 @@ def test_pillow_global_limit_is_left_alone() -> None:
     decode_error(png_claiming(100_000, 100_000))
     decode_image(encode(Image.new("RGB", (10, 10)), "PNG"), max_pixels=10**12)
     assert before == Image.MAX_IMAGE_PIXELS
+
+
+# --- decode cost and check_image (what the API runs at submit) ---------------------------------
+
+
+def png_header(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """A PNG that only claims a size and depth: enough for Image.open, never decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def cost_of(data: bytes) -> int:
+    with Image.open(io.BytesIO(data)) as opened:
+        return decode_cost(opened)
+
+
+@pytest.mark.parametrize(
+    ("bit_depth", "color_type", "bytes_per_pixel"),
+    [(8, 2, 3), (8, 6, 4), (16, 6, 8), (16, 2, 6), (16, 0, 2), (16, 4, 4), (8, 0, 1), (8, 3, 1)],
+)
+def test_decode_cost_counts_channels_and_bytes_per_channel(
+    bit_depth: int, color_type: int, bytes_per_pixel: int
+) -> None:
+    assert cost_of(png_header(100, 50, bit_depth, color_type)) == 100 * 50 * bytes_per_pixel
+
+
+def test_decode_cost_of_webp_counts_libwebps_two_rgba_canvases() -> None:
+    assert cost_of(encode(Image.new("RGB", (100, 50)), "WEBP")) == 100 * 50 * 8
+    assert cost_of(encode(Image.new("RGB", (100, 50)), "JPEG")) == 100 * 50 * 3
+
+
+def test_default_decode_limit_takes_a_40_mp_photo_not_a_16_bit_rgba_one() -> None:
+    limit = Settings().max_decode_bytes
+    assert cost_of(png_header(7300, 5479, 8, 2)) <= limit  # 40 MP, 8-bit RGB
+    hostile = png_header(6300, 6300, 16, 6)  # 39.7 MP, under the pixel cap; 318 MB decoded
+    for decode in (decode_image, check_image):
+        started = time.perf_counter()
+        with pytest.raises(InputError) as caught:
+            decode(hostile, max_pixels=40_000_000, max_decode_bytes=limit)
+        assert time.perf_counter() - started < 0.5  # refused from the header
+        assert caught.value.code == "image_too_large_to_decode"
+        assert caught.value.status == 422
+        message = caught.value.message
+        assert "6300x6300 pixels with 4 channels of 16 bits" in message
+        assert "318 MB" in message and "limit of 134 MB" in message
+
+
+def test_decode_limit_is_inclusive() -> None:
+    data = encode(Image.new("RGBA", (30, 20)), "PNG")
+    assert check_image(data, max_decode_bytes=30 * 20 * 4).format == "PNG"
+    with pytest.raises(InputError, match=r"limit of 0\.0024 MB"):
+        check_image(data, max_decode_bytes=30 * 20 * 4 - 1)
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_check_image_names_the_format_and_size_it_found(fmt: str) -> None:
+    checked = check_image(encode(Image.new("RGB", (40, 30), (200, 30, 10)), fmt))
+    assert (checked.format, checked.width, checked.height) == (fmt, 40, 30)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
+def test_check_image_finds_truncated_files(fmt: str) -> None:
+    data = encode(noise(400, 300), fmt)
+    with pytest.raises(InputError) as caught:
+        check_image(data[: len(data) // 2])
+    assert caught.value.code == "image_truncated"
+
+
+def test_check_image_finds_corrupt_pixel_data() -> None:
+    data = bytearray(encode(noise(64, 64), "PNG"))
+    start = data.index(b"IDAT") + 4
+    data[start : start + 200] = bytes(200)
+    with pytest.raises(InputError) as caught:
+        check_image(bytes(data))
+    assert caught.value.code == "image_not_decodable"
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
+def test_check_image_leaves_the_process_no_larger() -> None:
+    # 24 MP RGBA: 96 MB decoded, in Pillow's 16 MB blocks. glibc keeps blocks that size in the
+    # freeing thread's heap, so without handing them back the process stays ~100 MB larger.
+    data = encode(Image.new("RGBA", (6000, 4000), (9, 8, 7, 6)), "PNG")
+    with ThreadPoolExecutor(2) as pool:
+        before = _rss_bytes()
+        for _ in range(3):
+            list(pool.map(check_image, [data] * 2))
+        grown = _rss_bytes() - before
+    assert grown < 40 * 1024 * 1024, f"{grown / 2**20:.0f} MiB"

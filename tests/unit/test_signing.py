@@ -27,3 +27,11 @@ def test_tampering_is_detected() -> None:
         == "bad_signature"
     )
     assert signing.verify(b"other", "/v1/files/a/video.mp4", exp, sig, now=1000) == "bad_signature"
+
+
+def test_a_signature_that_is_not_ascii_is_just_a_bad_signature() -> None:
+    # hmac.compare_digest raises TypeError on non-ASCII text: that was a 500.
+    for signature in ["é", "\ufffd" * 43, "\x00", "", "a" * 10_000, "\udcff"]:
+        assert signing.verify(b"secret", "/v1/files/a", 2000, signature, now=1000) == (
+            "bad_signature"
+        )

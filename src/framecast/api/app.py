@@ -9,8 +9,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
@@ -25,12 +27,13 @@ from framecast.api.errors import (
     error_responses,
     install_error_handlers,
 )
+from framecast.api.limits import BodySizeLimit
 from framecast.api.views import request_urls, result_body, status_body
 from framecast.db import create_db_engine, migrate
 from framecast.engines.hunyuan.loras import LoraFolder
 from framecast.errors import FramecastError
 from framecast.fetch import UrlFetcher
-from framecast.images import decode_image
+from framecast.images import check_image
 from framecast.jobs import CancelOutcome, Job, JobStore
 from framecast.keys import KeyStore
 from framecast.models import ModelInput, ModelSpec, all_models
@@ -52,10 +55,13 @@ class Services:
     registry: WorkerRegistry
     storage: Storage
     fetcher: UrlFetcher
+    # The threads that decode images and data: URIs: at most FRAMECAST_DECODE_CONCURRENCY.
+    decode_limiter: anyio.CapacityLimiter
 
 
 def build_services(settings: Settings) -> Services:
     db = create_db_engine(settings.resolved_database_url)
+    decode_limiter = anyio.CapacityLimiter(settings.decode_concurrency)
     return Services(
         settings=settings,
         db=db,
@@ -69,7 +75,9 @@ def build_services(settings: Settings) -> Services:
             allow_private=settings.allow_private_urls,
             max_bytes=settings.max_image_bytes,
             timeout=settings.fetch_timeout_seconds,
+            decode_limiter=decode_limiter,
         ),
+        decode_limiter=decode_limiter,
     )
 
 
@@ -161,8 +169,10 @@ def _add_submit_route(app: FastAPI, spec: ModelSpec, submit: Submit) -> None:
             **_KEYED,
             **error_responses(
                 {
+                    413: "The body is larger than FRAMECAST_MAX_BODY_BYTES (`request_too_large`).",
                     422: "Invalid input, or an image that cannot be fetched or decoded; the "
-                    "code says which (`invalid_input`, `image_fetch_failed`, ...)."
+                    "code says which (`invalid_input`, `image_fetch_failed`, "
+                    "`image_too_large_to_decode`, ...).",
                 }
             ),
         },
@@ -191,6 +201,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.services = services
+    app.add_middleware(BodySizeLimit, limit=settings.body_limit)
     lora_folder = LoraFolder(settings.lora_dir)
     specs = all_models()
     install_error_handlers(app, {f"/v1/models/{spec.id}": spec.fields for spec in specs})
@@ -203,11 +214,20 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             if unknown is not None:
                 raise unknown
         fetched = await services.fetcher.fetch(body.image_source)
-        decoded = await run_in_threadpool(
-            decode_image, fetched.data, max_pixels=settings.max_image_pixels
+        # Decoded in full to refuse a broken image now rather than in the worker, and dropped:
+        # only its format is kept. Sized from the header first (FRAMECAST_MAX_DECODE_BYTES), in a
+        # thread, at most FRAMECAST_DECODE_CONCURRENCY at once: together they bound the memory.
+        checked = await anyio.to_thread.run_sync(
+            partial(
+                check_image,
+                fetched.data,
+                max_pixels=settings.max_image_pixels,
+                max_decode_bytes=settings.max_decode_bytes,
+            ),
+            limiter=services.decode_limiter,
         )
         job_id = str(uuid.uuid4())
-        image_key = f"inputs/{job_id}/image.{decoded.format.lower()}"
+        image_key = f"inputs/{job_id}/image.{checked.format.lower()}"
         await run_in_threadpool(services.storage.put_bytes, image_key, fetched.data)
         job = await run_in_threadpool(
             lambda: services.jobs.submit(

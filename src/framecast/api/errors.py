@@ -16,6 +16,11 @@ from framecast.errors import FramecastError
 
 log = logging.getLogger("framecast.api")
 
+MAX_LISTED_PROBLEMS = 20
+"""A 422 lists at most this many problems and says how many more there were."""
+
+_MAX_SHOWN_CHARS = 80  # of a field name or value echoed back in a message
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -23,7 +28,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    413: "payload_too_large",
+    413: "request_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "too_many_requests",
@@ -48,7 +53,12 @@ class ErrorDetail(BaseModel):
     )
     message: str = Field(description="What went wrong and what to do about it, for a person.")
     details: list[FieldProblem] | None = Field(
-        None, description="invalid_input from body validation: one entry per field."
+        None,
+        description=f"invalid_input from body validation: one entry per field, at most "
+        f"{MAX_LISTED_PROBLEMS}.",
+    )
+    details_omitted: int | None = Field(
+        None, description="invalid_input: how many more problems there were than listed."
     )
 
 
@@ -99,8 +109,14 @@ def error_response(
     )
 
 
+def _shorten(text: str) -> str:
+    if len(text) <= _MAX_SHOWN_CHARS:
+        return text
+    return f"{text[: _MAX_SHOWN_CHARS - 20]}...({len(text):,} characters)"
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [_shorten(str(p)) for p in loc if p != "body"]
     return ".".join(parts) or "body"
 
 
@@ -108,19 +124,24 @@ def describe_validation_errors(
     errors: list[dict[str, Any]],
     allowed_fields: list[str] | None = None,
     elsewhere: Mapping[str, list[str]] | None = None,
+    limit: int = MAX_LISTED_PROBLEMS,
 ) -> list[dict[str, Any]]:
-    """Turn pydantic's errors into messages that name the field and what it accepts.
+    """Turn pydantic's errors into messages that name the field and what it accepts; the first
+    ``limit`` of them (the caller says how many more there were).
 
     ``elsewhere``: field -> the other models that take it, so a client that sent one model's
     fields to another hears which one it meant (``image_url`` is 1.0's, ``image`` 1.5's).
+    The allowed fields are listed once, with the first unknown field.
     """
     out = []
-    for err in errors:
+    allowed_told = False
+    for err in errors[:limit]:
         field = _field_name(tuple(err.get("loc", ())))
         kind = err.get("type", "")
         entry: dict[str, Any] = {"field": field}
         if kind == "extra_forbidden":
-            allowed = ", ".join(allowed_fields or [])
+            allowed = "" if allowed_told else ", ".join(allowed_fields or [])
+            allowed_told = True
             owners = (elsewhere or {}).get(field)
             entry["message"] = (
                 f"unknown field '{field}'"
@@ -131,7 +152,8 @@ def describe_validation_errors(
             entry["message"] = f"{field} is required"
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            entry["message"] = f"{field} must be one of {expected}; got {err.get('input')!r}"
+            got = _shorten(repr(err.get("input")))
+            entry["message"] = f"{field} must be one of {expected}; got {got}"
             entry["allowed"] = expected
         elif kind in {"json_invalid", "model_attributes_type", "dict_type", "model_type"}:
             entry["message"] = "the body must be a JSON object"
@@ -159,9 +181,19 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
         allowed = fields.get(path)
         model = path.removeprefix("/v1/models/")
         elsewhere = {f: [m for m in ms if m != model] for f, ms in owners.items()}
-        details = describe_validation_errors(list(exc.errors()), allowed, elsewhere)
+        errors = exc.errors()
+        details = describe_validation_errors(list(errors[:MAX_LISTED_PROBLEMS]), allowed, elsewhere)
         message = "; ".join(d["message"] for d in details)
-        return error_response(422, "invalid_input", message, details=details)
+        omitted = len(errors) - len(details)
+        if omitted <= 0:
+            return error_response(422, "invalid_input", message, details=details)
+        return error_response(
+            422,
+            "invalid_input",
+            f"{message}; and {omitted:,} more problem{'s' * (omitted > 1)}, not listed",
+            details=details,
+            details_omitted=omitted,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

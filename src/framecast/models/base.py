@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.loras import LoraChoice
@@ -25,6 +25,28 @@ if TYPE_CHECKING:
     from framecast.settings import Settings
 
 MAX_PROMPT_CHARS = 10_000
+
+MAX_UNKNOWN_FIELDS = 20
+"""Past this many unknown fields in one object, they are refused together, as one problem."""
+
+
+def refuse_many_unknown_fields(model: type[BaseModel], data: object) -> object:
+    """A before-validator for models that forbid extra fields.
+
+    Pydantic reports each unknown field as its own error, and building 100,000 of them takes
+    the API's event loop most of a second; an object with that many is refused at once instead.
+    """
+    if not isinstance(data, dict) or len(data) <= len(model.model_fields) + MAX_UNKNOWN_FIELDS:
+        return data
+    unknown = [key for key in data if key not in model.model_fields]
+    if len(unknown) <= MAX_UNKNOWN_FIELDS:
+        return data
+    shown = ", ".join(f"'{str(key)[:40]}'" for key in unknown[:3])
+    raise ValueError(
+        f"{len(unknown):,} unknown fields ({shown}, ...); "
+        f"allowed fields: {', '.join(model.model_fields)}"
+    )
+
 
 OUTPUT_SCHEMA: dict[str, Any] = {
     "output": {
@@ -68,6 +90,11 @@ class ModelInput(BaseModel, ABC):
         prompt: str
         seed: int
         num_frames: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_unknown_fields(cls, data: object) -> object:
+        return refuse_many_unknown_fields(cls, data)
 
     @field_validator("prompt", check_fields=False)
     @classmethod

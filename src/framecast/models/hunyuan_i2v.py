@@ -12,7 +12,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
-from framecast.models.base import MAX_PROMPT_CHARS, ModelInput, ModelSpec, RealEngine
+from framecast.models.base import (
+    MAX_PROMPT_CHARS,
+    ModelInput,
+    ModelSpec,
+    RealEngine,
+    refuse_many_unknown_fields,
+)
 from framecast.settings import DEFAULT_HUNYUAN_MODEL
 from framecast.sizes import BUCKET_BASE, video_size
 
@@ -81,6 +87,11 @@ class LoraInput(BaseModel):
         description="How strongly the LoRA applies: 1 as trained, 0 not at all, negative "
         "against it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_unknown_fields(cls, data: object) -> object:
+        return refuse_many_unknown_fields(cls, data)
 
 
 class ImageToVideoInput(ModelInput):
