@@ -118,8 +118,16 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         return server
 
     yield make
-    for server in servers:
-        server.stop()
+    # Signal them all first: each takes seconds to stop its workers, and they can do it together.
+    running = [s.proc for s in servers if s.proc is not None and s.proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class _Quiet(SimpleHTTPRequestHandler):

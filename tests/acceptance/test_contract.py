@@ -13,7 +13,7 @@ import av
 import httpx
 import pytest
 
-from framecast import signing
+from framecast.storage import signing
 
 from .conftest import KEY_A, KEY_B, SUBMIT_PATH, Server, png_bytes, wait_for
 

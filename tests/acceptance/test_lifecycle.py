@@ -42,6 +42,7 @@ def test_queue_positions_cancel_and_conflict(slow: Server) -> None:
 
         r = c.post(f"/v1/requests/{second}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert r.json()["outcome"] == "cancelled"
         assert c.get(f"/v1/requests/{third}/status").json()["queue_position"] == 0
 
         deadline = time.monotonic() + 10
@@ -52,6 +53,7 @@ def test_queue_positions_cancel_and_conflict(slow: Server) -> None:
         assert status["progress"] == pytest.approx(status["step"] / 129, abs=1e-3)
         r = c.post(f"/v1/requests/{running}/cancel")
         assert r.status_code == 202 and r.json()["cancel_requested"] is True
+        assert r.json()["outcome"] == "cancel_requested"
         final = wait_for(c, running, {"cancelled", "completed"}, timeout=30)
         assert final["status"] == "cancelled"
         result = c.get(f"/v1/requests/{running}/result").json()
@@ -61,6 +63,7 @@ def test_queue_positions_cancel_and_conflict(slow: Server) -> None:
         assert r.status_code == 409
         assert r.json()["error"]["code"] == "request_already_finished"
         assert r.json()["error"]["request"]["status"] == "cancelled"
+        assert r.json()["outcome"] == "not_cancellable" and r.json()["error_code"] == 409001
 
         # The cancelled queued request never ran; the third one runs next.
         wait_for(c, third, {"in_progress", "completed"})

@@ -393,7 +393,7 @@ def test_openapi_declares_the_key_every_status_and_the_error_shape(server: Serve
     schemes = doc["components"]["securitySchemes"]
     assert [(s["type"], s["scheme"]) for s in schemes.values()] == [("http", "bearer")]
     error = doc["components"]["schemas"]["ErrorBody"]
-    assert error["required"] == ["error"]
+    assert error["required"] == ["error", "error_code", "error_message"]
     detail = doc["components"]["schemas"]["ErrorDetail"]
     assert {"code", "message"} <= set(detail["required"])
     assert "HTTPValidationError" not in doc["components"]["schemas"]

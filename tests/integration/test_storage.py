@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from framecast.storage import LocalStorage, Storage, StorageError, open_storage
+from framecast.storage import LinkError, LocalStorage, Storage, StorageError, open_storage
 
 SECRET = b"test-secret"
 PREFIX = "fleet/a"
@@ -41,7 +41,7 @@ def object_keys(bucket: str) -> list[str]:
 
 
 def test_open_storage_picks_the_backend(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
-    from framecast.s3storage import S3Storage
+    from framecast.storage import S3Storage
 
     assert isinstance(open_storage("", local_root=tmp_path, secret=SECRET), LocalStorage)
     store = open_storage(f"s3://{s3_bucket[1]}/{PREFIX}/", local_root=tmp_path, secret=SECRET)
@@ -64,7 +64,7 @@ def test_open_storage_keeps_credentials_out_of_the_message(tmp_path: Path) -> No
 def test_open_storage_without_boto3_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delitem(sys.modules, "framecast.s3storage", raising=False)
+    monkeypatch.delitem(sys.modules, "framecast.storage.s3", raising=False)
     monkeypatch.setitem(sys.modules, "boto3", None)  # makes `import boto3` fail
     with pytest.raises(StorageError, match=r"framecast\[s3\]"):
         open_storage("s3://bucket", local_root=tmp_path, secret=SECRET)
@@ -238,7 +238,7 @@ def test_unreachable_endpoint_is_explained(tmp_path: Path, s3_bucket: tuple[str,
     import boto3
     import botocore.config
 
-    from framecast.s3storage import S3Storage
+    from framecast.storage import S3Storage
 
     # Injected so that one attempt is made: the default client retries with backoff for seconds.
     dead = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
@@ -252,3 +252,48 @@ def test_unreachable_endpoint_is_explained(tmp_path: Path, s3_bucket: tuple[str,
         storage.get_bytes(IMAGE)
     assert dead in caught.value.message
     assert s3_bucket[1] in caught.value.message
+
+
+def test_local_store_serves_its_own_links(tmp_path: Path) -> None:
+    storage = open_storage(None, local_root=tmp_path, secret=SECRET)
+    storage.put_bytes(VIDEO, b"0123456789")
+    url, expires = storage.link(VIDEO, "http://api.example", 60)
+    signature = parse_qs(urlsplit(url).query)["signature"][0]
+    response = storage.serve(VIDEO, expires, signature)
+    assert response.status_code == 200
+    assert response.media_type == "video/mp4"
+    assert response.headers["cache-control"].startswith("private, max-age=")
+    refusals = [
+        (VIDEO, expires, signature + "x", "invalid_signature", 403),
+        ("outputs/req1/other.mp4", expires, signature, "invalid_signature", 403),
+    ]
+    for key, exp, sig, code, status in refusals:
+        with pytest.raises(LinkError) as caught:
+            storage.serve(key, exp, sig)
+        assert (caught.value.code, caught.value.status) == (code, status)
+    old, old_expires = storage.link(VIDEO, "http://api.example", -1)
+    with pytest.raises(LinkError) as caught:
+        storage.serve(VIDEO, old_expires, parse_qs(urlsplit(old).query)["signature"][0])
+    assert (caught.value.code, caught.value.status) == ("link_expired", 403)
+    storage.delete(VIDEO)
+    with pytest.raises(LinkError) as caught:
+        storage.serve(VIDEO, expires, signature)
+    assert (caught.value.code, caught.value.status) == ("file_not_found", 404)
+
+
+def test_s3_store_leaves_serving_to_the_bucket(s3_bucket: tuple[str, str], tmp_path: Path) -> None:
+    storage = open_storage(f"s3://{s3_bucket[1]}", local_root=tmp_path, secret=SECRET)
+    storage.put_bytes(VIDEO, b"v")
+    with pytest.raises(LinkError) as caught:
+        storage.serve(VIDEO, int(time.time()) + 60, "anything")
+    assert (caught.value.code, caught.value.status) == ("file_not_found", 404)
+
+
+def test_the_package_needs_boto3_only_for_a_bucket() -> None:
+    import subprocess
+
+    code = (
+        "import sys; import framecast.storage, framecast.api.app, framecast.worker; "
+        "assert 'boto3' not in sys.modules and 'framecast.storage.s3' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from framecast import signing
+from framecast.storage import signing
 
 
 def _parts(query: str) -> tuple[int, str]:

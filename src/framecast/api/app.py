@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import mimetypes
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine, text
@@ -41,7 +40,7 @@ from framecast.playground import install_playground
 from framecast.registry import WorkerRegistry
 from framecast.settings import Settings
 from framecast.states import Status
-from framecast.storage import LocalStorage, Storage, open_storage
+from framecast.storage import Storage, open_storage
 
 log = logging.getLogger("framecast.api")
 
@@ -283,15 +282,18 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         "/v1/requests/{request_id}/cancel",
         tags=["requests"],
         responses={
+            200: {"description": 'Queued: cancelled, it never runs (`outcome: "cancelled"`).'},
             202: {
-                "description": "Running: asked to stop at its next step (`cancel_requested`).",
+                "description": "Running: asked to stop at its next step (`cancel_requested`; "
+                '`outcome: "cancel_requested"`, framecast\'s own value).',
                 "content": {"application/json": {}},
             },
             **_KEYED,
             **_NO_REQUEST,
             **error_responses(
                 {
-                    409: "Already finished (`request_already_finished`); `error.request` is its state."
+                    409: "Already finished (`request_already_finished`, "
+                    '`outcome: "not_cancellable"`); `error.request` is its state.'
                 }
             ),
         },
@@ -310,10 +312,14 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                 409,
                 "request_already_finished",
                 f"request {job.id} is already {job.status.value} and cannot be cancelled",
+                beside={"outcome": "not_cancellable"},  # RunComfy's value for a finished one
                 request=body,
             )
         # 202: a running request is only asked to stop; its status shows when it has.
-        return JSONResponse(body, status_code=200 if kind is CancelOutcome.CANCELLED else 202)
+        # "outcome" as RunComfy's cancel answer ("cancelled"); "cancel_requested" is ours.
+        if kind is CancelOutcome.CANCELLED:
+            return JSONResponse({**body, "outcome": "cancelled"}, status_code=200)
+        return JSONResponse({**body, "outcome": "cancel_requested"}, status_code=202)
 
     @app.get("/v1/models", tags=["models"], responses=_KEYED)
     def models(owner: Owner) -> dict[str, Any]:
@@ -349,30 +355,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         key: str,
         expires: Annotated[int, Query()],
         signature: Annotated[str, Query()],
-    ) -> FileResponse | JSONResponse:
+    ) -> Response:
         """Signed, expiring links to outputs; no header needed; Range requests supported."""
-        storage = services.storage
-        if not isinstance(storage, LocalStorage):  # object-store links point at the store
-            return error_response(404, "file_not_found", "files are served by the object store")
-        problem = storage.verify(key, expires, signature)
-        if problem == "expired":
-            return error_response(
-                403, "link_expired", "this link has expired; ask the result URL for a fresh one"
-            )
-        if problem is not None:
-            return error_response(403, "invalid_signature", "this link is not valid")
-        path = storage.path(key)
-        if not path.is_file():
-            return error_response(
-                404, "file_not_found", "the file behind this link no longer exists"
-            )
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        remaining = max(0, expires - int(dt.datetime.now(dt.UTC).timestamp()))
-        return FileResponse(
-            path,
-            media_type=media_type,
-            headers={"Cache-Control": f"private, max-age={remaining}"},
-        )
+        # The store answers its own links; its LinkError reaches the client in the error shape.
+        return services.storage.serve(key, expires, signature)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -1,9 +1,11 @@
-"""One error shape for every 4xx/5xx: ``{"error": {"code", "message", ...}}``."""
+"""One error shape for every 4xx/5xx: ``{"error": {"code", "message", ...}}``, with RunComfy's
+fields beside it (``error_code``, ``error_message``, ``detail`` on a 422) so that RunComfy's
+clients read framecast's errors as they read RunComfy's."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,6 +35,41 @@ _HTTP_CODES = {
     422: "invalid_input",
     429: "too_many_requests",
 }
+
+# RunComfy's numeric error_code (six digits: HTTP status, then a number within it) for each
+# status framecast answers. Sources:
+# - Model API error codes, https://docs.runcomfy.com/model-apis/error-codes :
+#   400001 InvalidResourceIdentifier, 403001 PermissionDeniedError, 404001 ResourceNotFound
+#   (also 400002 InsufficientResources and 400004 UserAccountError, for cases framecast lacks).
+# - General error codes, https://docs.runcomfy.com/error-codes (= /serverless/error-codes):
+#   401001 Unauthorized, 422001 Validation Error (with a "detail" array), 500001 Internal Error.
+# Any other status has no RunComfy code; it gets the nearest class, status * 1000 + 1.
+_RUNCOMFY_CODES = {
+    400: 400001,  # model-apis/error-codes: InvalidResourceIdentifier (a malformed request)
+    401: 401001,  # error-codes: Unauthorized (missing, invalid or revoked key)
+    403: 403001,  # model-apis/error-codes: PermissionDeniedError (bad or expired signed link)
+    404: 404001,  # model-apis/error-codes: ResourceNotFound (unknown or expired request_id)
+    422: 422001,  # error-codes: Validation Error
+    500: 500001,  # error-codes: Internal Error
+}
+_RUNCOMFY_CODES_BY_CODE = {
+    # model-apis/error-codes: a wrong model_id is 400001 InvalidResourceIdentifier; framecast
+    # keeps answering HTTP 404 for it (as before), with RunComfy's code.
+    "model_not_found": 400001,
+}
+
+
+def runcomfy_error_code(status: int, code: str) -> int:
+    """RunComfy's ``error_code`` for a framecast error (see the sources above)."""
+    return _RUNCOMFY_CODES_BY_CODE.get(code) or _RUNCOMFY_CODES.get(status, status * 1000 + 1)
+
+
+class ValidationProblem(BaseModel):
+    """One entry of RunComfy's (and FastAPI's) 422 ``detail`` array."""
+
+    loc: list[str | int] = Field(description='Where: ["body", "loras", 0, "scale"].')
+    msg: str
+    type: str = Field(description="pydantic's error type, or framecast's error code.")
 
 
 class FieldProblem(BaseModel):
@@ -64,11 +101,24 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer. request_already_finished adds the request's state as
-    ``error.request``; no_ready_worker adds the live workers as ``error.workers``."""
+    ``error.request`` (and ``outcome: "not_cancellable"``, as RunComfy's cancel answer);
+    no_ready_worker adds the live workers as ``error.workers``. ``error_code``,
+    ``error_message`` and ``detail`` are RunComfy's fields, for its clients; an answer without
+    ``error_code`` is never an error."""
 
     model_config = ConfigDict(extra="allow")
 
     error: ErrorDetail
+    error_code: int = Field(
+        description="RunComfy's numeric code: 400001 bad request or unknown model, 401001 "
+        "unauthorized, 403001 forbidden, 404001 not found, 422001 invalid input, 500001 "
+        "internal; other statuses the status * 1000 + 1 (409001, 413001, 503001, ...).",
+        examples=[404001],
+    )
+    error_message: str = Field(description="The same text as error.message.")
+    detail: list[ValidationProblem] | None = Field(
+        None, description="Every 422: the problems, as RunComfy's 422001 lists them."
+    )
 
 
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -100,13 +150,29 @@ def document_error_shape(app: FastAPI) -> None:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    detail: Sequence[Mapping[str, Any]] | None = None,
+    beside: Mapping[str, Any] | None = None,
+    **details: Any,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, **details}},
-        status_code=status,
-        headers=headers,
-    )
+    """framecast's ``error`` object (``details`` go into it) and RunComfy's fields beside it.
+
+    ``detail``: a 422's problems in RunComfy's shape (a 422 without them lists its message
+    as one problem); ``beside``: more top-level fields, e.g. a cancel's ``outcome``."""
+    body: dict[str, Any] = {
+        "error": {"code": code, "message": message, **details},
+        "error_code": runcomfy_error_code(status, code),
+        "error_message": message,
+    }
+    if detail is not None:
+        body["detail"] = list(detail)
+    elif status == 422:
+        body["detail"] = [{"loc": ["body"], "msg": message, "type": code}]
+    return JSONResponse({**body, **(beside or {})}, status_code=status, headers=headers)
 
 
 def _shorten(text: str) -> str:
@@ -118,6 +184,18 @@ def _shorten(text: str) -> str:
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [_shorten(str(p)) for p in loc if p != "body"]
     return ".".join(parts) or "body"
+
+
+def validation_detail(errors: list[dict[str, Any]], messages: list[str]) -> list[dict[str, Any]]:
+    """RunComfy's 422 ``detail``: pydantic's location and type, framecast's message."""
+    return [
+        {
+            "loc": [p if isinstance(p, int) else _shorten(str(p)) for p in err.get("loc", ())],
+            "msg": msg,
+            "type": str(err.get("type", "value_error")),
+        }
+        for err, msg in zip(errors, messages, strict=False)
+    ]
 
 
 def describe_validation_errors(
@@ -184,13 +262,15 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
         errors = exc.errors()
         details = describe_validation_errors(list(errors[:MAX_LISTED_PROBLEMS]), allowed, elsewhere)
         message = "; ".join(d["message"] for d in details)
+        detail = validation_detail(list(errors[: len(details)]), [d["message"] for d in details])
         omitted = len(errors) - len(details)
         if omitted <= 0:
-            return error_response(422, "invalid_input", message, details=details)
+            return error_response(422, "invalid_input", message, detail=detail, details=details)
         return error_response(
             422,
             "invalid_input",
             f"{message}; and {omitted:,} more problem{'s' * (omitted > 1)}, not listed",
+            detail=detail,
             details=details,
             details_omitted=omitted,
         )

@@ -24,7 +24,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     PartialCredentialsError,
 )
 
-from framecast.storage import Storage, StorageError, check_key
+from framecast.storage.base import LinkError, Storage, StorageError, check_key
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -100,7 +100,7 @@ class S3Storage(Storage):
             cause = exc.__cause__ or exc.__context__
             self._fail(cause if isinstance(cause, ClientError) else exc, "upload", name)
         self._bucket_seen = True
-        # Same contract as LocalStorage, which moves the file: the caller's copy is gone.
+        # Same contract as the local store, which moves the file: the caller's copy is gone.
         source.unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
@@ -164,6 +164,10 @@ class S3Storage(Storage):
         except (BotoCoreError, ClientError) as exc:
             self._fail(exc, "sign a link to", name)
         return url, now + ttl_seconds
+
+    def serve(self, key: str, expires: int, signature: str) -> NoReturn:
+        """Never: this store's links point at the object store, not at the API."""
+        raise LinkError("files are served by the object store")
 
     def _check_bucket(self) -> None:
         try:
