@@ -21,24 +21,18 @@ from fastapi import FastAPI
 from PIL import Image
 
 from framecast.api import app as app_module
-from framecast.api.app import create_app
 from framecast.api.errors import MAX_LISTED_PROBLEMS
 from framecast.images import CheckedImage, check_image
 from framecast.settings import Settings
 
-pytestmark = pytest.mark.anyio
+from .inprocess import KEY, SUBMIT, client_for, make_app
 
-KEY = "hostile-test-key"
-SUBMIT = "/v1/models/tencent/hunyuan/image-to-video"
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def make_app(tmp_path: Path, **settings: Any) -> FastAPI:
-    return create_app(Settings(data_dir=tmp_path / "data", api_keys=[KEY], **settings))
 
 
 @pytest.fixture
@@ -50,15 +44,6 @@ def app(tmp_path: Path) -> FastAPI:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(app) as c:
         yield c
-
-
-def client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=30,
-    )
 
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:

@@ -8,39 +8,21 @@ import base64
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from PIL import Image
 
-from framecast.api.app import create_app
 from framecast.api.errors import runcomfy_error_code
-from framecast.settings import Settings
+
+from .inprocess import SUBMIT, client_for, make_app
 
 pytestmark = pytest.mark.anyio
-
-KEY = "runcomfy-errors-test-key"
-SUBMIT = "/v1/models/tencent/hunyuan/image-to-video"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def make_app(tmp_path: Path, **settings: Any) -> FastAPI:
-    return create_app(Settings(data_dir=tmp_path / "data", api_keys=[KEY], **settings))
-
-
-def client_for(app: FastAPI, key: str | None = KEY) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {key}"} if key else {},
-        timeout=30,
-    )
 
 
 @pytest.fixture
