@@ -4,7 +4,6 @@ its video and its result names it; a LoRA gone from the folder fails the request
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ pytest.importorskip("peft")
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
-from PIL import Image
 
 from framecast.db import migrate
 from framecast.engines.hunyuan.engine import HunyuanEngine
@@ -29,7 +27,7 @@ from framecast.settings import Settings
 from framecast.states import Status
 from framecast.worker import Worker
 
-MODEL = "tencent/hunyuan/image-to-video"
+from .tiny_jobs import submit as submit_tiny
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +59,7 @@ def worker(tmp_path: Path, lora_dir: Path) -> Iterator[Worker]:
 
 
 def submit(worker: Worker, **inputs: Any) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (200, 120), (30, 90, 200)).save(buf, "PNG")
-    key = f"inputs/{len(list(worker.storage.root.rglob('*.png')))}/image.png"
-    worker.storage.put_bytes(key, buf.getvalue())
-    params = {
-        "prompt": "a blue sky",
-        "image_url": "data:",
-        "resolution": "360p",
-        "num_frames": 5,
-        "num_inference_steps": 2,
-        "seed": 5,
-        **inputs,
-    }
-    return worker.jobs.submit(owner="o", model=MODEL, input=params, image_key=key).id
+    return submit_tiny(worker, seed=5, **inputs)
 
 
 def run_one(worker: Worker) -> dict[str, Any]:

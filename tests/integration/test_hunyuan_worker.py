@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from framecast.states import Status
 from framecast.video import probe_mp4
 from framecast.worker import Worker
 
-MODEL = "tencent/hunyuan/image-to-video"
+from .tiny_jobs import submit
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +43,6 @@ def worker(tmp_path: Path, engine: HunyuanEngine) -> Iterator[Worker]:
     migrate(w.db)
     yield w
     w.db.dispose()
-
-
-def submit(worker: Worker, **inputs: Any) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (200, 120), (30, 90, 200)).save(buf, "PNG")
-    key = f"inputs/{len(list(worker.storage.root.rglob('*.png')))}/image.png"
-    worker.storage.put_bytes(key, buf.getvalue())
-    params = {
-        "prompt": "a blue sky",
-        "image_url": "data:",
-        "resolution": "360p",
-        "num_frames": 5,
-        "num_inference_steps": 2,
-        **inputs,
-    }
-    return worker.jobs.submit(owner="o", model=MODEL, input=params, image_key=key).id
 
 
 def run_one(worker: Worker) -> None:

@@ -37,20 +37,7 @@ from framecast.engines.hunyuan.fullsize import build_full_size_pipeline
 from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
 
-
-def transformer_inputs(seed: int) -> dict[str, Any]:
-    """One denoising call's inputs for the tiny transformer, drawn afresh from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    return dict(
-        hidden_states=torch.randn(1, 4, 2, 6, 8, generator=g),
-        timestep=torch.tensor([700.0]),
-        guidance=torch.tensor([6000.0]),
-        encoder_hidden_states=torch.randn(1, 9, 16, generator=g),
-        encoder_attention_mask=torch.ones(1, 9, dtype=torch.bool),
-        pooled_projections=torch.randn(1, 8, generator=g),
-        return_dict=False,
-    )
-
+from .tiny_inputs import transformer_inputs
 
 REQUEST = GenerationRequest(
     image=PIL.Image.new("RGB", (64, 48), (200, 80, 40)),

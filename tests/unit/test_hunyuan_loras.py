@@ -46,6 +46,8 @@ from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.errors import InputError
 
+from .tiny_inputs import transformer_inputs
+
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 LORAS: dict[str, dict[str, Any]] = {
     "style": dict(rank=4, alpha=8, targets=[*ATTENTION, "proj_out"], seed=1),
@@ -79,19 +81,6 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, spec in LORAS.items():
         save_lora(folder, name, **spec)
     return folder
-
-
-def transformer_inputs(seed: int = 3) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(seed)
-    return dict(
-        hidden_states=torch.randn(1, 4, 2, 6, 8, generator=g),
-        timestep=torch.tensor([700.0]),
-        guidance=torch.tensor([6000.0]),
-        encoder_hidden_states=torch.randn(1, 9, 16, generator=g),
-        encoder_attention_mask=torch.ones(1, 9, dtype=torch.bool),
-        pooled_projections=torch.randn(1, 8, generator=g),
-        return_dict=False,
-    )
 
 
 def forward(pipe: Any) -> torch.Tensor:

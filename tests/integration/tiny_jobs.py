@@ -1,0 +1,28 @@
+"""Queueing a request straight into a worker's store (no API) for the tiny-model worker tests."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from framecast.models.hunyuan_i2v import MODEL_ID
+from framecast.worker import Worker
+
+
+def submit(worker: Worker, **inputs: Any) -> str:
+    """A 360p, 5-frame, 2-step request for a 200x120 image; ``inputs`` override any field."""
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 120), (30, 90, 200)).save(buf, "PNG")
+    key = f"inputs/{len(list(worker.storage.root.rglob('*.png')))}/image.png"
+    worker.storage.put_bytes(key, buf.getvalue())
+    params = {
+        "prompt": "a blue sky",
+        "image_url": "data:",
+        "resolution": "360p",
+        "num_frames": 5,
+        "num_inference_steps": 2,
+        **inputs,
+    }
+    return worker.jobs.submit(owner="o", model=MODEL_ID, input=params, image_key=key).id
