@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(workers: int = 0, startup_timeout: float = 60.0) -> Iterator[Server]:
+def running_server(
+    workers: int = 0, startup_timeout: float = 60.0, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """``framecast serve`` on a free port with the preview engine; ``extra_env`` on top."""
     with tempfile.TemporaryDirectory(prefix="framecast-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         port = free_port()
@@ -119,6 +122,7 @@ def running_server(workers: int = 0, startup_timeout: float = 60.0) -> Iterator[
             "FRAMECAST_ENGINE": "preview",
             "FRAMECAST_WORKERS": str(workers),
             "FRAMECAST_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:

@@ -37,26 +37,19 @@ import datetime as dt
 import io
 import json
 import os
-import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
 
-from api_load import free_port, latency_summary, machine
+from api_load import API_KEY, latency_summary, machine, running_server
 
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
-API_KEY = "bench-key-hostile-0123456789"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -116,67 +109,12 @@ def data_uri(data: bytes) -> str:
 # --- the server --------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    base_url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def memory_kib(self, field: str) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no {field} in /proc/{self.proc.pid}/status")
-
-
-@contextmanager
-def running_server(env: dict[str, str], pythonpath: str | None) -> Iterator[Server]:
-    with tempfile.TemporaryDirectory(prefix="framecast-hostile-") as tmp:
-        port = free_port()
-        full_env = {
-            **os.environ,
-            "FRAMECAST_DATA_DIR": str(Path(tmp) / "data"),
-            "FRAMECAST_PORT": str(port),
-            "FRAMECAST_HOST": "127.0.0.1",
-            "FRAMECAST_API_KEYS": API_KEY,
-            "FRAMECAST_ENGINE": "preview",
-            "FRAMECAST_WORKERS": "0",
-            "FRAMECAST_LOG_LEVEL": "WARNING",
-            **env,
-        }
-        if pythonpath:
-            full_env["PYTHONPATH"] = pythonpath
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "framecast", "serve"],
-                env=full_env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited:\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server not healthy after 60 s")
-                time.sleep(0.1)
-            yield server
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def memory_kib(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in KiB: VmRSS (resident now) or VmHWM (peak, exact)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 # --- one scenario ------------------------------------------------------------------------------
@@ -228,7 +166,8 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     image = make()
     body = json.dumps({"prompt": "hostile", "image_url": data_uri(image)}).encode()
     warm = json.dumps({"prompt": "warm", "image_url": data_uri(flat_png(64, 36, 8, 2, 3))})
-    with running_server(dict(args.env), args.pythonpath) as server:
+    extra = {**dict(args.env), **({"PYTHONPATH": args.pythonpath} if args.pythonpath else {})}
+    with running_server(workers=0, extra_env=extra) as server:
         r = httpx.post(
             server.base_url + MODEL_PATH,
             content=warm,
@@ -237,13 +176,13 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         r.raise_for_status()
         time.sleep(0.5)
-        baseline = server.memory_kib("VmRSS")
+        baseline = memory_kib(server.pid, "VmRSS")
         started = time.perf_counter()
         submits, healthz = asyncio.run(load(server.base_url, body, args.concurrent))
         wall = time.perf_counter() - started
-        peak = server.memory_kib("VmHWM")
+        peak = memory_kib(server.pid, "VmHWM")
         time.sleep(args.settle)
-        after = server.memory_kib("VmRSS")
+        after = memory_kib(server.pid, "VmRSS")
     statuses: dict[str, int] = {}
     for s in submits:
         key = f"{s['status']} {s['code']}" if s.get("code") else str(s["status"])
