@@ -1,25 +1,47 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
 PYTHON ?= python3
-# torch first, pinned: on this kind of machine the pin takes a local CPU build; on a GPU
-# machine it is the CUDA build from PyPI. Override for another CUDA version, e.g.
-# make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" run
+# torch, pinned, for the tests (tiny models) and `make gpu`: on this kind of machine the pin
+# takes a local CPU build; on a GPU machine it is the CUDA build from PyPI. Override for another
+# CUDA version, e.g. make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" gpu
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
+# What serving needs (the API, the preview engine, the PostgreSQL and S3 drivers): no torch.
+SERVE_STAMP := $(VENV)/.installed-serve
+# What testing needs on top: torch and diffusers (the tiny models), the test tools.
 STAMP := $(VENV)/.installed
+# The real model on a GPU: torch and the `hunyuan` extra.
+GPU_STAMP := $(VENV)/.installed-gpu
+# `make run` keeps its database and files in the project, not in the user's data folder.
+DATA_DIR := $(or $(FRAMECAST_DATA_DIR),$(CURDIR)/framecast-data)
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run gpu test lint typecheck check bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[postgres,s3]'
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(SERVE_STAMP)
+
+$(GPU_STAMP): pyproject.toml $(SERVE_STAMP)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[hunyuan,postgres,s3]'
+	touch $@
 
 ## Start the API and one worker on 127.0.0.1:8000 (every FRAMECAST_* variable is honoured).
-run: $(STAMP)
-	$(BIN)/framecast serve --dev
+run: $(SERVE_STAMP)
+	@echo "data folder: $(DATA_DIR) (set FRAMECAST_DATA_DIR for another)"
+	FRAMECAST_DATA_DIR='$(DATA_DIR)' $(BIN)/framecast serve --dev
+
+## Install the real model's stack (torch, diffusers) into .venv; then `make run` serves it.
+gpu: $(GPU_STAMP)
 
 ## Run the whole test suite (unit, integration, acceptance).
 test: $(STAMP)

@@ -41,6 +41,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def noise_png(target_bytes: int) -> bytes:
     return encoded(Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)), "PNG")
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, tuple[str, Callable[[], bytes]]] = {
     "png16-6300": ("6300x6300 16-bit RGBA PNG", lambda: flat_png(6300, 6300, 16, 6, 4)),
     "png-40mp": ("7300x5479 8-bit RGB PNG", lambda: flat_png(7300, 5479, 8, 2, 3)),
     "webp-max": (

@@ -33,9 +33,16 @@ from sqlalchemy.engine import make_url
 
 from framecast.db import create_db_engine, migrate
 from framecast.jobs import JobStore
+from framecast.results import VideoResult
 from framecast.wakeup import PollingWaiter, waiter_for
 
 MODEL = "tencent/hunyuan/image-to-video"
+
+
+DONE = VideoResult(
+    video_key="outputs/bench/video.mp4", poster_key="outputs/bench/poster.jpg", metadata={}
+)
+"""What every benchmark request completes with (no files: only the queue is measured)."""
 
 
 def _store(url: str) -> JobStore:
@@ -55,7 +62,7 @@ def _latency_worker(url: str, poll: float, listen: bool, n: int, out: Any) -> No
             waiter.wait(poll)
             continue
         out.put((lease.request_id, time.time()))
-        store.complete(lease, {"metadata": {}})
+        store.complete(lease, DONE)
         claimed += 1
     waiter.close()
 
@@ -88,7 +95,7 @@ def _throughput_worker(url: str, out: Any) -> None:
     store = _store(url)
     done = 0
     while (lease := store.claim(f"bench-{mp.current_process().pid}", models=[MODEL])) is not None:
-        store.complete(lease, {"metadata": {}})
+        store.complete(lease, DONE)
         done += 1
     out.put(done)
 
@@ -144,12 +151,12 @@ def main() -> None:
             migrate(create_db_engine(url))
             report[f"latency_{label}"] = latency(url, args.latency_requests, args.poll, listen)
             print(label, report[f"latency_{label}"], flush=True)
+        throughput_url, throughput_schema = fresh_pg(args.pg)
+        schemas.append(throughput_schema)
         for label, url in (
             ("sqlite", f"sqlite:///{tmp}/tp.db"),
-            ("postgresql", fresh_pg(args.pg)[0]),
+            ("postgresql", throughput_url),
         ):
-            if label == "postgresql":
-                schemas.append(make_url(url).query["options"].split("=")[1])
             migrate(create_db_engine(url))
             report[f"throughput_{label}"] = throughput(url, args.throughput_requests, args.workers)
             print(label, report[f"throughput_{label}"], flush=True)

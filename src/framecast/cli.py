@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -11,6 +10,7 @@ import typer
 from pydantic import BaseModel
 
 from framecast.settings import Settings, get_settings
+from framecast.webhooks.cli import webhooks_app
 
 app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -19,10 +19,19 @@ weights_app = typer.Typer(help="Model weights.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(weights_app, name="weights")
+app.add_typer(webhooks_app, name="webhooks")
 
 DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
 Engine = Annotated[
     str | None, typer.Option(help="FRAMECAST_ENGINE: auto, preview or hunyuan", show_default=False)
+]
+Parallel = Annotated[
+    int | None,
+    typer.Option(
+        help="FRAMECAST_PARALLEL: run each request across N processes (GPUs 0..N-1, or the CPU "
+        "with FRAMECAST_DEVICE=cpu)",
+        show_default=False,
+    ),
 ]
 
 
@@ -40,10 +49,9 @@ def _settings(**flags: Any) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from framecast.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -63,27 +71,55 @@ def serve(
     """Start the API and its worker processes."""
     settings = _settings(host=host, port=port, workers=workers, engine=engine, data_dir=data_dir)
     _logging(settings)
-    if dev:
-        from framecast.devkey import print_dev_banner
-
-        print_dev_banner(settings)
     from framecast.serve import serve as run_serve
+    from framecast.startup import StartupError, check_data_dir
 
-    run_serve(settings)
+    try:
+        if dev:
+            from framecast.devkey import print_dev_banner
+
+            check_data_dir(settings)  # the dev key is kept there
+            print_dev_banner(settings)
+        run_serve(settings)
+    except StartupError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
 
 
 @app.command()
 def worker(
     engine: Engine = None,
     data_dir: DataDir = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="FRAMECAST_GPUS: run each request across these GPUs, e.g. 0,1,2,3",
+            show_default=False,
+        ),
+    ] = None,
+    parallel: Parallel = None,
     exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
-    """Start one worker process (no API)."""
-    settings = _settings(engine=engine, data_dir=data_dir)
+    """Start one worker process (no API); with --gpus, one worker made of a process per GPU."""
+    settings = _settings(engine=engine, data_dir=data_dir, gpus=gpus, parallel=parallel)
     _logging(settings)
+    from framecast.startup import StartupError
     from framecast.worker import run_worker
 
-    run_worker(settings, exit_with_parent=exit_with_parent)
+    if settings.gpus or settings.parallel:
+        from framecast.parallel.launch import GroupError, run_group_worker
+
+        try:
+            run_group_worker(settings)
+        except GroupError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        return
+    try:
+        run_worker(settings, exit_with_parent=exit_with_parent)
+    except StartupError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
 
 
 def _key_store(data_dir: Path | None) -> Any:
@@ -93,18 +129,108 @@ def _key_store(data_dir: Path | None) -> Any:
     settings = _settings(data_dir=data_dir)
     db = create_db_engine(settings.resolved_database_url)
     migrate(db)
-    return KeyStore(db)
+    return KeyStore(db, settings.api_keys, server_key=settings.signing_key())
+
+
+MaxActive = Annotated[
+    str | None,
+    typer.Option(
+        "--max-active",
+        help="Most requests the key may have queued or running: a number, unlimited, or "
+        "default (FRAMECAST_MAX_ACTIVE_PER_KEY).",
+    ),
+]
+SubmitRate = Annotated[
+    str | None,
+    typer.Option(
+        "--rate",
+        help="Most submits per window, e.g. 10/minute or 1000/hour; unlimited, or default "
+        "(FRAMECAST_SUBMIT_RATE).",
+    ),
+]
+
+
+def _limit_changes(max_active: str | None, rate: str | None) -> dict[str, int | str | None]:
+    """The limits given on the command line, checked (exit 2 with the reason otherwise)."""
+    from framecast.quotas import limit_value, rate_value
+
+    changes: dict[str, int | str | None] = {}
+    try:
+        if max_active is not None:
+            changes["max_active"] = limit_value(max_active)
+        if rate is not None:
+            changes["submit_rate"] = rate_value(rate)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return changes
+
+
+def _set_limits(store: Any, key_id: str, changes: dict[str, int | str | None]) -> str | None:
+    from framecast.quotas import QuotaStore
+
+    quotas = QuotaStore(store.engine, default_max_active=None, default_rate=None)
+    limits = quotas.set_key_limits(key_id, **changes)
+    return limits.describe() if limits is not None else None
 
 
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key, e.g. who uses it.")] = "default",
+    max_active: MaxActive = None,
+    rate: SubmitRate = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Create a key. It is printed once and only its hash is stored."""
-    new = _key_store(data_dir).create(name)
+    """Create a key. It is printed once and only its hash is stored; so is its webhook
+    secret (on stderr), which signs its webhook deliveries."""
+    changes = _limit_changes(max_active, rate)
+    store = _key_store(data_dir)
+    new = store.create(name)
     typer.echo(f"id:  {new.record.id}", err=True)
+    if changes:
+        typer.echo(f"limits:  {_set_limits(store, new.record.id, changes)}", err=True)
+    typer.echo(f"webhook secret:  {new.webhook_secret}", err=True)
     typer.echo(new.secret)
+
+
+@keys_app.command("rotate-webhook-secret")
+def keys_rotate_webhook_secret(
+    key_id: str,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            help="How long the old secret keeps signing beside the new one (e.g. 24h, 30m; "
+            "0 after a leak: it stops at once).",
+        ),
+    ] = "24h",
+    data_dir: DataDir = None,
+) -> None:
+    """Give a key a new webhook secret, printed once; deliveries carry both signatures while
+    the old one overlaps, so receivers can switch without missing one."""
+    from framecast.keys import UnknownKey
+    from framecast.settings import parse_duration
+
+    try:
+        keep = parse_duration(overlap, allow_zero=True)
+    except ValueError as exc:
+        typer.echo(f"--overlap: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        fresh = _key_store(data_dir).rotate_webhook_secret(key_id, keep)
+    except UnknownKey as exc:
+        typer.echo(str(exc.args[0]), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"the old secret keeps signing beside it for {overlap}", err=True)
+    typer.echo(fresh)
+
+
+@keys_app.command("env-webhook-secrets")
+def keys_env_webhook_secrets(data_dir: DataDir = None) -> None:
+    """The webhook secret of each FRAMECAST_API_KEYS key (derived from the server's secret, so
+    run this with the server's FRAMECAST_SECRET_KEY or data folder)."""
+    settings = _settings(data_dir=data_dir)
+    for prefix, secret in _key_store(data_dir).env_webhook_secrets(settings.api_keys):
+        typer.echo(f"{prefix}...\t{secret}")
 
 
 @keys_app.command("list")
@@ -115,6 +241,20 @@ def keys_list(data_dir: DataDir = None) -> None:
         typer.echo(
             f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}"
         )
+
+
+@keys_app.command("set-limits")
+def keys_set_limits(
+    key_id: str, max_active: MaxActive = None, rate: SubmitRate = None, data_dir: DataDir = None
+) -> None:
+    """Set a key's own limits (those not given stay as they are); `default` gives it the
+    server's again. Takes effect on its next submit, on every API node."""
+    changes = _limit_changes(max_active, rate)
+    limits = _set_limits(_key_store(data_dir), key_id, changes)
+    if limits is None:
+        typer.echo(f"no key with id {key_id} (see `framecast keys list`)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{key_id}: {limits}")
 
 
 @keys_app.command("revoke")
@@ -175,6 +315,7 @@ def generate(
             help="FRAMECAST_OFFLOAD: none, model, group or sequential", show_default=False
         ),
     ] = None,
+    parallel: Parallel = None,
 ) -> None:
     """Run an engine locally on one image, with a progress bar; no server needed.
 
@@ -191,16 +332,22 @@ def generate(
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from framecast.engines.base import Engine as EngineType
     from framecast.engines.hunyuan.loras import LoraFolder
     from framecast.engines.selection import load_engine
     from framecast.errors import FramecastError
     from framecast.images import decode_image
     from framecast.models import UnknownModel, all_models, get_model
+    from framecast.parallel.launch import GroupError
     from framecast.video import encode_mp4
 
     try:
         settings = _settings(
-            engine=engine, hunyuan_model=hunyuan_model, offload=offload, lora_dir=lora_dir
+            engine=engine,
+            hunyuan_model=hunyuan_model,
+            offload=offload,
+            lora_dir=lora_dir,
+            parallel=parallel,
         )
     except ValidationError as exc:
         typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
@@ -218,8 +365,14 @@ def generate(
         if unknown is not None:
             raise unknown
         decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
-        eng = load_engine(settings, spec.id)
-    except (UnknownModel, _FlagError) as exc:
+        if settings.gpus or settings.parallel:
+            from framecast.parallel.launch import group_engine
+
+            # Closed (the other ranks told to exit) when the command ends.
+            eng: EngineType = ctx.with_resource(group_engine(settings))
+        else:
+            eng = load_engine(settings, spec.id)
+    except (UnknownModel, _FlagError, GroupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except ValidationError as exc:
@@ -407,6 +560,12 @@ def weights_download(
     typer.echo(
         f"complete: {path}\nuse it with {real.setting}={path if to is not None else repo_id}"
     )
+
+
+# submit, status, result, cancel, list: a running server's API (framecast.remote_cli).
+from framecast.remote_cli import register as _register_remote  # noqa: E402
+
+_register_remote(app)
 
 
 def main() -> None:  # pragma: no cover

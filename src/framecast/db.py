@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -30,10 +32,13 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from framecast.states import Status
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -67,6 +72,14 @@ BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData()
 
+STATUS_CHECK = "ck_requests_status"
+
+
+def status_check_sql(values: Iterable[str]) -> str:
+    """The CHECK that keeps ``requests.status`` to the state machine's states."""
+    return "status IN ({})".format(", ".join(f"'{value}'" for value in values))
+
+
 requests = Table(
     "requests",
     metadata,
@@ -97,7 +110,10 @@ requests = Table(
     Column("data_removed_at", UTCDateTime),
     Index("ix_requests_status_model_seq", "status", "model", "seq"),
     Index("ix_requests_owner", "owner"),
+    # A key's listing, newest first, and its count of active requests.
+    Index("ix_requests_owner_seq", "owner", "seq"),
     Index("ix_requests_finished_at", "finished_at"),
+    CheckConstraint(status_check_sql(Status), name=STATUS_CHECK),
 )
 
 api_keys = Table(
@@ -109,6 +125,74 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    # Signs this key's webhook deliveries (whsec_...); the previous one keeps signing beside it
+    # until previous_webhook_secret_until, so receivers can switch without losing a delivery.
+    Column("webhook_secret", String(100)),
+    Column("previous_webhook_secret", String(100)),
+    Column("previous_webhook_secret_until", UTCDateTime),
+    # This key's own limits (NULL: the server's FRAMECAST_MAX_ACTIVE_PER_KEY and
+    # FRAMECAST_SUBMIT_RATE); max_active 0 and submit_rate "unlimited" lift them.
+    Column("max_active", Integer),
+    Column("submit_rate", String(32)),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # One row per (owner, Idempotency-Key): which request it made and a hash of what was sent.
+    # The primary key is what makes concurrent submits with one key agree on one request.
+    Column("owner", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("request_id", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+submit_counters = Table(
+    "submit_counters",
+    metadata,
+    # The submit rate limit's fixed window per owner, in the database so that every API node
+    # counts the same submits; its row also serialises one owner's quota checks.
+    Column("owner", String(64), primary_key=True),
+    Column("window_start", BigInteger, nullable=False),
+    Column("submits", Integer, nullable=False),
+)
+
+request_webhooks = Table(
+    "request_webhooks",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("url", Text, nullable=False),
+    # The API root the client used at submit: the links in a completed delivery start with it.
+    Column("base_url", Text, nullable=False),
+    Column("intermediate", Boolean, nullable=False, server_default=false()),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # The outbox: one row per status change to report, written in that change's transaction.
+    Column("seq", BigInt, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("request_id", String(36), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_token", String(64)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_request", "request_id"),
+    CheckConstraint(
+        "state IN ('pending', 'delivered', 'failed')", name="ck_webhook_deliveries_state"
+    ),
 )
 
 workers = Table(
@@ -125,6 +209,8 @@ workers = Table(
     Column("current_request", String(36)),
     # The API models (e.g. tencent/hunyuan/image-to-video) this worker claims requests for.
     Column("serves", JSON),
+    # Why it is not ready, in words for /readyz: a failed engine load, a retry in progress.
+    Column("reason", Text),
 )
 
 
@@ -153,8 +239,9 @@ def create_db_engine(url: str) -> Engine:
 _MIGRATION_LOCK = 0x6672616D65  # "frame"
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent, safe to run concurrently)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``, by default the newest (idempotent, safe to run
+    concurrently); an older revision is for testing a migration against the data before it."""
     from alembic import command
     from alembic.config import Config
 
@@ -166,7 +253,7 @@ def migrate(engine: Engine) -> None:
             # (the lock ends with this transaction) and then find nothing to do.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ class FramecastError(Exception):
 
     code: str = "internal_error"
     status: int = 500
+    headers: dict[str, str] | None = None
+    """HTTP headers the answer carries, e.g. a 429's Retry-After."""
 
     def __init__(
         self,

@@ -1,9 +1,12 @@
 """The request table is the queue: every status change of a request happens here.
 
-Each change is one UPDATE guarded by the states the request may come from (see
-:mod:`framecast.states`) and, for a worker's writes, by its lease token; the row count says
-whether it took effect. A worker whose lease was taken away therefore cannot complete, fail or
-overwrite a request: its token no longer matches.
+A request is born ``in_queue`` (:meth:`JobStore.submit`'s INSERT); every change after that is
+one UPDATE, written by :meth:`JobStore._transition` alone, guarded by the state the request may
+come from (see :mod:`framecast.states`) and, for a worker's writes, by its lease token; the row
+it returns says whether it took effect. A worker whose lease was taken away therefore cannot
+complete, fail or overwrite a request: its token no longer matches.
+Whatever must happen together with a status change (a NOTIFY, a row in another table) runs in
+that UPDATE's transaction: see :data:`StatusListener`.
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Engine, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from framecast import states
 from framecast.db import requests, utcnow
+from framecast.results import VideoResult
 from framecast.states import Status
 
 
@@ -48,13 +52,15 @@ class Job:
     progress: float | None
     error_code: str | None
     error_message: str | None
-    result: dict[str, Any] | None
+    result: VideoResult | None
     data_removed_at: dt.datetime | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Job:
         values = dict(row)
         values["status"] = Status(values["status"])
+        if values["result"] is not None:
+            values["result"] = VideoResult.from_json(values["result"], request_id=values["id"])
         return cls(**values)
 
 
@@ -84,16 +90,39 @@ class CancelOutcome(Enum):
     ALREADY_FINISHED = "already_finished"
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One status change that took effect, as :data:`StatusListener` sees it."""
+
+    request_id: str
+    source: Status
+    target: Status
+    at: dt.datetime
+
+
+StatusListener = Callable[[Connection, StatusChange], None]
+"""Called inside the transaction of every status change, after its UPDATE took effect: what it
+writes on the connection commits with the change, and an exception rolls the change back."""
+
+
 QUEUE_CHANNEL = "framecast_queue"
 """PostgreSQL NOTIFY channel: a request became claimable (submitted, or back in the queue)."""
 
 
 class JobStore:
-    def __init__(self, engine: Engine, *, lease_seconds: float, max_attempts: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float,
+        max_attempts: int,
+        listeners: Sequence[StatusListener] = (),
+    ) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        self.listeners = tuple(listeners)
 
     # -- the API's side ---------------------------------------------------------------------
 
@@ -105,7 +134,10 @@ class JobStore:
         input: Mapping[str, Any],
         image_key: str,
         request_id: str | None = None,
+        also: Callable[[Connection, Job], None] | None = None,
     ) -> Job:
+        """Queue a request. ``also`` runs in the INSERT's transaction with the new request
+        (e.g. recording its webhook): both commit, or neither."""
         now = utcnow()
         request_id = request_id or str(uuid.uuid4())
         with self.engine.begin() as conn:
@@ -124,7 +156,9 @@ class JobStore:
             )
             self._notify(conn)
             job = self._load(conn, request_id)
-        assert job is not None
+            assert job is not None
+            if also is not None:
+                also(conn, job)
         return job
 
     def get(self, request_id: str, owner: str | None = None) -> Job | None:
@@ -155,9 +189,10 @@ class JobStore:
                 return None
             now = utcnow()
             if job.status is Status.IN_QUEUE:
-                if self._transition(
-                    job.id, Status.IN_QUEUE, Status.CANCELLED, finished_at=now, phase=None
-                ):
+                cancelled = self._transition(
+                    Status.IN_QUEUE, Status.CANCELLED, _id(job.id), finished_at=now, phase=None
+                )
+                if cancelled is not None:
                     return CancelOutcome.CANCELLED, self._must_get(job.id)
             elif job.status is Status.IN_PROGRESS:
                 with self.engine.begin() as conn:
@@ -178,64 +213,29 @@ class JobStore:
     # -- the worker's side ------------------------------------------------------------------
 
     def claim(self, worker_id: str, models: list[str] | None = None) -> Lease | None:
-        """Take the oldest queued request (of ``models``, if given), or None when there is none."""
-        if self.postgres:
-            return self._claim_skip_locked(worker_id, models)
-        # SQLite has one writer at a time: read the oldest, then take it with a guarded
-        # update, and look again if another worker or a cancel got there in between.
-        while True:
-            query = (
-                select(requests.c.id)
-                .where(requests.c.status == Status.IN_QUEUE)
-                .order_by(requests.c.seq)
-                .limit(1)
-            )
-            if models is not None:
-                query = query.where(requests.c.model.in_(models))
-            with self.engine.connect() as conn:
-                request_id = conn.execute(query).scalar()
-            if request_id is None:
-                return None
-            token = secrets.token_hex(16)
-            if self._transition(
-                request_id,
-                Status.IN_QUEUE,
-                Status.IN_PROGRESS,
-                **self._claim_values(worker_id, token, utcnow()),
-            ):
-                return Lease(self._must_get(request_id), token)
-            # Another worker or a cancel got there first: look again.
+        """Take the oldest queued request (of ``models``, if given), or None when there is none.
 
-    def _claim_skip_locked(self, worker_id: str, models: list[str] | None) -> Lease | None:
-        """One statement: lock the oldest queued row nobody else holds, and take it.
-
-        Concurrent workers each skip the rows the others are locking, so none waits and no
-        two take the same request; the status guard keeps it a legal transition.
+        One statement picks the row and takes it, so no two workers take the same request:
+        PostgreSQL workers each skip the rows the others are locking (none waits on another),
+        and SQLite runs the statement under its single write lock.
         """
-        states.check(Status.IN_QUEUE, Status.IN_PROGRESS)
         oldest = (
             select(requests.c.seq)
             .where(requests.c.status == Status.IN_QUEUE)
             .order_by(requests.c.seq)
             .limit(1)
-            .with_for_update(skip_locked=True)
         )
         if models is not None:
             oldest = oldest.where(requests.c.model.in_(models))
+        if self.postgres:
+            oldest = oldest.with_for_update(skip_locked=True)
         token = secrets.token_hex(16)
-        now = utcnow()
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(requests)
-                .where(requests.c.seq == oldest.scalar_subquery())
-                .where(requests.c.status == Status.IN_QUEUE)
-                .values(
-                    status=Status.IN_PROGRESS,
-                    updated_at=now,
-                    **self._claim_values(worker_id, token, now),
-                )
-                .returning(requests.c.id)
-            ).scalar()
+        taken = self._transition(
+            Status.IN_QUEUE,
+            Status.IN_PROGRESS,
+            requests.c.seq == oldest.scalar_subquery(),
+            **self._claim_values(worker_id, token, utcnow()),
+        )
         return Lease(self._must_get(taken), token) if taken is not None else None
 
     def _claim_values(self, worker_id: str, token: str, now: dt.datetime) -> dict[str, Any]:
@@ -282,8 +282,8 @@ class JobStore:
             return StepAck.LOST
         return StepAck.CANCEL if row.cancel_requested_at is not None else StepAck.CONTINUE
 
-    def complete(self, lease: Lease, result: Mapping[str, Any]) -> bool:
-        return self._finish(lease, Status.COMPLETED, result=dict(result), progress=1.0)
+    def complete(self, lease: Lease, result: VideoResult) -> bool:
+        return self._finish(lease, Status.COMPLETED, result=result.to_json(), progress=1.0)
 
     def fail(self, lease: Lease, code: str, message: str) -> bool:
         return self._finish(lease, Status.FAILED, error_code=code, error_message=message)
@@ -293,14 +293,15 @@ class JobStore:
 
     def release(self, lease: Lease) -> bool:
         """Give a request back to the queue (worker shutting down): the attempt does not count."""
-        return self._transition(
-            lease.request_id,
+        taken_back = self._transition(
             Status.IN_PROGRESS,
             Status.IN_QUEUE,
-            token=lease.token,
+            _id(lease.request_id),
+            guards=[requests.c.lease_token == lease.token],
             attempts=requests.c.attempts - 1,
             **_cleared_lease(),
         )
+        return taken_back is not None
 
     def requeue_expired(self) -> list[tuple[str, Status]]:
         """Return requests whose worker stopped renewing its lease to the queue.
@@ -322,9 +323,7 @@ class JobStore:
         moved: list[tuple[str, Status]] = []
         for row in expired:
             values: dict[str, Any]
-            guard = and_(
-                requests.c.lease_token == row.lease_token, requests.c.lease_expires_at < now
-            )
+            guards = [requests.c.lease_token == row.lease_token, requests.c.lease_expires_at < now]
             if row.cancel_requested_at is not None:
                 target, values = Status.CANCELLED, {"finished_at": now}
             elif row.attempts >= self.max_attempts:
@@ -341,9 +340,10 @@ class JobStore:
                 )
             else:
                 target, values = Status.IN_QUEUE, {"started_at": None}
-            if self._transition(
-                row.id, Status.IN_PROGRESS, target, extra_guard=guard, **_cleared_lease(), **values
-            ):
+            changed = self._transition(
+                Status.IN_PROGRESS, target, _id(row.id), guards=guards, **_cleared_lease(), **values
+            )
+            if changed is not None:
                 moved.append((row.id, target))
         return moved
 
@@ -386,27 +386,35 @@ class JobStore:
 
     def _transition(
         self,
-        request_id: str,
         source: Status,
         target: Status,
+        which: ColumnElement[bool],
         *,
-        token: str | None = None,
-        extra_guard: Any = None,
+        guards: Sequence[ColumnElement[bool]] = (),
         **values: Any,
-    ) -> bool:
+    ) -> str | None:
+        """Move the request ``which`` selects from ``source`` to ``target``, setting ``values``.
+
+        Returns its id, or None when no request matched: it was no longer in ``source``, or a
+        guard (the lease token, the expiry) no longer held.
+        """
         states.check(source, target)
-        where = [requests.c.id == request_id, requests.c.status == source]
-        if token is not None:
-            where.append(requests.c.lease_token == token)
-        if extra_guard is not None:
-            where.append(extra_guard)
+        now = utcnow()
         with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(requests).where(*where).values(status=target, updated_at=utcnow(), **values)
-            ).rowcount
-            if changed == 1 and target is Status.IN_QUEUE:
+            request_id = conn.execute(
+                update(requests)
+                .where(which, requests.c.status == source, *guards)
+                .values(status=target, updated_at=now, **values)
+                .returning(requests.c.id)
+            ).scalar_one_or_none()
+            if request_id is None:
+                return None
+            if target is Status.IN_QUEUE:
                 self._notify(conn)
-        return bool(changed == 1)
+            change = StatusChange(request_id, source, target, now)
+            for listener in self.listeners:
+                listener(conn, change)
+        return str(request_id)
 
     def _notify(self, conn: Connection) -> None:
         # Delivered at commit, so a woken worker finds the row; SQLite workers just poll.
@@ -414,15 +422,16 @@ class JobStore:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
 
     def _finish(self, lease: Lease, target: Status, **values: Any) -> bool:
-        return self._transition(
-            lease.request_id,
+        finished = self._transition(
             Status.IN_PROGRESS,
             target,
-            token=lease.token,
+            _id(lease.request_id),
+            guards=[requests.c.lease_token == lease.token],
             finished_at=utcnow(),
             lease_expires_at=None,
             **values,
         )
+        return finished is not None
 
     def _leased_write(self, lease: Lease, **values: Any) -> bool:
         with self.engine.begin() as conn:
@@ -449,6 +458,10 @@ class JobStore:
         if job is None:
             raise LookupError(request_id)
         return job
+
+
+def _id(request_id: str) -> ColumnElement[bool]:
+    return requests.c.id == request_id
 
 
 def _cleared_lease() -> dict[str, Any]:

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, select, update
 
 from framecast.db import api_keys, utcnow
+from framecast.webhooks.signing import env_key_secret, new_secret
 
 KEY_PREFIX = "fc_"
+ENV_OWNER_PREFIX = "env_"
+ROTATION_OVERLAP = dt.timedelta(hours=24)
+"""How long a rotated-out webhook secret keeps signing beside the new one by default: as long
+as a delivery may be retried, so no delivery in flight is signed only with a secret the
+receiver has already dropped."""
 
 
 def hash_key(key: str) -> str:
@@ -38,14 +44,25 @@ class NewKey:
     record: KeyRecord
     secret: str
     """Shown once, never stored."""
+    webhook_secret: str
+    """Signs this key's webhook deliveries; shown once (stored, since signing needs it)."""
+
+
+class UnknownKey(LookupError):
+    pass
 
 
 class KeyStore:
-    def __init__(self, engine: Engine, env_keys: Iterable[str] = ()) -> None:
+    def __init__(
+        self, engine: Engine, env_keys: Iterable[str] = (), server_key: bytes | None = None
+    ) -> None:
+        """``server_key``: the server's secret (Settings.signing_key()), from which the webhook
+        secrets of FRAMECAST_API_KEYS keys are derived; without it they have none."""
         self.engine = engine
+        self._server_key = server_key
         # An environment key's owner id is derived from its hash, so the same key owns the same
         # requests across restarts and across API nodes.
-        self._env_owners = {hash_key(k): "env_" + hash_key(k)[:16] for k in env_keys}
+        self._env_owners = {hash_key(k): ENV_OWNER_PREFIX + hash_key(k)[:16] for k in env_keys}
 
     def owner_for(self, presented: str) -> str | None:
         """The owner id for a presented key, or None when it is unknown or revoked."""
@@ -63,6 +80,7 @@ class KeyStore:
 
     def create(self, name: str) -> NewKey:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        webhook_secret = new_secret()
         record = KeyRecord(
             id="key_" + secrets.token_hex(8),
             name=name,
@@ -78,9 +96,10 @@ class KeyStore:
                     prefix=record.prefix,
                     key_hash=hash_key(secret),
                     created_at=record.created_at,
+                    webhook_secret=webhook_secret,
                 )
             )
-        return NewKey(record, secret)
+        return NewKey(record, secret, webhook_secret)
 
     def list(self) -> list[KeyRecord]:
         with self.engine.connect() as conn:
@@ -107,3 +126,64 @@ class KeyStore:
                 .values(revoked_at=utcnow())
             ).rowcount
         return bool(changed == 1)
+
+    # -- webhook secrets ----------------------------------------------------------------------
+
+    def webhook_secrets(self, owner: str, now: dt.datetime | None = None) -> tuple[str, ...]:
+        """The secrets that sign ``owner``'s deliveries now: the current one, then the previous
+        one while its overlap lasts; empty when the key has none (made before webhooks)."""
+        if owner.startswith(ENV_OWNER_PREFIX):
+            return (env_key_secret(self._server_key, owner),) if self._server_key else ()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    api_keys.c.webhook_secret,
+                    api_keys.c.previous_webhook_secret,
+                    api_keys.c.previous_webhook_secret_until,
+                ).where(api_keys.c.id == owner)
+            ).one_or_none()
+        if row is None or row.webhook_secret is None:
+            return ()
+        until = row.previous_webhook_secret_until
+        if row.previous_webhook_secret and until is not None and until > (now or utcnow()):
+            return (row.webhook_secret, row.previous_webhook_secret)
+        return (row.webhook_secret,)
+
+    def env_webhook_secrets(self, env_keys: Iterable[str]) -> tuple[tuple[str, str], ...]:
+        """``(key prefix, webhook secret)`` of each FRAMECAST_API_KEYS key."""
+        if self._server_key is None:
+            raise ValueError("KeyStore needs the server's secret to derive these")
+        return tuple(
+            (key[:10], env_key_secret(self._server_key, ENV_OWNER_PREFIX + hash_key(key)[:16]))
+            for key in env_keys
+        )
+
+    def rotate_webhook_secret(self, key_id: str, overlap: dt.timedelta = ROTATION_OVERLAP) -> str:
+        """Give the key a new webhook secret and return it (shown once). The old one keeps
+        signing beside it for ``overlap`` (zero: it stops at once, e.g. after a leak)."""
+        if key_id.startswith(ENV_OWNER_PREFIX):
+            raise UnknownKey(
+                f"{key_id} is a FRAMECAST_API_KEYS key: its webhook secret is derived from the "
+                "server's secret; create a key with `framecast keys create` for a rotatable one"
+            )
+        fresh = new_secret()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(api_keys.c.webhook_secret).where(
+                    api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+                )
+            ).one_or_none()
+            if current is None:
+                raise UnknownKey(f"no active key with id {key_id} (see `framecast keys list`)")
+            keep = current.webhook_secret is not None and overlap > dt.timedelta(0)
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(
+                    webhook_secret=fresh,
+                    previous_webhook_secret=current.webhook_secret if keep else None,
+                    previous_webhook_secret_until=now + overlap if keep else None,
+                )
+            )
+        return fresh

@@ -18,11 +18,14 @@ class WorkerInfo:
     engine: str | None
     model: str | None
     state: str
-    """``loading`` (engine not ready yet), ``idle``, ``busy`` or ``stopped``."""
+    """``loading`` (engine not ready yet), ``idle``, ``busy``, ``stopped``, or ``failed`` (it
+    gave up loading its engine; ``reason`` says why)."""
     started_at: dt.datetime
     heartbeat_at: dt.datetime
     current_request: str | None
     serves: list[str] | None
+    reason: str | None = None
+    """Why it is not ready (loading failed, or a retry is under way); None when nothing is wrong."""
 
 
 class WorkerRegistry:
@@ -54,9 +57,15 @@ class WorkerRegistry:
         engine: str | None = None,
         model: str | None = None,
         current_request: str | bool | None = False,
+        reason: str | bool | None = False,
+        serves: list[str] | bool | None = False,
     ) -> None:
         """Refresh the heartbeat; optionally change the fields given (False: leave as is)."""
         values: dict[str, object] = {"heartbeat_at": utcnow()}
+        if reason is not False:
+            values["reason"] = reason
+        if serves is not False:
+            values["serves"] = serves
         if state is not None:
             values["state"] = state
         if engine is not None:
@@ -69,14 +78,30 @@ class WorkerRegistry:
             conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
 
     def live(self, max_age: dt.timedelta) -> list[WorkerInfo]:
-        """Workers whose last heartbeat is younger than ``max_age`` and that have not stopped."""
+        """Workers whose last heartbeat is younger than ``max_age`` and that have not stopped
+        (or given up)."""
         cutoff = utcnow() - max_age
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
                     select(workers).where(
-                        workers.c.heartbeat_at >= cutoff, workers.c.state != "stopped"
+                        workers.c.heartbeat_at >= cutoff,
+                        workers.c.state.not_in(["stopped", "failed"]),
                     )
+                )
+                .mappings()
+                .all()
+            )
+        return [WorkerInfo(**row) for row in rows]
+
+    def failed(self, since: dt.datetime) -> list[WorkerInfo]:
+        """Workers that gave up loading their engine at ``since`` or later, newest first."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(workers)
+                    .where(workers.c.state == "failed", workers.c.heartbeat_at >= since)
+                    .order_by(workers.c.heartbeat_at.desc())
                 )
                 .mappings()
                 .all()

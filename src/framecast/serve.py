@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import uvicorn
 
 from framecast.api.app import create_app
-from framecast.db import create_db_engine, migrate
 from framecast.settings import Settings
+from framecast.startup import EXIT_ENGINE_UNAVAILABLE, bind_socket, check_data_dir, uses_data_dir
+from framecast.webhooks.dispatcher import DispatcherThread
 
 log = logging.getLogger("framecast.serve")
 
@@ -30,6 +31,7 @@ class WorkerPool:
         self.size = size
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stopping = threading.Event()
+        self.given_up: set[int] = set()
         self._monitor = threading.Thread(target=self._watch, name="worker-pool", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -45,7 +47,17 @@ class WorkerPool:
         while not self.stopping.wait(1.0):
             for i, proc in enumerate(self.procs):
                 code = proc.poll()
-                if code is None or self.stopping.is_set():
+                if code is None or self.stopping.is_set() or proc.pid in self.given_up:
+                    continue
+                if code == EXIT_ENGINE_UNAVAILABLE:
+                    # It already tried (FRAMECAST_ENGINE_LOAD_ATTEMPTS) and said why, in its log
+                    # and in /readyz; restarting it would only repeat that.
+                    log.error(
+                        "worker %d could not load its engine; not restarting it (its reason is "
+                        "in the log above and in /readyz)",
+                        proc.pid,
+                    )
+                    self.given_up.add(proc.pid)
                     continue
                 log.error("worker %d exited with %s; restarting in %.0f s", proc.pid, code, backoff)
                 if self.stopping.wait(backoff):
@@ -83,13 +95,25 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    # Migrate once here, before any worker starts, so they never race to create the schema.
-    db = create_db_engine(settings.resolved_database_url)
-    migrate(db)
-    db.dispose()
-    app = create_app(settings, run_migrations=False)
+    """Run the API and the workers until SIGTERM/SIGINT. Raises :class:`StartupError` (one line,
+    an exit code) for a data folder it cannot write or a port it cannot listen on."""
+    if uses_data_dir(settings, worker=settings.workers > 0):
+        check_data_dir(settings)
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        # create_app migrates the database, before any worker starts: they never race to create it.
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
     pool = WorkerPool(settings.workers)
     pool.start()
+    # In this process rather than in the workers: see framecast.webhooks.dispatcher.
+    dispatcher = DispatcherThread(settings) if settings.webhook_dispatcher else None
+    if dispatcher is not None:
+        dispatcher.start()
     try:
         config = uvicorn.Config(
             app,
@@ -97,8 +121,14 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             proxy_headers=True,
             log_level="info",
+            # uvicorn's records go through framecast's handler (FRAMECAST_LOG_FORMAT) instead
+            # of uvicorn's own.
+            log_config=None,
             access_log=False,
         )
-        _Server(config).run()
+        _Server(config).run(sockets=[sock])
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         pool.stop()
+        sock.close()

@@ -25,13 +25,34 @@ LinearPrecision = Literal["bf16", "fp8", "fp8-weight"]
 DEFAULT_HUNYUAN_MODEL = "hunyuanvideo-community/HunyuanVideo-I2V"
 
 
+def parse_duration(value: str, *, allow_zero: bool = False) -> dt.timedelta:
+    """``3600``, ``90m``, ``24h``, ``7d``: seconds, or a number with s, m, h or d."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not match:
+        raise ValueError("a duration like 3600, 90m, 24h or 7d")
+    seconds = (
+        float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    )
+    if seconds <= 0 and not allow_zero:
+        raise ValueError("must be more than zero")
+    return dt.timedelta(seconds=seconds)
+
+
+def default_data_dir() -> Path:
+    """The user's data folder for framecast (XDG_DATA_HOME/framecast on Linux), so every command
+    finds the same database whatever folder it is run from."""
+    import platformdirs
+
+    return platformdirs.user_data_path("framecast", appauthor=False)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
     # Where things live
     data_dir: Path = Field(
-        Path("./framecast-data"),
-        description="SQLite database, media files and the generated secret key.",
+        default_factory=default_data_dir,
+        description="SQLite database, media files, the generated secret key and workers' scratch folders; default: the user's data folder (e.g. ~/.local/share/framecast), the same from any working directory.",
     )
     database_url: str | None = Field(
         None, description="Any SQLAlchemy URL; default: SQLite in data_dir."
@@ -89,6 +110,22 @@ class Settings(BaseSettings):
         None,
         gt=0,
         description="Largest request body; a larger one is answered 413 before it is read. Default: 1.5 x FRAMECAST_MAX_IMAGE_BYTES + 1 MiB, room for the largest image as a base64 data: URI.",
+    )
+    max_inflight_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Bytes of request bodies the API holds at once (each reserves its Content-Length before it is read, until it is answered); a request that finds no room within 30 s is answered 503 with Retry-After. Bounds the API's memory under many large data: URI submits.",
+    )
+
+    # Limits per API key (a key's own, from `framecast keys set-limits`, replace these)
+    max_active_per_key: int | None = Field(
+        None,
+        ge=1,
+        description="Most requests one key may have queued or running at once; one more is answered 429 with Retry-After. Default: no limit.",
+    )
+    submit_rate: str | None = Field(
+        None,
+        description="Most submits per key in each fixed window, e.g. 60/minute, 10/second or 1000/hour; counted in the database, so it holds across API nodes. One more is answered 429 with Retry-After (the seconds until the window ends). Default: no limit.",
     )
 
     # Workers and the queue
@@ -160,6 +197,32 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
 
+    # One request on several GPUs (docs/performance.md)
+    gpus: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated GPU indices (e.g. 0,1,2,3) that one `framecast worker` runs each request across, one process per GPU (hunyuan engine, HunyuanVideo-I2V only). Default: one GPU per worker.",
+    )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        description="Processes one request runs across, as FRAMECAST_GPUS but on GPUs 0..N-1 (or on the CPU with FRAMECAST_DEVICE=cpu, for tests).",
+    )
+    ulysses_degree: int | None = Field(
+        None,
+        ge=1,
+        description="Ulysses degree of a multi-GPU worker; default: all processes when they divide the model's 24 heads, else Ring.",
+    )
+    ring_degree: int | None = Field(
+        None,
+        ge=1,
+        description="Ring-attention degree of a multi-GPU worker; default: see FRAMECAST_ULYSSES_DEGREE.",
+    )
+    parallel_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A multi-GPU worker stops (exit code 4) when one of its processes waits this long for the others.",
+    )
+
     retention: dt.timedelta | None = Field(
         None,
         description="Delete the input and output files of requests finished longer ago than this: seconds, or a number with s, m, h or d (e.g. 7d). The requests stay, marked as removed. Default: keep forever.",
@@ -167,8 +230,56 @@ class Settings(BaseSettings):
     retention_sweep_seconds: float = Field(
         600.0, gt=0, description="How often an idle worker runs the retention sweep."
     )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A stored input image with no request (its API died between storing it and recording the request) is deleted by the sweep once it is this old.",
+    )
+    engine_load_attempts: int = Field(
+        3,
+        ge=1,
+        description="Times a worker tries to load its engine before it stops, saying why (its reason shows in /readyz).",
+    )
+    engine_load_backoff_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Wait before a worker's second try at loading its engine; doubled for each later one.",
+    )
+
+    # Webhooks (README: Webhooks)
+    webhook_dispatcher: bool = Field(
+        True,
+        description="Run a webhook dispatcher inside `framecast serve`'s API process. Several dispatchers share the outbox safely; turn this off where `framecast webhooks dispatch` processes do the sending.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time a webhook receiver gets to answer one delivery attempt."
+    )
+    webhook_retry_base_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Wait before a failed webhook delivery's second attempt; doubled for each later one.",
+    )
+    webhook_retry_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts of a webhook delivery."
+    )
+    webhook_retry_window: dt.timedelta = Field(
+        dt.timedelta(hours=24),
+        description="How long a webhook delivery is retried after its status change (seconds, or a number with s, m, h or d); then it is marked failed and kept (`framecast webhooks list --state failed`).",
+    )
+    webhook_concurrency: int = Field(
+        32, ge=1, description="Webhook deliveries one dispatcher has in flight at once."
+    )
+    webhook_poll_seconds: float = Field(
+        0.25,
+        gt=0,
+        description="How often a dispatcher looks for due webhook deliveries (with PostgreSQL it is also woken at once by a new one).",
+    )
 
     log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line, with the request id on every line about a request.",
+    )
 
     # Video
     x264_preset: str = Field("medium", description="libx264 preset for output videos.")
@@ -181,20 +292,23 @@ class Settings(BaseSettings):
         description="Extra delay per frame in the preview engine, to watch progress and try cancel.",
     )
 
-    @field_validator("retention", mode="before")
+    @field_validator("retention", "webhook_retry_window", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("submit_rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        from framecast.rates import parse_rate
+
+        return str(parse_rate(value)) if value else None
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _split_gpus(cls, value: object) -> object:
         if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-            if not match:
-                raise ValueError("a duration like 3600, 90m, 24h or 7d")
-            seconds = (
-                float(match.group(1))
-                * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-            )
-            if seconds <= 0:
-                raise ValueError("must be more than zero")
-            return dt.timedelta(seconds=seconds)
+            return [int(g) for g in value.split(",") if g.strip()]
         return value
 
     @field_validator("api_keys", "models", "model_plugins", mode="before")

@@ -44,17 +44,20 @@ class PollingWaiter:
 class ListenWaiter:
     """LISTEN on its own autocommit connection; reconnects lazily after an error."""
 
-    def __init__(self, database_url: str, stop: threading.Event) -> None:
+    def __init__(
+        self, database_url: str, stop: threading.Event, channel: str = QUEUE_CHANNEL
+    ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self.dsn = url.render_as_string(hide_password=False)
         self.stop = stop
+        self.channel = channel
         self._conn: Any = None
 
     def _connect(self) -> Any:
         import psycopg
 
         conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-        conn.execute(f"LISTEN {QUEUE_CHANNEL}")
+        conn.execute(f"LISTEN {self.channel}")
         return conn
 
     def wait(self, timeout: float) -> None:
@@ -69,6 +72,8 @@ class ListenWaiter:
                 for _ in self._conn.notifies(timeout=min(left, _STOP_CHECK_S), stop_after=1):
                     return
             except Exception:
+                if self.stop.is_set():
+                    return  # closed under it while stopping: nothing went wrong
                 log.warning("LISTEN connection failed; polling until it is back", exc_info=True)
                 self.close()
                 self.stop.wait(min(left, _STOP_CHECK_S))
@@ -82,7 +87,8 @@ class ListenWaiter:
                 log.debug("closing the LISTEN connection failed", exc_info=True)
 
 
-def waiter_for(database_url: str, stop: threading.Event) -> Waiter:
+def waiter_for(database_url: str, stop: threading.Event, channel: str = QUEUE_CHANNEL) -> Waiter:
+    """``channel``: what to be woken by on PostgreSQL; the queue's by default (workers)."""
     if make_url(database_url).get_backend_name() == "postgresql":
-        return ListenWaiter(database_url, stop)
+        return ListenWaiter(database_url, stop, channel)
     return PollingWaiter(stop)

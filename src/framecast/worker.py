@@ -7,6 +7,7 @@ back. Should the process die anyway, its lease runs out and another worker reque
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -18,19 +19,26 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
+from framecast import outcomes
 from framecast.db import create_db_engine, migrate
+from framecast.engine_loading import EngineLoadFailed, Plan, load_with_retries, try_plan
 from framecast.engines import Engine
 from framecast.engines.base import Cancelled
-from framecast.engines.selection import load_engines, plan_engines
 from framecast.errors import FramecastError
 from framecast.images import decode_image
+from framecast.job_stores import build_job_store
 from framecast.jobs import JobStore, Lease, StepAck
+from framecast.logs import request_context
 from framecast.models import get_model
+from framecast.outcomes import Outcome
 from framecast.registry import WorkerRegistry
-from framecast.retention import sweep
+from framecast.results import VideoResult
+from framecast.retention import sweep, sweep_orphan_inputs
+from framecast.scratch import Scratch, clear_stale
 from framecast.settings import Settings
+from framecast.startup import check_data_dir
 from framecast.storage import open_storage
 from framecast.video import encode_mp4
 from framecast.wakeup import waiter_for
@@ -95,6 +103,14 @@ class LeaseHooks:
         if self.stop.is_set():
             raise Cancelled("the worker is shutting down")
 
+    def stopped(self, reason: str) -> Outcome:
+        """What an engine's :class:`Cancelled` means for the request: the flags say who asked."""
+        if self.flags.lost:
+            return outcomes.LeaseLost()
+        if not self.flags.cancel and self.stop.is_set():
+            return outcomes.Released(reason)
+        return outcomes.Cancelled(reason)
+
 
 class Worker:
     def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
@@ -103,9 +119,7 @@ class Worker:
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.db = create_db_engine(settings.resolved_database_url)
-        self.jobs = JobStore(
-            self.db, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
-        )
+        self.jobs = build_job_store(self.db, settings)
         self.registry = WorkerRegistry(self.db)
         self.storage = open_storage(
             settings.storage_url, local_root=settings.media_dir, secret=settings.signing_key()
@@ -117,7 +131,11 @@ class Worker:
         self.serves: list[str] = list(self.engines)
         self._state = "loading"
         self._current: str | None = None
+        self._reason: str | None = None
         self._next_sweep = 0.0
+        # Renders happen in this worker's own scratch folder, locked while it lives, so the
+        # folders of workers that died (kill -9, power loss) can be told apart and removed.
+        self.scratch = Scratch(settings.data_dir / "tmp", self.id)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -127,16 +145,18 @@ class Worker:
         if not self.engines:
             # Decided before registering (cheap), loaded after: /readyz shows what this worker
             # will serve while it spends minutes loading weights.
-            plan = plan_engines(self.settings)
-            self.serves = list(plan)
+            plan = try_plan(self.settings)  # None: load_with_retries tries again, saying why
+            self.serves = list(plan) if plan is not None else list(self.settings.models)
+        clear_stale(self.scratch.root)
+        self.scratch.claim()
         self.registry.register(self.id, socket.gethostname(), os.getpid(), serves=self.serves)
         self.registry.forget_older_than(dt.timedelta(days=7))  # rows of long-gone workers
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
         done = 0
         try:
-            if plan is not None:
-                self.engines = load_engines(self.settings, plan)
+            if not self.engines:
+                self._load_engines(plan)
             self._state = "idle"
             self._beat()
             for model_id, engine in self.engines.items():
@@ -158,15 +178,36 @@ class Worker:
                     self._maybe_sweep()
                     self.waiter.wait(self.settings.poll_seconds)
                     continue
-                self.process(lease)
+                with request_context(lease.request_id):  # on every line logged meanwhile
+                    self.process(lease)
                 done += 1
         finally:
-            self._state = "stopped"
+            if self._state != "failed":
+                self._state = "stopped"
             self.stop.set()
             beat.join(timeout=5)
             self._beat()
+            self.scratch.release()
             self.waiter.close()
             self.db.dispose()
+
+    def _load_engines(self, plan: Plan | None) -> None:
+        def report(reason: str) -> None:
+            self._reason = reason
+            log.warning("worker %s: %s", self.id, reason)
+            self._beat()
+
+        try:
+            loaded_plan, self.engines = load_with_retries(
+                self.settings, plan, stop=self.stop, report=report
+            )
+        except EngineLoadFailed as exc:
+            self._state, self._reason = "failed", exc.message
+            raise
+        self._reason = None
+        if list(loaded_plan) != self.serves:  # planned only now, after a failed first try
+            self.serves = list(loaded_plan)
+            self.registry.beat(self.id, serves=self.serves)
 
     def _next(self) -> Lease | None:
         for request_id, status in self.jobs.requeue_expired():
@@ -178,11 +219,14 @@ class Worker:
     def _maybe_sweep(self) -> None:
         retention = self.settings.retention
         now = time.monotonic()
-        if retention is None or now < self._next_sweep:
+        if now < self._next_sweep:
             return
         self._next_sweep = now + self.settings.retention_sweep_seconds
         try:
-            sweep(self.jobs, self.storage, retention)
+            if retention is not None:
+                sweep(self.jobs, self.storage, retention)
+            grace = dt.timedelta(seconds=self.settings.orphan_grace_seconds)
+            sweep_orphan_inputs(self.jobs, self.storage, grace)
         except Exception:
             log.exception("worker %s: retention sweep failed; will retry later", self.id)
 
@@ -199,6 +243,7 @@ class Worker:
         self.registry.beat(
             self.id,
             state=self._state,
+            reason=self._reason,
             current_request=self._current,
             engine=",".join(sorted({e.name for e in engines})) or None,
             model=",".join(sorted({e.model for e in engines})) or None,
@@ -212,21 +257,28 @@ class Worker:
         self._state, self._current = "busy", job.id
         hooks = LeaseHooks(self.jobs, lease, self.stop)
         renewing = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(lease, hooks, renewing), daemon=True)
+        # Run in a copy of this context: the renewer's lines carry the request id too.
+        renewer = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._renew, lease, hooks, renewing),
+            daemon=True,
+        )
         renewer.start()
-        workdir = self.settings.data_dir / "tmp" / f"{job.id}-{lease.token[:8]}"
-        outcome: tuple[str, Any] = ("fail", ("worker_error", "the worker stopped unexpectedly"))
+        workdir = self.scratch.folder / f"{job.id}-{lease.token[:8]}"
+        # Whatever escapes the handlers below (KeyboardInterrupt, SystemExit) still ends the
+        # request: the finally writes this.
+        outcome: Outcome = outcomes.Failed("worker_error", "the worker stopped unexpectedly")
         try:
-            outcome = ("complete", self._run_engine(lease, hooks, workdir))
+            outcome = outcomes.Succeeded(self._run_engine(lease, hooks, workdir))
         except Cancelled as why:
-            outcome = ("cancelled", str(why))
+            outcome = hooks.stopped(str(why))
         except FramecastError as exc:
-            outcome = ("fail", (exc.code, exc.message))
+            outcome = outcomes.Failed(exc.code, exc.message)
         except MemoryError:
-            outcome = ("fail", ("out_of_memory", "the engine ran out of memory"))
+            outcome = outcomes.Failed("out_of_memory", "the engine ran out of memory")
         except Exception as exc:
             log.exception("request %s: engine error", job.id)
-            outcome = ("fail", _describe_engine_error(exc))
+            outcome = _describe_engine_error(exc)
         finally:
             renewing.set()
             renewer.join()
@@ -234,7 +286,7 @@ class Worker:
             shutil.rmtree(workdir, ignore_errors=True)
             self._state, self._current = "idle", None
 
-    def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> dict[str, Any]:
+    def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> VideoResult:
         job = lease.job
         engine = self.engines[job.model]  # claims are only for the models served here
         params = get_model(job.model).input.model_validate(job.input)
@@ -280,7 +332,7 @@ class Worker:
             "worker_id": self.id,
             "attempt": job.attempts,
         }
-        return {"video_key": video_key, "poster_key": poster_key, "metadata": metadata}
+        return VideoResult(video_key=video_key, poster_key=poster_key, metadata=metadata)
 
     def _renew(self, lease: Lease, hooks: LeaseHooks, done: threading.Event) -> None:
         interval = self.settings.lease_seconds / 3
@@ -296,40 +348,45 @@ class Worker:
             except Exception:
                 log.exception("request %s: lease renewal failed; will retry", lease.request_id)
 
-    def _finish(self, lease: Lease, hooks: LeaseHooks, outcome: tuple[str, Any]) -> None:
+    def _finish(self, lease: Lease, hooks: LeaseHooks, outcome: Outcome) -> None:
         """Write the request's final status; a lost lease means someone else owns it now."""
-        kind, detail = outcome
         request_id = lease.request_id
-        if hooks.flags.lost:
-            log.warning("request %s: lease was lost; leaving it to its new owner", request_id)
-            return
-        if kind == "cancelled" and not hooks.flags.cancel and self.stop.is_set():
-            written = self.jobs.release(lease)
-            log.info("request %s: given back to the queue (worker stopping)", request_id)
-        elif kind == "cancelled":
-            written = self.jobs.finish_cancelled(lease)
-            log.info("request %s: cancelled (%s)", request_id, detail)
-        elif kind == "complete":
-            written = self.jobs.complete(lease, detail)
-            log.info("request %s: completed", request_id)
-        else:
-            code, message = detail
-            written = self.jobs.fail(lease, code, message)
-            log.warning("request %s: failed: %s: %s", request_id, code, message)
+        if hooks.flags.lost:  # found out after the engine finished: the writes would be refused
+            outcome = outcomes.LeaseLost()
+        match outcome:
+            case outcomes.LeaseLost():
+                log.warning("request %s: lease was lost; leaving it to its new owner", request_id)
+                return
+            case outcomes.Released():
+                written = self.jobs.release(lease)
+                log.info("request %s: given back to the queue (worker stopping)", request_id)
+            case outcomes.Cancelled(reason):
+                written = self.jobs.finish_cancelled(lease)
+                log.info("request %s: cancelled (%s)", request_id, reason)
+            case outcomes.Succeeded(result):
+                written = self.jobs.complete(lease, result)
+                log.info("request %s: completed", request_id)
+            case outcomes.Failed(code, message):
+                written = self.jobs.fail(lease, code, message)
+                log.warning("request %s: failed: %s: %s", request_id, code, message)
+            case _:
+                assert_never(outcome)
         if not written:
             log.warning(
-                "request %s: final status %s refused: the lease was taken away", request_id, kind
+                "request %s: final status (%s) refused: the lease was taken away",
+                request_id,
+                type(outcome).__name__,
             )
 
 
-def _describe_engine_error(exc: Exception) -> tuple[str, str]:
+def _describe_engine_error(exc: Exception) -> outcomes.Failed:
     name = type(exc).__name__
     if "OutOfMemory" in name:
-        return (
+        return outcomes.Failed(
             "out_of_memory",
             f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode",
         )
-    return "engine_error", f"the engine failed: {name}: {exc}"[:1000]
+    return outcomes.Failed("engine_error", f"the engine failed: {name}: {exc}"[:1000])
 
 
 def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
@@ -340,6 +397,7 @@ def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
     """
     import signal
 
+    check_data_dir(settings)  # its scratch folder (and, by default, the database) live there
     worker = Worker(settings)
     if exit_with_parent:
         parent = os.getppid()

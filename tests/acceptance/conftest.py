@@ -159,7 +159,7 @@ def wait_for(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get(f"/v1/requests/{request_id}/status").json()
+        body: dict[str, Any] = client.get(f"/v1/requests/{request_id}/status").json()
         if seen is not None:
             seen.append(body)
         if body["status"] in statuses:

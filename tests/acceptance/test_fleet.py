@@ -65,7 +65,7 @@ def test_four_workers_two_hundred_requests_each_run_exactly_once(
 
 
 def _s3_env(s3_server: str, bucket: str) -> dict[str, str]:
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"

@@ -1,22 +1,44 @@
-"""The API in-process, over httpx's ASGI transport: no server process, the real app."""
+"""The API in-process, over httpx's ASGI transport: no server process, the real app, a real
+SQLite database and local store in the test's folder, and (where a test needs a finished
+request) a real worker with the preview engine in this process."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from PIL import Image
 
 from framecast.api.app import create_app
+from framecast.api.errors import runcomfy_error_code
+from framecast.api.services import Services
+from framecast.engines.preview import PreviewEngine
 from framecast.settings import Settings
+from framecast.worker import Worker
 
 KEY = "in-process-test-key"
+OTHER_KEY = "in-process-other-key"
+"""A second key: its owner must not see the first key's requests."""
 SUBMIT = "/v1/models/tencent/hunyuan/image-to-video"
+SUBMIT_15 = "/v1/models/tencent/hunyuan-video-v1.5/image-to-video"
+
+
+def settings_for(tmp_path: Path, **settings: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "api_keys": [KEY, OTHER_KEY]}
+    return Settings(**{**values, **settings})
 
 
 def make_app(tmp_path: Path, **settings: Any) -> FastAPI:
-    return create_app(Settings(data_dir=tmp_path / "data", api_keys=[KEY], **settings))
+    return create_app(settings_for(tmp_path, **settings))
+
+
+def services_of(app: FastAPI) -> Services:
+    services: Services = app.state.services
+    return services
 
 
 def client_for(app: FastAPI, key: str | None = KEY) -> httpx.AsyncClient:
@@ -27,3 +49,53 @@ def client_for(app: FastAPI, key: str | None = KEY) -> httpx.AsyncClient:
         headers={"Authorization": f"Bearer {key}"} if key else {},
         timeout=30,
     )
+
+
+def png(size: tuple[int, int] = (64, 36)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+SMALL = {
+    SUBMIT: {"image_url": data_uri(png()), "resolution": "360p", "num_frames": 5},
+    SUBMIT_15: {"image": data_uri(png()), "resolution": "480p", "num_frames": 5},
+}
+"""Fields for a request each model's preview renders in a fraction of a second."""
+
+
+async def submit(client: httpx.AsyncClient, path: str = SUBMIT, **fields: Any) -> str:
+    """Queue a small request for a generated PNG; its request id."""
+    body = {"prompt": "a slow push in", **SMALL[path], **fields}
+    r = await client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    request_id: str = r.json()["request_id"]
+    return request_id
+
+
+def run_worker(app: FastAPI, jobs: int = 1) -> None:
+    """Run ``jobs`` queued requests to the end with a real worker (preview engine) on the app's
+    database and store; returns when they are finished."""
+    services = services_of(app)
+    settings = services.settings.model_copy(update={"x264_preset": "ultrafast"})
+    worker = Worker(settings, engines={spec.id: PreviewEngine() for spec in services.models})
+    worker.run(max_jobs=jobs)
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """``r`` is an error answer in the one error shape: framecast's ``error`` object and
+    RunComfy's fields beside it (``detail`` on a 422 only). Its body, for more checks."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body: dict[str, Any] = r.json()
+    error = body["error"]
+    assert error["code"] == code, body
+    assert isinstance(error["message"], str) and error["message"]
+    assert body["error_code"] == runcomfy_error_code(status, code)
+    assert body["error_message"] == error["message"]
+    assert ("detail" in body) == (status == 422), body
+    return body

@@ -78,14 +78,12 @@ def test_a_lora_changes_the_video_and_the_result_names_it(
     submit(worker)
     with_lora, without = run_one(worker), run_one(worker)
     assert with_lora["status"] is Status.COMPLETED and without["status"] is Status.COMPLETED
-    videos = [
-        worker.storage.path(r["result"]["video_key"]).read_bytes() for r in (with_lora, without)
-    ]
+    videos = [worker.storage.get_bytes(r["result"].video_key) for r in (with_lora, without)]
     assert videos[0] != videos[1]
     sha = hashlib.sha256((lora_dir / "watercolor.safetensors").read_bytes()).hexdigest()
-    meta = with_lora["result"]["metadata"]
+    meta = with_lora["result"].metadata
     assert meta["loras"] == [{"path": "watercolor", "scale": 0.9, "sha256": sha}]
-    assert "loras" not in without["result"]["metadata"]
+    assert "loras" not in without["result"].metadata
 
     # Removed from the folder between submit and run: the request fails saying so.
     submit(worker, loras=[{"path": "watercolor"}])

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ from framecast.states import Status
 from framecast.video import probe_mp4
 from framecast.worker import Worker
 
-from .tiny_jobs import submit
+from .tiny_jobs import stored_path, submit
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,9 @@ def test_out_of_memory_fails_the_request_clearly_and_the_next_one_runs(
     run_one(worker)
     done = worker.jobs.get(second)
     assert done is not None and done.status is Status.COMPLETED and done.result is not None
-    info = probe_mp4(worker.storage.path(done.result["video_key"]))
+    info = probe_mp4(stored_path(worker, done.result.video_key))
     assert (info.width, info.height, info.num_frames) == (352, 608, 5)
-    meta = done.result["metadata"]
+    meta = done.result.metadata
     assert meta["engine"] == "hunyuan" and meta["tiny_random"] is True
     assert (meta["num_inference_steps"], meta["flow_shift"], meta["i2v_stability"]) == (
         2,
@@ -121,12 +121,23 @@ print(json.dumps(engine.metadata()))
 """
 
 
+class RequestFields(TypedDict):
+    """A GenerationRequest's fields but its image: what the child process is sent as JSON."""
+
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    num_frames: int
+    options: dict[str, Any]
+
+
 def test_saved_tiny_model_loads_offline_from_a_directory_with_the_same_output(
     tmp_path: Path, engine: HunyuanEngine
 ) -> None:
     model_dir = tmp_path / "tiny-model"
     engine.pipe.save_pretrained(model_dir)
-    req = {
+    req: RequestFields = {
         "prompt": "waves",
         "seed": 3,
         "width": 64,

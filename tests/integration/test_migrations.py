@@ -1,10 +1,38 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from framecast.db import metadata, migrate
+import framecast.db
+from framecast.db import create_db_engine, metadata, migrate, requests, utcnow
+from framecast.states import Status
+
+
+def _head() -> str | None:
+    folder = Path(framecast.db.__file__).parent / "migrations"
+    return ScriptDirectory(str(folder)).get_current_head()
+
+
+def _row(request_id: str, status: str) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": request_id,
+        "owner": "o",
+        "model": "m",
+        "status": status,
+        "input": {"prompt": "p"},
+        "image_key": "inputs/x",
+        "created_at": now,
+        "updated_at": now,
+        "attempts": 0,
+    }
 
 
 def test_migrations_build_exactly_the_declared_schema(db: Engine) -> None:
@@ -14,14 +42,17 @@ def test_migrations_build_exactly_the_declared_schema(db: Engine) -> None:
 
 
 def test_migrate_is_idempotent(db: Engine) -> None:
+    with db.begin() as conn:
+        conn.execute(insert(requests).values(_row("kept", Status.IN_QUEUE)))
     migrate(db)
     migrate(db)
+    with db.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == _head()
+        assert conn.execute(select(requests.c.id)).scalars().all() == ["kept"]
 
 
 def test_processes_starting_together_on_an_empty_database_all_succeed(db_url: str) -> None:
     import threading
-
-    from framecast.db import create_db_engine
 
     engines = [create_db_engine(db_url) for _ in range(4)]
     errors: list[BaseException] = []
@@ -40,3 +71,46 @@ def test_processes_starting_together_on_an_empty_database_all_succeed(db_url: st
     for e in engines:
         e.dispose()
     assert errors == []
+
+
+def _refused(engine: Engine, statement: Any) -> None:
+    refusal = r"ck_requests_status|CHECK constraint"  # PostgreSQL's words | SQLite's
+    with pytest.raises(IntegrityError, match=refusal), engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_the_database_holds_exactly_the_states_of_the_state_machine(db: Engine) -> None:
+    with db.begin() as conn:
+        for status in Status:  # a status added without a migration fails here
+            conn.execute(insert(requests).values(_row(f"r-{status}", status)))
+    _refused(db, insert(requests).values(_row("bogus", "done")))
+    _refused(db, update(requests).where(requests.c.id == "r-in_queue").values(status="running"))
+    with db.connect() as conn:
+        stored = conn.execute(select(requests.c.status).order_by(requests.c.seq)).scalars().all()
+    assert stored == [s.value for s in Status]
+
+
+def test_the_status_check_migration_keeps_existing_requests(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    try:
+        migrate(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(insert(requests).values(_row("kept", Status.COMPLETED)))
+            conn.execute(update(requests).values(result={"video_key": "v", "metadata": {}}))
+        with engine.begin() as conn:  # before the migration nothing checked the status
+            conn.execute(insert(requests).values(_row("was-allowed", "done")))
+            conn.execute(requests.delete().where(requests.c.id == "was-allowed"))
+        migrate(engine)
+        with engine.connect() as conn:
+            row = conn.execute(select(requests).where(requests.c.id == "kept")).mappings().one()
+        assert (row["status"], row["input"], row["result"]) == (
+            "completed",
+            {"prompt": "p"},
+            {"video_key": "v", "metadata": {}},
+        )
+        _refused(engine, update(requests).values(status="done"))
+        # SQLite rebuilt the table: its other constraints came along.
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert(requests).values(_row("kept", Status.IN_QUEUE)))
+    finally:
+        engine.dispose()

@@ -56,18 +56,3 @@ def test_only_workers_serving_a_model_count_for_it(db: Engine) -> None:
     assert [w.id for w in reg.serving("tencent/hunyuan/image-to-video", window)] == ["w-i2v"]
     assert [w.id for w in reg.serving("someone/else", window)] == ["w-other"]
     assert reg.serving("nobody/serves-this", window) == []
-
-
-def test_a_worker_only_claims_the_models_it_serves(db: Engine) -> None:
-    from framecast.jobs import JobStore
-
-    store = JobStore(db, lease_seconds=30, max_attempts=2)
-    other = store.submit(owner="o", model="someone/else", input={}, image_key="inputs/a").id
-    mine = store.submit(
-        owner="o", model="tencent/hunyuan/image-to-video", input={}, image_key="inputs/b"
-    ).id
-    lease = store.claim("w", models=["tencent/hunyuan/image-to-video"])
-    assert lease is not None and lease.request_id == mine
-    assert store.claim("w", models=["tencent/hunyuan/image-to-video"]) is None
-    job = store.get(other)
-    assert job is not None and job.status.value == "in_queue"

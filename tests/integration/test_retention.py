@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, update
@@ -10,7 +11,8 @@ from sqlalchemy import Engine, update
 from framecast.api.views import result_body
 from framecast.db import requests, utcnow
 from framecast.jobs import JobStore
-from framecast.retention import sweep
+from framecast.results import VideoResult
+from framecast.retention import sweep, sweep_orphan_inputs
 from framecast.states import Status
 from framecast.storage import LocalStorage
 
@@ -27,7 +29,7 @@ def finished(store: JobStore, storage: LocalStorage, name: str, age: dt.timedelt
     storage.put_bytes(video, b"mp4")
     storage.put_bytes(poster, b"jpg")
     assert store.complete(
-        lease, {"video_key": video, "poster_key": poster, "metadata": {"seed": 1}}
+        lease, VideoResult(video_key=video, poster_key=poster, metadata={"seed": 1})
     )
     with store.engine.begin() as conn:
         conn.execute(
@@ -71,3 +73,36 @@ def test_sweep_pages_through_many(db: Engine, tmp_path: Path) -> None:
     for i in range(7):
         finished(store, storage, f"r{i}", dt.timedelta(days=2))
     assert sweep(store, storage, dt.timedelta(days=1), batch=3) == 7
+
+
+def age_file(storage: LocalStorage, key: str, age: dt.timedelta) -> None:
+    when = (utcnow() - age).timestamp()
+    os.utime(storage.path(key), (when, when))
+
+
+def test_orphan_inputs_go_after_the_grace_period_and_recorded_ones_stay(
+    db: Engine, tmp_path: Path
+) -> None:
+    """An API killed between storing the image and recording the request leaves an image no
+    request refers to: the sweep deletes it once older than the grace period, and nothing else."""
+    store = JobStore(db, lease_seconds=30, max_attempts=2)
+    storage = LocalStorage(tmp_path / "media", b"secret")
+    hour = dt.timedelta(hours=1)
+    queued = store.submit(owner="o", model=MODEL, input={}, image_key="inputs/tmp/x.png")
+    recorded = f"inputs/{queued.id}/image.png"
+    with db.begin() as conn:  # filed under its id, as the API does
+        conn.execute(update(requests).where(requests.c.id == queued.id).values(image_key=recorded))
+    elsewhere = "inputs/named-by-hand/image.png"  # a request whose image is not under its id
+    store.submit(owner="o", model=MODEL, input={}, image_key=elsewhere)
+    orphan = "inputs/0b7c1f52-dead-4000-8000-000000000000/image.png"
+    fresh_orphan = "inputs/0b7c1f52-beef-4000-8000-000000000000/image.png"  # a submit in progress
+    for key in (recorded, elsewhere, orphan, fresh_orphan):
+        storage.put_bytes(key, b"png")
+    for key in (recorded, elsewhere, orphan):
+        age_file(storage, key, 3 * hour)
+
+    assert sweep_orphan_inputs(store, storage, hour, batch=2) == 1
+    assert not storage.exists(orphan)
+    assert storage.exists(recorded) and storage.exists(elsewhere) and storage.exists(fresh_orphan)
+    assert not (storage.root / "inputs" / orphan.split("/")[1]).exists()  # its folder too
+    assert sweep_orphan_inputs(store, storage, hour) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from framecast.storage import LinkError, LocalStorage, Storage, StorageError, open_storage
+from framecast.storage.s3 import S3Storage
 
 SECRET = b"test-secret"
 PREFIX = "fleet/a"
@@ -30,7 +32,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
 
 
 def s3_client() -> Any:
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     return boto3.session.Session().client("s3")
 
@@ -102,7 +104,7 @@ def test_put_file_moves_the_file(
     storage.put_file(key, source)
     assert not source.exists()
     assert storage.get_bytes(key) == b"payload " + key.encode()
-    if not isinstance(storage, LocalStorage):
+    if isinstance(storage, S3Storage):
         head = s3_client().head_object(Bucket=storage.bucket, Key=f"{PREFIX}/{key}")
         assert head["ContentType"] == (content_type or "application/octet-stream")
 
@@ -113,7 +115,7 @@ def test_put_file_goes_multipart_for_large_files(storage: Storage, tmp_path: Pat
     source.write_bytes(data)
     storage.put_file(VIDEO, source)
     assert storage.get_bytes(VIDEO) == data
-    if not isinstance(storage, LocalStorage):
+    if isinstance(storage, S3Storage):
         head = s3_client().head_object(Bucket=storage.bucket, Key=f"{PREFIX}/{VIDEO}")
         assert head["ETag"].strip('"').endswith("-2")  # a multipart ETag counts its parts
 
@@ -209,7 +211,7 @@ def test_missing_bucket_is_named(s3_bucket: tuple[str, str], tmp_path: Path) -> 
     storage = open_storage("s3://no-such-bucket-here/p", local_root=tmp_path, secret=SECRET)
     source = tmp_path / "video.mp4"
     source.write_bytes(b"v")
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: storage.put_bytes(IMAGE, b"x"),
         lambda: storage.put_file(VIDEO, source),
         lambda: storage.get_bytes(IMAGE),
@@ -236,7 +238,7 @@ def test_missing_credentials_are_explained(
 
 def test_unreachable_endpoint_is_explained(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     import boto3
-    import botocore.config
+    import botocore.config  # type: ignore[import-untyped]
 
     from framecast.storage import S3Storage
 
@@ -297,3 +299,13 @@ def test_the_package_needs_boto3_only_for_a_bucket() -> None:
         "assert 'boto3' not in sys.modules and 'framecast.storage.s3' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_list_files_walks_one_folder_with_times(storage: Storage) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)  # S3 keeps whole seconds
+    for key in (IMAGE, "inputs/req2/image.jpg", VIDEO):
+        storage.put_bytes(key, b"x")
+    listed = {f.key: f.modified for f in storage.list_files("inputs/")}
+    assert sorted(listed) == ["inputs/req1/image.png", "inputs/req2/image.jpg"]
+    assert all(before <= modified <= datetime.now(UTC) for modified in listed.values())
+    assert list(storage.list_files("nothing-here/")) == []

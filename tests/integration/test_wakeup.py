@@ -4,22 +4,48 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
 from framecast.db import create_db_engine, migrate
 from framecast.jobs import JobStore
-from framecast.wakeup import ListenWaiter, PollingWaiter, waiter_for
+from framecast.wakeup import ListenWaiter, PollingWaiter, Waiter, waiter_for
 
 MODEL = "tencent/hunyuan/image-to-video"
 
 
-def _submit_later(store: JobStore, delay: float) -> None:
-    def go() -> None:
-        time.sleep(delay)
-        store.submit(owner="o", model=MODEL, input={}, image_key="inputs/x")
+POLL_S = 30.0
+"""The poll interval the waits below are given: a wake-up that works ends them in milliseconds."""
 
-    threading.Thread(target=go, daemon=True).start()
+PROMPT_S = 0.5
+"""How soon after the submit's commit a listening worker must wake. Well below the
+1 s slices a wait is cut into, so a waiter that only notices work at a slice's end fails."""
+
+
+class SubmitLater:
+    """Submit one request after ``delay`` seconds from another thread, timing the commit."""
+
+    def __init__(self, store: JobStore, delay: float) -> None:
+        self.before = self.after = float("inf")
+        self._thread = threading.Thread(target=self._go, args=(store, delay), daemon=True)
+        self._thread.start()
+
+    def _go(self, store: JobStore, delay: float) -> None:
+        time.sleep(delay)
+        self.before = time.monotonic()
+        store.submit(owner="o", model=MODEL, input={}, image_key="inputs/x")
+        self.after = time.monotonic()
+
+    def assert_woke_promptly(self, waiter: Waiter) -> None:
+        """Wait a whole poll interval for the submit; it must end the wait, and soon."""
+        waiter.wait(POLL_S)
+        woke = time.monotonic()
+        self._thread.join(5)
+        assert woke >= self.before, "the wait ended before anything was submitted"
+        assert woke - self.after < PROMPT_S, (
+            f"woken {woke - self.after:.2f} s after the submit committed"
+        )
 
 
 def test_a_submit_wakes_a_listening_worker_long_before_its_poll_interval(
@@ -33,10 +59,7 @@ def test_a_submit_wakes_a_listening_worker_long_before_its_poll_interval(
     assert isinstance(waiter, ListenWaiter)
     try:
         waiter.wait(0.01)  # connected and listening
-        _submit_later(store, 0.3)
-        started = time.monotonic()
-        waiter.wait(60)
-        assert time.monotonic() - started < 10  # woken, not timed out
+        SubmitLater(store, 1.3).assert_woke_promptly(waiter)
         assert store.claim("w", models=[MODEL]) is not None
     finally:
         waiter.close()
@@ -60,18 +83,20 @@ def test_a_broken_listen_connection_falls_back_to_polling_and_reconnects(
         admin.dispose()
         started = time.monotonic()
         waiter.wait(2.0)  # the broken connection is noticed; the wait still ends on time
-        assert time.monotonic() - started < 10
-        _submit_later(store, 0.3)
-        waiter.wait(60)  # reconnected: woken by the next submit
+        assert 2.0 <= time.monotonic() - started < 4
+        SubmitLater(store, 1.3).assert_woke_promptly(waiter)  # reconnected and listening
         assert waiter._conn is not None and waiter._conn.info.backend_pid != pid
     finally:
         waiter.close()
         engine.dispose()
 
 
-def test_sqlite_workers_poll(tmp_path: object) -> None:
+def test_sqlite_workers_poll(tmp_path: Path) -> None:
     stop = threading.Event()
-    assert isinstance(waiter_for("sqlite:////tmp/x.db", stop), PollingWaiter)
+    assert isinstance(waiter_for(f"sqlite:///{tmp_path / 'x.db'}", stop), PollingWaiter)
+    started = time.monotonic()
+    PollingWaiter(stop).wait(0.3)
+    assert time.monotonic() - started >= 0.3
     stop.set()
     started = time.monotonic()
     PollingWaiter(stop).wait(30)  # a stopping worker does not sit out its poll interval

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import uuid
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from framecast.models.hunyuan_i2v import MODEL_ID
+from framecast.storage import LocalStorage
 from framecast.worker import Worker
 
 
@@ -15,7 +18,7 @@ def submit(worker: Worker, **inputs: Any) -> str:
     """A 360p, 5-frame, 2-step request for a 200x120 image; ``inputs`` override any field."""
     buf = io.BytesIO()
     Image.new("RGB", (200, 120), (30, 90, 200)).save(buf, "PNG")
-    key = f"inputs/{len(list(worker.storage.root.rglob('*.png')))}/image.png"
+    key = f"inputs/{uuid.uuid4().hex}/image.png"
     worker.storage.put_bytes(key, buf.getvalue())
     params = {
         "prompt": "a blue sky",
@@ -26,3 +29,9 @@ def submit(worker: Worker, **inputs: Any) -> str:
         **inputs,
     }
     return worker.jobs.submit(owner="o", model=MODEL_ID, input=params, image_key=key).id
+
+
+def stored_path(worker: Worker, key: str) -> Path:
+    """Where ``key`` is on disk: these tests keep the worker's store in a local folder."""
+    assert isinstance(worker.storage, LocalStorage), worker.storage
+    return worker.storage.path(key)

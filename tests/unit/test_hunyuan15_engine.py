@@ -18,10 +18,14 @@ pytest.importorskip("diffusers")
 
 import PIL.Image
 import torch
-from diffusers import HunyuanVideo15ImageToVideoPipeline
 from diffusers.pipelines.hunyuan_video1_5.image_processor import (
     HunyuanVideo15ImageProcessor,
     generate_crop_size_list,
+)
+
+# Imported from its module: the top-level name is a placeholder to a type checker.
+from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
+    HunyuanVideo15ImageToVideoPipeline,
 )
 
 from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
@@ -104,11 +108,11 @@ def stock(
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     if guidance is not None:
         pipe.guider = pipe.guider.new(guidance_scale=guidance)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     noise = engine.pipe.starting_noise(
         seed, width=W, height=H, num_frames=FRAMES, device=torch.device("cpu")
     )
-    out = pipe(
+    out: np.ndarray = pipe(
         image=image,
         prompt=PROMPT,
         num_frames=FRAMES,
@@ -174,7 +178,7 @@ def test_guidance_1_is_one_pass_per_step_and_matches_stock(
 
 def test_step_distilled_checkpoint_defaults_and_parity(image: PIL.Image.Image) -> None:
     pipe = FramecastHunyuan15Pipeline(**build_tiny_pipeline(step_distilled=True).components)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     distilled = Hunyuan15Engine(
         pipe, model="tiny-random", placement=Placement.choose("cpu", "none"), tiny=True
     )
@@ -254,7 +258,7 @@ def test_an_image_cropped_to_the_video_size_keeps_it_once_the_pipeline_pins_it(
 
 @pytest.mark.parametrize("base", [64, 640, 960])
 def test_buckets_and_the_closest_one_are_the_official_ones(base: int) -> None:
-    official = generate_crop_size_list(base_size=base, patch_size=16)
+    official = generate_crop_size_list(base_size=base, patch_size=16)  # type: ignore[no-untyped-call]
     assert list(sizes.buckets(base)) == official
     processor = HunyuanVideo15ImageProcessor(vae_scale_factor=16)
     for w in range(100, 2000, 37):

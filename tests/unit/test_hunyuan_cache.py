@@ -90,7 +90,9 @@ def test_the_cache_is_off_unless_asked_and_has_the_published_default_threshold()
 def test_bad_cache_fields_are_a_clear_422(fields: dict[str, Any], says: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ImageToVideoInput.model_validate({"prompt": "x", "image_url": "https://e.com/a", **fields})
-    messages = [d["message"] for d in describe_validation_errors(caught.value.errors())]
+    messages = [
+        d["message"] for d in describe_validation_errors([dict(e) for e in caught.value.errors()])
+    ]
     assert any(says in m for m in messages), messages
 
 

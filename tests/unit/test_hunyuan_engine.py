@@ -16,7 +16,11 @@ pytest.importorskip("diffusers")
 
 import PIL.Image
 import torch
-from diffusers import HunyuanVideoImageToVideoPipeline
+
+# Imported from its module: the top-level name is a placeholder to a type checker.
+from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
+    HunyuanVideoImageToVideoPipeline,
+)
 
 from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import (
@@ -85,14 +89,18 @@ def stock(
     the cover-cropped one (stock diffusers gives its one ``image`` to both)."""
     pipe = HunyuanVideoImageToVideoPipeline(**engine.pipe.components)
     with torch.inference_mode():
+        # diffusers annotates `image` as a tensor; its CLIP image processor takes a PIL image.
         embeds, pooled, mask = pipe.encode_prompt(
-            image=image, prompt=PROMPT, device=torch.device("cpu"), image_embed_interleave=4
+            image=image,  # type: ignore[arg-type]
+            prompt=PROMPT,
+            device=torch.device("cpu"),
+            image_embed_interleave=4,
         )
     pipe.scheduler = engine._base_scheduler  # the engine swaps its own per request
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+    out: np.ndarray = pipe(
         image=cover_fit(image, W, H),
         prompt_embeds=embeds,
         pooled_prompt_embeds=pooled,
@@ -175,7 +183,9 @@ def test_negative_prompt_is_encoded_with_the_official_interleave(
         )
         # What diffusers would do with negative_prompt="blurry": every 2nd image token.
         stock_neg, _, _ = engine.pipe.encode_prompt(
-            image=PIL.Image.new("RGB", (W, H)), prompt="blurry", device=torch.device("cpu")
+            image=PIL.Image.new("RGB", (W, H)),  # type: ignore[arg-type]  # as above
+            prompt="blurry",
+            device=torch.device("cpu"),
         )
     assert c.negative_prompt_embeds is not None
     assert c.negative_prompt_embeds.shape == c.prompt_embeds.shape

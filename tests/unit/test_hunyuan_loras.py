@@ -70,7 +70,7 @@ def save_lora(
         folder,
         transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="new"),
         weight_name=f"{name}.safetensors",
-        transformer_lora_adapter_metadata=config.to_dict(),
+        transformer_lora_adapter_metadata=config.to_dict(),  # type: ignore[no-untyped-call]
     )
     return folder / f"{name}.safetensors"
 
@@ -253,22 +253,23 @@ def test_compiled_blocks_switch_loras_of_other_ranks_without_recompiling(
     # aot_eager: dynamo's tracing and guards, which decide recompiles, without minutes of
     # C++ compiling on a CPU; inductor's arithmetic is tested in test_hunyuan_speedups.py.
     compile_blocks(loras.pipe.transformer, backend="aot_eager")
-    close = dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(run(loras), base, **close)  # one graph for no LoRA
-    torch.testing.assert_close(run(loras, ("style", 1.0)), expected["style"], **close)
+
+    def close(actual: torch.Tensor, wanted: torch.Tensor) -> None:
+        torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-5)
+
+    close(run(loras), base)  # one graph for no LoRA
+    close(run(loras, ("style", 1.0)), expected["style"])
     both = run(loras, ("style", -1.0), ("motion", 0.5))  # and one for two
-    torch.testing.assert_close(both, expected["both"], **close)
+    close(both, expected["both"])
     with torch._dynamo.config.patch(error_on_recompile=True):
         # Another LoRA of another rank and scale in the same slot: the same graph.
-        torch.testing.assert_close(run(loras, ("motion", 0.5)), expected["motion"], **close)
-        torch.testing.assert_close(run(loras, ("style", 1.0)), expected["style"], **close)
+        close(run(loras, ("motion", 0.5)), expected["motion"])
+        close(run(loras, ("style", 1.0)), expected["style"])
         # Loaded while compiled (staged as an adapter, copied, deleted): still no recompile.
-        torch.testing.assert_close(run(loras, ("light", 2.0)), expected["light"], **close)
-        torch.testing.assert_close(run(loras), base, **close)
+        close(run(loras, ("light", 2.0)), expected["light"])
+        close(run(loras), base)
         # Kept in their slots whatever the order: only the scales are written.
-        torch.testing.assert_close(
-            run(loras, ("motion", 0.5), ("style", -1.0)), expected["both"], **close
-        )
+        close(run(loras, ("motion", 0.5), ("style", -1.0)), expected["both"])
 
 
 def test_compiled_slots_refuse_a_rank_above_the_padding(lora_dir: Path) -> None:
@@ -506,7 +507,7 @@ def test_a_musubi_tuner_file_loads_as_its_diffusers_equivalent(tmp_path: Path) -
             k.removeprefix("transformer."): v for k, v in diffusers_keys.items()
         },
         weight_name="diffusers.safetensors",
-        transformer_lora_adapter_metadata=config.to_dict(),
+        transformer_lora_adapter_metadata=config.to_dict(),  # type: ignore[no-untyped-call]
     )
     # What the conversion is for: diffusers alone fails on the musubi file.
     with pytest.raises(RuntimeError, match="chunk expects at least a 1-dimensional tensor"):

@@ -74,9 +74,9 @@ def test_trim_cuts_only_the_padding(conditions: Conditions) -> None:
         trimmed.prompt_embeds, conditions.prompt_embeds[:, :kept], rtol=0, atol=0
     )
     assert trimmed.negative_prompt_embeds is not None
-    assert trimmed.negative_prompt_embeds.shape[1] == int(
-        conditions.negative_prompt_attention_mask.sum()
-    )  # type: ignore[union-attr]
+    assert conditions.negative_prompt_attention_mask is not None
+    negative_kept = int(conditions.negative_prompt_attention_mask.sum())
+    assert trimmed.negative_prompt_embeds.shape[1] == negative_kept
 
 
 def test_trim_refuses_padding_that_is_not_at_the_end(conditions: Conditions) -> None:

@@ -33,17 +33,6 @@ def test_generated_secret_is_kept_across_restarts(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, secret_key="given").signing_key() == b"given"
 
 
-def test_overall_progress_only_goes_up_across_model_phases() -> None:
-    from framecast.worker import overall_progress
-
-    steps = [("encoding", 0, 1), ("encoding", 1, 1)]
-    steps += [("denoising", i, 50) for i in range(1, 51)]
-    steps += [("decoding", 0, 1), ("decoding", 1, 1)]
-    values = [overall_progress(*s) for s in steps]
-    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
-    assert overall_progress("rendering", 64, 128) == 0.5  # engines with one phase
-
-
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [("3600", 3600), ("90m", 5400), ("24h", 86400), ("7d", 604800), ("1.5h", 5400)],

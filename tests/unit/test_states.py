@@ -33,3 +33,16 @@ def test_every_state_is_reachable_from_the_queue() -> None:
                 seen.add(nxt)
                 frontier.append(nxt)
     assert seen == set(Status)
+
+
+def test_the_legal_transitions_are_exactly_the_documented_ones() -> None:
+    q, p = Status.IN_QUEUE, Status.IN_PROGRESS
+    c, f, x = Status.COMPLETED, Status.FAILED, Status.CANCELLED
+    documented = {(q, p), (q, x), (p, c), (p, f), (p, x), (p, q)}  # the module's diagram
+    for source in Status:
+        for target in Status:
+            if (source, target) in documented:
+                check(source, target)
+            else:
+                with pytest.raises(IllegalTransition, match=f"from {source} to {target}"):
+                    check(source, target)

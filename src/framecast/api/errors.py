@@ -251,7 +251,7 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
 
     @app.exception_handler(FramecastError)
     async def _framecast(_: Request, exc: FramecastError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -86,11 +86,11 @@ def result_body(
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at),
-            "metadata": result["metadata"],
+            "metadata": result.metadata,
             "input": job.input,
         }
-    video_url, expires = storage.link(result["video_key"], base_url, link_ttl)
-    poster_url, _ = storage.link(result["poster_key"], base_url, link_ttl)
+    video_url, expires = storage.link(result.video_key, base_url, link_ttl)
+    poster_url, _ = storage.link(result.poster_key, base_url, link_ttl)
     return {
         "request_id": job.id,
         "status": "completed",
@@ -100,6 +100,6 @@ def result_body(
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
-        "metadata": result["metadata"],
+        "metadata": result.metadata,
         "input": job.input,
     }

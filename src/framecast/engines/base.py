@@ -66,6 +66,11 @@ class NullHooks:
         return None
 
 
+PEAK_GPU_MEMORY_KEY = "peak_gpu_memory_bytes"
+"""The result metadata's key for the most GPU memory a request took, where its engine measures
+it (the Hunyuan engines on a GPU); ``/metrics`` reads it."""
+
+
 class Engine(ABC):
     """One way of making a video. Instances are built once per process and reused."""
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +42,13 @@ class LinkError(FramecastError):
     status = 404
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    modified: dt.datetime
+    """When it was last written (UTC)."""
+
+
 class Storage(ABC):
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -56,6 +66,11 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; a key that is already gone is not an error."""
+
+    @abstractmethod
+    def list_files(self, prefix: str) -> Iterator[StoredFile]:
+        """Every file whose key starts with ``prefix`` (a folder such as ``inputs/``), lazily:
+        retention walks stores far larger than memory."""
 
     @abstractmethod
     def link(self, key: str, base_url: str, ttl_seconds: int) -> tuple[str, int]:

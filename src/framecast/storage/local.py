@@ -7,12 +7,13 @@ import mimetypes
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from starlette.responses import FileResponse
 
 from framecast.storage import signing
-from framecast.storage.base import FILES_PATH, LinkError, Storage, check_key
+from framecast.storage.base import FILES_PATH, LinkError, Storage, StoredFile, check_key
 
 
 class LocalStorage(Storage):
@@ -70,6 +71,22 @@ class LocalStorage(Storage):
                 break
             folder = folder.parent
 
+    def list_files(self, prefix: str) -> Iterator[StoredFile]:
+        top = self.root / check_key(prefix.rstrip("/"))
+        for folder, _dirs, names in os.walk(top):
+            for name in names:
+                if name.startswith(".tmp-"):  # a write in progress, not a stored file
+                    continue
+                path = Path(folder) / name
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                yield StoredFile(
+                    path.relative_to(self.root).as_posix(),
+                    dt.datetime.fromtimestamp(mtime, dt.UTC),
+                )
+
     def link(self, key: str, base_url: str, ttl_seconds: int) -> tuple[str, int]:
         path = self.FILES_PATH + check_key(key)
         query, expires = signing.sign(self.secret, path, ttl_seconds)
@@ -89,7 +106,11 @@ class LocalStorage(Storage):
             )
         if problem is not None:
             raise LinkError("this link is not valid", code="invalid_signature", status=403)
-        path = self.path(key)
+        try:
+            path = self.path(key)
+        except ValueError:
+            # Signed, but for a key this store never writes (`outputs/../x`): no such file.
+            raise LinkError("the file behind this link does not exist") from None
         if not path.is_file():
             raise LinkError("the file behind this link no longer exists")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

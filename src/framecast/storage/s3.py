@@ -8,7 +8,9 @@ or ``AWS_PROFILE``); R2 wants ``AWS_REGION=auto``.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,7 +26,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     PartialCredentialsError,
 )
 
-from framecast.storage.base import LinkError, Storage, StorageError, check_key
+from framecast.storage.base import LinkError, Storage, StorageError, StoredFile, check_key
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -140,6 +142,20 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=name)
         except (BotoCoreError, ClientError) as exc:
             self._fail(exc, "delete", name)
+        self._bucket_seen = True
+
+    def list_files(self, prefix: str) -> Iterator[StoredFile]:
+        name = self.object_key(prefix.rstrip("/")) + "/"
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            # One page (up to 1000 keys) at a time, so a large bucket is never held in memory.
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=name
+            ):
+                for obj in page.get("Contents", []):
+                    yield StoredFile(obj["Key"][skip:], obj["LastModified"].astimezone(dt.UTC))
+        except (BotoCoreError, ClientError) as exc:
+            self._fail(exc, "list", name)
         self._bucket_seen = True
 
     def link(self, key: str, base_url: str, ttl_seconds: int) -> tuple[str, int]:

@@ -42,7 +42,9 @@ from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
     keep_on_gpu,
+    peak_memory,
     place,
+    reset_peak_memory,
     tidy,
     visiting,
 )
@@ -263,6 +265,9 @@ class HunyuanEngine(Engine):
         self.loras = LoraAdapters(pipe, loras or LoraSettings())
         self._passes: tuple[GenerationRequest, Passes] | None = None
         """The step cache's pass counts of the last request that ran with one."""
+        self.decodes = True
+        """False on ranks 1..N-1 of a process group (engines/hunyuan/group.py): rank 0 decodes
+        the latents every rank holds, so the others stop after denoising and yield no frames."""
 
     @property
     def exact(self) -> bool:
@@ -366,13 +371,14 @@ class HunyuanEngine(Engine):
                     "computed": passes.computed,
                     "skipped": passes.skipped,
                 }
-        return described
+        return {**described, **peak_memory(self.placement)}
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request)
         _check_geometry(request)
         self.loras.use(options.loras)
         self._passes = None
+        reset_peak_memory(self.placement)  # recorded by describe() for /metrics
         hooks.raise_if_cancelled()
         original = request.image.convert("RGB")
         # Official: the VAE gets the image cropped to the video's size, while LLaVA sees the
@@ -384,6 +390,8 @@ class HunyuanEngine(Engine):
             hooks.progress(1, 1, "encoding")
             hooks.raise_if_cancelled()
             latents = self._denoise(image, conditions, request, options, hooks)
+            if not self.decodes:
+                return
             hooks.progress(0, 1, "decoding")
             frames = self._decode(latents)
             hooks.progress(1, 1, "decoding")

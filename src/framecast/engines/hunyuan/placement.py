@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from framecast.engines.base import EngineUnavailable
+from framecast.engines.base import PEAK_GPU_MEMORY_KEY, EngineUnavailable
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -122,3 +122,17 @@ def tidy(pipe: DiffusionPipeline, placement: Placement) -> None:
         pipe.maybe_free_model_hooks()  # type: ignore[no-untyped-call]
     if placement.device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def reset_peak_memory(placement: Placement) -> None:
+    """Start measuring one request's peak GPU memory (a no-op off the GPU)."""
+    if placement.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(placement.device)
+
+
+def peak_memory(placement: Placement) -> dict[str, int]:
+    """The most GPU memory torch held for tensors since :func:`reset_peak_memory` (not the
+    allocator's cache around them), as result metadata; nothing off the GPU."""
+    if placement.device.type != "cuda":
+        return {}
+    return {PEAK_GPU_MEMORY_KEY: int(torch.cuda.max_memory_allocated(placement.device))}

@@ -32,7 +32,9 @@ from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
     keep_on_gpu,
+    peak_memory,
     place,
+    reset_peak_memory,
     tidy,
     visiting,
 )
@@ -248,11 +250,13 @@ class Hunyuan15Engine(Engine):
 
     def describe(self, request: GenerationRequest) -> dict[str, Any]:
         options = Options.of(request, self.defaults)
-        return {k: v for k, v in options.__dict__.items() if v is not None}
+        described = {k: v for k, v in options.__dict__.items() if v is not None}
+        return {**described, **peak_memory(self.placement)}
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request, self.defaults)
         self._check_geometry(request)
+        reset_peak_memory(self.placement)  # recorded by describe() for /metrics
         hooks.raise_if_cancelled()
         # The crop the pipeline (and the official code) makes: Lanczos to cover, centre crop.
         image = self.pipe.video_processor.resize(

@@ -1,0 +1,94 @@
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: the database
+answers and a worker is ready for at least one model), for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from framecast.api.errors import error_response, error_responses
+from framecast.api.services import AppServices, Services
+from framecast.db import utcnow
+from framecast.registry import WorkerInfo
+
+router = APIRouter(tags=["health"])
+
+_NO_WORKER = "no worker has sent a heartbeat recently; start one with `framecast worker`"
+
+
+FAILURES_SHOWN_FOR = dt.timedelta(days=1)
+"""How long /readyz names a worker that gave up loading its engine, while none runs: such a
+worker is not restarted by `framecast serve`, so its reason stays the answer until fixed."""
+
+
+def _why_no_worker(services: Services) -> str:
+    """The reason of the workers that gave up loading their engine, else the generic hint."""
+    failed = services.registry.failed(since=utcnow() - FAILURES_SHOWN_FOR)
+    if not failed:
+        return _NO_WORKER
+    newest = failed[0]
+    more = f" ({len(failed) - 1} more failed the same way or another)" if len(failed) > 1 else ""
+    return (
+        f"no worker is running: worker {newest.id} stopped at "
+        f"{newest.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC because {newest.reason}{more}"
+    )
+
+
+def _retrying(live: list[WorkerInfo]) -> str:
+    """What went wrong for the live workers still trying to load their engine."""
+    return "".join(f"; {w.id}: {w.reason}" for w in live if w.reason)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses=error_responses(
+        {
+            503: "Database unreachable (`database_unreachable`) or no worker ready "
+            "(`no_ready_worker`, with the live workers in `error.workers`)."
+        }
+    ),
+)
+def readyz(services: AppServices) -> dict[str, Any] | JSONResponse:
+    try:
+        with services.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return error_response(
+            503,
+            "database_unreachable",
+            f"the database is unreachable: {exc.__class__.__name__}",
+        )
+    live = services.registry.live(services.heartbeat_window)
+    workers = [
+        {"id": w.id, "state": w.state, "engine": w.engine, "model": w.model, "serves": w.serves}
+        for w in live
+    ]
+    specs = services.models
+    unserved = [
+        spec.id for spec in specs if not any(w.serves is None or spec.id in w.serves for w in live)
+    ]
+    if len(unserved) == len(specs):
+        why = (
+            f"no live worker serves {', '.join(unserved)}; their requests stay queued "
+            "until one starts"
+        )
+        if not live:
+            why = _why_no_worker(services)
+        return error_response(503, "no_ready_worker", why + _retrying(live), workers=workers)
+    if not any(w.state in {"idle", "busy"} for w in live):
+        # live is not empty here: some model is served by a live worker.
+        why = "workers are still loading their engine"
+        return error_response(503, "no_ready_worker", why + _retrying(live), workers=workers)
+    # Ready while any model is served; a model no live worker serves is named, since its
+    # requests wait until a worker for it starts.
+    return {"status": "ready", "database": "ok", "workers": workers, "unserved": unserved}

@@ -1,0 +1,182 @@
+"""Submitting requests (``POST /v1/models/<model id>``, one route per served model) and the
+models' cards (``GET /v1/models``)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from framecast.api.admission import SUBMIT_LIMIT_ERRORS, IdempotencyKey, InsertHook, admit, chain
+from framecast.api.auth import KEYED, Owner
+from framecast.api.errors import error_response, error_responses
+from framecast.api.services import AppServices, BaseUrl, Services
+from framecast.api.views import request_urls
+from framecast.api.waiting import PreferWait
+from framecast.images import check_image
+from framecast.logs import bind_request_id
+from framecast.models import ModelInput, ModelSpec
+from framecast.webhooks.outbox import WebhookTarget
+from framecast.webhooks.outbox import register as register_webhook
+from framecast.webhooks.requests import IntermediateParam, WebhookParam, webhook_target
+
+log = logging.getLogger("framecast.api")
+
+_SUBMIT_ERRORS = {
+    **KEYED,
+    **error_responses(
+        {
+            400: "A body that is not JSON text at all (`bad_request`).",
+            413: "The body is larger than FRAMECAST_MAX_BODY_BYTES (`request_too_large`).",
+            503: "Too many large bodies in flight (`server_busy`, "
+            "FRAMECAST_MAX_INFLIGHT_BODY_BYTES); `Retry-After` says when to try again.",
+            422: "Invalid input, or an image that cannot be fetched or decoded; the "
+            "code says which (`invalid_input`, `image_fetch_failed`, "
+            "`image_too_large_to_decode`, ...).",
+        }
+    ),
+    **SUBMIT_LIMIT_ERRORS,
+}
+
+
+async def submit(
+    spec: ModelSpec,
+    body: ModelInput,
+    owner: str,
+    services: Services,
+    base_url: str,
+    webhook: WebhookTarget | None = None,
+    request_id: str | None = None,
+    guard: InsertHook | None = None,
+) -> dict[str, Any]:
+    """Fetch and check the image, store it, queue the request: a bad image is refused now,
+    not in the worker, and an expiring image URL cannot break a queued request.
+    ``request_id``: the id to give it (an Idempotency-Key's claim); ``guard``: runs in the
+    INSERT's transaction and may refuse it (the key's active-request limit)."""
+    if body.lora_choices:  # before fetching anything: a wrong name is the cheaper error
+        unknown = await run_in_threadpool(services.loras.unknown, body.lora_choices)
+        if unknown is not None:
+            raise unknown
+    fetched = await services.fetcher.fetch(body.image_source)
+    # Decoded in full to refuse a broken image now rather than in the worker, and dropped:
+    # only its format is kept. Sized from the header first (FRAMECAST_MAX_DECODE_BYTES), in a
+    # thread, at most FRAMECAST_DECODE_CONCURRENCY at once: together they bound the memory.
+    settings = services.settings
+    checked = await anyio.to_thread.run_sync(
+        partial(
+            check_image,
+            fetched.data,
+            max_pixels=settings.max_image_pixels,
+            max_decode_bytes=settings.max_decode_bytes,
+        ),
+        limiter=services.decode_limiter,
+    )
+    job_id = request_id or str(uuid.uuid4())
+    bind_request_id(job_id)  # every log line from here on is about this request
+    image_key = f"inputs/{job_id}/image.{checked.format.lower()}"
+    await run_in_threadpool(services.storage.put_bytes, image_key, fetched.data)
+    job = await run_in_threadpool(
+        lambda: services.jobs.submit(
+            owner=owner,
+            model=spec.id,
+            input=body.stored(),
+            image_key=image_key,
+            request_id=job_id,
+            # The webhook is recorded with the request, in one transaction: no status change
+            # can happen before it is there to be reported.
+            also=chain(guard, partial(register_webhook, target=webhook) if webhook else None),
+        )
+    )
+    log.info("queued for %s", spec.id)
+    return {"request_id": job.id, **request_urls(base_url, job.id)}
+
+
+def _submit_route(spec: ModelSpec) -> Callable[..., Awaitable[JSONResponse]]:
+    async def route(
+        request: Request,
+        body: ModelInput,
+        owner: Owner,
+        services: AppServices,
+        base_url: BaseUrl,
+        key: IdempotencyKey,
+        wait: PreferWait,
+        webhook: WebhookParam = None,
+        webhook_intermediate_status: IntermediateParam = False,
+    ) -> JSONResponse:
+        target = await webhook_target(
+            webhook,
+            webhook_intermediate_status,
+            owner=owner,
+            keys=services.keys,
+            base_url=base_url,
+            allow_private=services.settings.allow_private_urls,
+        )
+        return await admit(
+            request,
+            model=spec.id,
+            body=body,
+            owner=owner,
+            services=services,
+            base_url=base_url,
+            key=key,
+            wait=wait,
+            make=lambda request_id, guard: submit(
+                spec, body, owner, services, base_url, target, request_id, guard
+            ),
+        )
+
+    # FastAPI reads the body's schema off the annotation: this route's own model's input.
+    route.__annotations__["body"] = spec.input
+    route.__doc__ = (
+        f"Queue a request for {spec.id} ({spec.description}); answers at once with its "
+        "request_id and URLs (with `Prefer: wait=N`: once it has ended, or after N seconds, "
+        "with its status or result beside them)."
+    )
+    return route
+
+
+_cards = APIRouter()
+
+
+@_cards.post("/v1/models/{model_id:path}", tags=["requests"], include_in_schema=False)
+def unknown_model(model_id: str, owner: Owner, services: AppServices) -> JSONResponse:
+    served = ", ".join(f"'{spec.id}'" for spec in services.models)
+    return error_response(
+        404, "model_not_found", f"this server does not serve '{model_id}'; it serves {served}"
+    )
+
+
+@_cards.get("/v1/models", tags=["models"], responses=KEYED)
+def models(owner: Owner, services: AppServices) -> dict[str, Any]:
+    # Read afresh: a LoRA file copied into the folder is listed (and usable) at once.
+    loras = services.loras.names()
+    return {
+        "models": [
+            {**spec.card(), **({"loras": loras} if "loras" in spec.fields else {})}
+            for spec in services.models
+        ]
+    }
+
+
+def router(specs: Sequence[ModelSpec]) -> APIRouter:
+    """One submit route per model (each documents its own input schema), then the rest: the
+    catch-all for unknown models must come after the models' own routes."""
+    models_router = APIRouter()
+    for spec in specs:
+        models_router.add_api_route(
+            f"/v1/models/{spec.id}",
+            _submit_route(spec),
+            methods=["POST"],
+            tags=["requests"],
+            name=f"submit {spec.id}",
+            responses=_SUBMIT_ERRORS,
+        )
+    models_router.include_router(_cards)
+    return models_router

@@ -1,0 +1,138 @@
+"""``Idempotency-Key`` on submit: the same key and body within 24 hours make one request.
+
+A submit with a key first claims ``(owner, key)`` with the request id it is about to create
+(the table's primary key decides between concurrent submits), then makes the request; a failed
+submit releases its claim so the client can retry with the same key. A later submit with the
+key finds the claim: the same body answers the claimed request once it exists (a concurrent
+one waits for it), a different body is a conflict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+from pydantic import JsonValue
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from framecast.db import idempotency_keys, requests, utcnow
+from framecast.errors import FramecastError, InputError
+
+KEY_TTL = dt.timedelta(hours=24)
+"""A key names the same request for this long; after it, the key makes a new request."""
+
+ABANDONED_AFTER = dt.timedelta(minutes=2)
+"""A claim whose request never appeared (its API died mid-submit) is taken over after this:
+longer than any submit takes (the image download is limited to FRAMECAST_FETCH_TIMEOUT)."""
+
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyConflict(FramecastError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Claim:
+    request_id: str
+    replay: bool
+    """True: an earlier submit with this key made ``request_id``; answer it, make nothing."""
+
+
+def checked_key(header: str) -> str:
+    key = header.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InputError(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters, e.g. a UUID"
+        )
+    return key
+
+
+def body_hash(model: str, body: JsonValue, query: list[tuple[str, str]]) -> str:
+    """What "the same body" means: the model, the JSON fields as sent (in any order) and the
+    query parameters (a webhook)."""
+    canonical = json.dumps(
+        {"model": model, "body": body, "query": sorted(query)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def claim(self, owner: str, key: str, digest: str, request_id: str) -> Claim | None:
+        """Claim ``key`` for a new request ``request_id``, or find what it already names.
+
+        None: another submit with this key and body is still making its request; ask again
+        shortly. :class:`IdempotencyConflict` when the key was used for another body."""
+        table = idempotency_keys
+        for _ in range(10):  # each pass follows one concurrent change: a release, a takeover
+            now = utcnow()
+            with self.engine.begin() as conn:
+                upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                inserted = conn.execute(
+                    upsert(table)
+                    .values(
+                        owner=owner,
+                        key=key,
+                        body_hash=digest,
+                        request_id=request_id,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=[table.c.owner, table.c.key])
+                    .returning(table.c.request_id)
+                ).scalar_one_or_none()
+                if inserted is not None:
+                    return Claim(request_id, replay=False)
+                row = conn.execute(
+                    select(table).where(table.c.owner == owner, table.c.key == key)
+                ).one_or_none()
+                if row is None:
+                    continue  # released in between: claim it
+                made = conn.execute(
+                    select(requests.c.id).where(
+                        requests.c.id == row.request_id, requests.c.owner == owner
+                    )
+                ).one_or_none()
+                expired = row.created_at < now - KEY_TTL
+                abandoned = made is None and row.created_at < now - ABANDONED_AFTER
+                if expired or abandoned:
+                    taken = conn.execute(
+                        update(table)
+                        .where(
+                            table.c.owner == owner,
+                            table.c.key == key,
+                            table.c.request_id == row.request_id,
+                        )
+                        .values(body_hash=digest, request_id=request_id, created_at=now)
+                    ).rowcount
+                    if taken == 1:
+                        return Claim(request_id, replay=False)
+                    continue
+            if row.body_hash != digest:
+                raise IdempotencyConflict(
+                    f"Idempotency-Key '{key}' was used within the last 24 hours for a different "
+                    f"request ({row.request_id}); send the same body to get that request "
+                    "again, or a new key for a new request",
+                    code="idempotency_key_reused",
+                    request_id=row.request_id,
+                )
+            return Claim(row.request_id, replay=True) if made is not None else None
+        raise RuntimeError(f"Idempotency-Key '{key}' kept changing while being claimed")
+
+    def release(self, owner: str, key: str, request_id: str) -> None:
+        """Give up a claim whose submit failed, so the same key can be tried again."""
+        table = idempotency_keys
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(table).where(
+                    table.c.owner == owner, table.c.key == key, table.c.request_id == request_id
+                )
+            )

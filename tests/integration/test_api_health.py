@@ -1,0 +1,113 @@
+"""Liveness and readiness (framecast.api.routes.health), in-process, with the workers' rows
+written through the real registry: ready only with the database up and a worker ready for at
+least one model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from framecast.api.app import create_app
+from framecast.api.services import build_services
+
+from .inprocess import assert_error, client_for, make_app, services_of, settings_for
+
+pytestmark = pytest.mark.anyio
+
+I2V = "tencent/hunyuan/image-to-video"
+I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> FastAPI:
+    return make_app(tmp_path)
+
+
+def add_worker(app: FastAPI, worker_id: str, state: str, serves: list[str] | None) -> None:
+    registry = services_of(app).registry
+    registry.register(worker_id, "host", 1, serves=serves)
+    if state != "loading":
+        registry.beat(worker_id, state=state, engine="preview", model="framecast/preview-camera")
+
+
+async def test_healthz_needs_nothing(app: FastAPI) -> None:
+    async with client_for(app, key=None) as c:
+        r = await c.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_not_ready_without_a_worker(app: FastAPI) -> None:
+    async with client_for(app, key=None) as c:
+        body = assert_error(await c.get("/readyz"), 503, "no_ready_worker")
+    assert body["error"]["workers"] == []
+    assert "start one with `framecast worker`" in body["error"]["message"]
+
+
+async def test_not_ready_while_the_workers_load_their_engine(app: FastAPI) -> None:
+    add_worker(app, "w-1", "loading", serves=[I2V])
+    async with client_for(app, key=None) as c:
+        body = assert_error(await c.get("/readyz"), 503, "no_ready_worker")
+    assert body["error"]["message"] == "workers are still loading their engine"
+    assert [(w["id"], w["state"], w["serves"]) for w in body["error"]["workers"]] == [
+        ("w-1", "loading", [I2V])
+    ]
+
+
+async def test_not_ready_when_the_live_workers_serve_none_of_the_models(app: FastAPI) -> None:
+    add_worker(app, "w-1", "idle", serves=["acme/other/image-to-video"])
+    async with client_for(app, key=None) as c:
+        body = assert_error(await c.get("/readyz"), 503, "no_ready_worker")
+    assert body["error"]["message"] == (
+        f"no live worker serves {I2V}, {I2V_15}; their requests stay queued until one starts"
+    )
+
+
+async def test_ready_with_one_idle_worker_naming_the_models_nobody_serves(app: FastAPI) -> None:
+    add_worker(app, "w-1", "idle", serves=[I2V])
+    add_worker(app, "w-2", "loading", serves=[I2V])
+    async with client_for(app, key=None) as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready" and body["database"] == "ok"
+    assert body["unserved"] == [I2V_15]
+    assert {w["id"]: (w["state"], w["engine"]) for w in body["workers"]} == {
+        "w-1": ("idle", "preview"),
+        "w-2": ("loading", None),
+    }
+
+
+async def test_a_worker_serving_every_model_leaves_none_unserved(app: FastAPI) -> None:
+    add_worker(app, "w-1", "busy", serves=None)
+    async with client_for(app, key=None) as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 200 and r.json()["unserved"] == []
+
+
+async def test_a_silent_or_stopped_worker_does_not_count(tmp_path: Path) -> None:
+    app = make_app(tmp_path, heartbeat_seconds=0.05)  # silent after 3 x 0.05 s
+    add_worker(app, "w-stopped", "stopped", serves=None)
+    add_worker(app, "w-silent", "idle", serves=None)
+    async with client_for(app, key=None) as c:
+        assert (await c.get("/readyz")).status_code == 200
+        time.sleep(0.2)
+        body = assert_error(await c.get("/readyz"), 503, "no_ready_worker")
+    assert body["error"]["workers"] == []
+
+
+async def test_not_ready_when_the_database_is_unreachable_yet_still_alive(tmp_path: Path) -> None:
+    # Nothing listens on port 9: the services are built, but every query fails.
+    settings = settings_for(tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:9/x")
+    app = create_app(settings, build_services(settings))
+    async with client_for(app, key=None) as c:
+        body = assert_error(await c.get("/readyz"), 503, "database_unreachable")
+        assert body["error"]["message"] == "the database is unreachable: OperationalError"
+        assert (await c.get("/healthz")).status_code == 200

@@ -1,0 +1,143 @@
+"""The whole hunyuan engine (tiny model) on a group of 2 gloo processes against one process,
+LoRA included.
+
+This test process is rank 0 (``group_engine``, as ``framecast generate --parallel 2`` runs it);
+rank 1 is spawned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers")
+
+import torch
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from PIL import Image
+
+from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
+from framecast.engines.hunyuan.engine import HunyuanEngine
+from framecast.engines.hunyuan.group import GroupEngine
+from framecast.engines.hunyuan.loras import LoraChoice, LoraSettings
+from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
+from framecast.engines.hunyuan.tiny import build_tiny_pipeline
+from framecast.engines.hunyuan.weights import resolve_model
+from framecast.errors import InputError
+from framecast.parallel.launch import group_engine
+from framecast.settings import Settings
+
+
+def _request(
+    prompt: str, width: int, height: int, frames: int, **options: object
+) -> GenerationRequest:
+    image = Image.new("RGB", (200, 120), (30, 90, 200))
+    image.paste((220, 40, 40), (60, 30, 120, 90))
+    return GenerationRequest(
+        image=image,
+        prompt=prompt,
+        seed=7,
+        width=width,
+        height=height,
+        num_frames=frames,
+        options={"num_inference_steps": 2, **options},
+    )
+
+
+REQUESTS = [
+    _request("a blue sky over the sea", 256, 160, 5),  # 2 x 10 x 16 image tokens
+    # 3 x 9 x 13 = 351 image tokens: no even split among 2.
+    _request("a red square drifts slowly to the left.", 208, 144, 9),
+]
+
+
+class _CancelAfterFirstStep:
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        if phase == "denoising":
+            self.steps = step
+
+    def raise_if_cancelled(self) -> None:
+        if self.steps >= 1:
+            raise Cancelled("cancelled by the client")
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("loras")
+    transformer = build_tiny_pipeline().transformer
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        transformer.add_adapter(config, adapter_name="new")
+    FramecastHunyuanPipeline.save_lora_weights(
+        folder,
+        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="new"),
+        weight_name="watercolor.safetensors",
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory: pytest.TempPathFactory, lora_dir: Path) -> Iterator[GroupEngine]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("group"),
+        device="cpu",
+        engine="hunyuan",
+        hunyuan_model="tiny-random",
+        lora_dir=lora_dir,
+        parallel=2,
+        parallel_timeout_seconds=60,
+    )
+    with group_engine(settings) as engine:
+        yield engine
+
+
+def test_two_processes_make_the_frames_of_one(group: GroupEngine, lora_dir: Path) -> None:
+    single = HunyuanEngine.load(resolve_model("tiny-random"), loras=LoraSettings(lora_dir))
+    with_lora = _request("a blue sky over the sea", 256, 160, 5, loras=(LoraChoice("watercolor"),))
+    worst = 0
+    made = []
+    for request in [*REQUESTS, with_lora]:
+        expected = np.stack(list(single.generate(request, NullHooks())))
+        got = np.stack(list(group.generate(request, NullHooks())))
+        made.append(got)
+        assert got.shape == expected.shape == (request.num_frames, request.height, request.width, 3)
+        diff = int(np.abs(got.astype(int) - expected.astype(int)).max())
+        worst = max(worst, diff)
+        assert diff <= 1, f"{request.width}x{request.height}: {diff} 8-bit levels apart"
+    print(f"max difference from one process: {worst} 8-bit level(s)")
+    # The LoRA was applied on the group (the same request without it differs).
+    assert int(np.abs(made[2].astype(int) - made[0].astype(int)).max()) > 1
+    meta = group.metadata()
+    assert meta["parallel"] == {"processes": 2, "ulysses_degree": 2, "ring_degree": 1}
+
+
+def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
+    group: GroupEngine,
+) -> None:
+    hooks = _CancelAfterFirstStep()
+    with pytest.raises(Cancelled, match="cancelled by the client"):
+        list(group.generate(REQUESTS[0], hooks))
+    assert hooks.steps == 1
+    # Rank 1 stopped at the same step: the next request runs on the whole group.
+    assert len(list(group.generate(REQUESTS[1], NullHooks()))) == 9
+
+
+def test_step_cache_is_refused_before_any_rank_runs(group: GroupEngine) -> None:
+    with pytest.raises(InputError, match="step_cache is not available on a multi-GPU worker"):
+        list(group.generate(_request("x", 256, 160, 5, step_cache="first_block"), NullHooks()))
+
+
+def test_settings_the_group_cannot_run_are_refused_at_start(tmp_path: Path) -> None:
+    from framecast.parallel.launch import GroupError
+
+    settings = Settings(data_dir=tmp_path, device="cpu", engine="preview", parallel=2)
+    with pytest.raises(GroupError, match="a group needs hunyuan"), group_engine(settings):
+        pass
