@@ -15,6 +15,10 @@ GPU_STAMP := $(VENV)/.installed-gpu
 # `make run` keeps its database and files in the project, not in the user's data folder.
 DATA_DIR := $(or $(FRAMECAST_DATA_DIR),$(CURDIR)/framecast-data)
 
+# One pytest process per core; a test file stays in one process, so a module's server or model
+# is built once. PYTEST_ARGS= runs the suite in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
+
 .PHONY: run gpu test lint typecheck check bench clean
 
 $(BIN)/python:
@@ -45,7 +49,7 @@ gpu: $(GPU_STAMP)
 
 ## Run the whole test suite (unit, integration, acceptance).
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -2,7 +2,7 @@
 
 An image URL comes from the client, so it could name ``http://169.254.169.254/`` (cloud
 credentials), ``http://localhost:5432/`` or a host whose DNS record points at either. Every
-connection therefore goes through :class:`_CheckedBackend`, which resolves the host once, checks
+connection therefore goes through :class:`CheckedBackend`, which resolves the host once, checks
 every address, and connects to exactly the address it checked. Redirects are followed here, one
 hop at a time, so each hop gets the same treatment.
 """
@@ -325,22 +325,38 @@ def _invalid_base64() -> InputError:
 # --- connections --------------------------------------------------------------------------------
 
 
-async def _system_resolver(host: str, port: int) -> list[str]:
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's IPv4 and IPv6 addresses, from the system's resolver, without repeats."""
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     found = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
     return list(dict.fromkeys(found))
 
 
-class _CheckedBackend(httpcore.AsyncNetworkBackend):
+def _unreachable(host: str, port: int, addresses: list[str]) -> InputError:
+    return InputError(
+        f"could not connect to image_url host {host} port {port} "
+        f"(tried {', '.join(addresses)}); check that the URL works from the public internet.",
+        code="image_fetch_failed",
+    )
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
     """Connects only to addresses that ``check`` approved, never re-resolving the host name.
 
     httpcore hands the host name from the URL to ``connect_tcp`` and afterwards calls
     ``start_tls(server_hostname=<that host name>)`` on the returned stream itself, so swapping the
     address here leaves SNI, certificate checks and the Host header on the host name.
+    ``unreachable(host, port, addresses)`` makes the error raised when no checked address
+    answers. Image fetches and webhook deliveries both connect through it.
     """
 
-    def __init__(self, check: Callable[[str, int], Awaitable[list[str]]]) -> None:
+    def __init__(
+        self,
+        check: Callable[[str, int], Awaitable[list[str]]],
+        unreachable: Callable[[str, int, list[str]], Exception],
+    ) -> None:
         self._check = check
+        self._unreachable = unreachable
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -363,11 +379,7 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout):
                 continue  # the next checked address may answer
-        raise InputError(
-            f"could not connect to image_url host {host} port {port} "
-            f"(tried {', '.join(addresses)}); check that the URL works from the public internet.",
-            code="image_fetch_failed",
-        )
+        raise self._unreachable(host, port, addresses)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -407,10 +419,11 @@ class UrlFetcher:
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._max_redirects = max_redirects
-        self._resolver = resolver or _system_resolver
+        self._resolver = resolver or system_resolver
         self._policy = address_policy or refusal_reason
         self._pool = httpcore.AsyncConnectionPool(
-            network_backend=_CheckedBackend(self._checked_addresses), keepalive_expiry=15.0
+            network_backend=CheckedBackend(self._checked_addresses, _unreachable),
+            keepalive_expiry=15.0,
         )
         self._headers = [
             ("User-Agent", f"framecast/{__version__}"),
@@ -493,7 +506,7 @@ class UrlFetcher:
                 data = await _read_capped(response.aiter_stream(), self._max_bytes)
                 return Fetched(data=data, content_type=fields.get("content-type"), url=target.url)
         except httpcore.ConnectError as exc:
-            # _CheckedBackend reports failed connects itself, so this is the TLS handshake.
+            # CheckedBackend reports failed connects itself, so this is the TLS handshake.
             detail = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
             raise _fetch_failed(
                 f"the TLS handshake with {target.host} failed ({detail or type(exc).__name__}); "

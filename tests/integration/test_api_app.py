@@ -45,11 +45,6 @@ DOCUMENTED = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_the_openapi_document_lists_the_routes_with_their_tags(tmp_path: Path) -> None:
     async with client_for(make_app(tmp_path), key=None) as c:
         doc = (await c.get("/openapi.json")).json()

@@ -23,11 +23,6 @@ KEYED_ROUTES = [
 ]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     return make_app(tmp_path_factory.mktemp("api"))

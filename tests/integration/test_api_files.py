@@ -22,11 +22,6 @@ VIDEO_KEY = "outputs/r1/video.mp4"
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     app = make_app(tmp_path_factory.mktemp("api"))

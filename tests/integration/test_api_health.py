@@ -22,11 +22,6 @@ I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
     return make_app(tmp_path)
 

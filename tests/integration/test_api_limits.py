@@ -22,11 +22,6 @@ CAP = 1000
 """The per-body cap of these tests' middleware."""
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class HeldApp:
     """Reads its whole body, then holds the request open until ``release`` is set; fails
     instead for a body that starts with ``fail``."""

@@ -26,11 +26,6 @@ from .inprocess import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> FastAPI:
     """The queue's answers come from SQL that differs per database: both are run."""

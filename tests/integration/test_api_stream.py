@@ -40,11 +40,6 @@ ORDER = {"in_queue": 0, "in_progress": 1, "completed": 2}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
     return make_app(tmp_path, poll_seconds=0.02)
 

@@ -22,11 +22,6 @@ FIELDS: dict[str, JsonValue] = {"prompt": "push in", "resolution": "360p", "num_
 FIELDS["image_url"] = str(SMALL[SUBMIT]["image_url"])
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class _Recording(httpx.AsyncBaseTransport):
     """The app over httpx's ASGI transport, recording each path asked for."""
 

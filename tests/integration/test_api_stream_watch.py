@@ -16,11 +16,6 @@ from framecast.status_watch import StatusWatch
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_a_change_elsewhere_ends_the_wait(db: Engine, db_url: str) -> None:
     postgres = db.dialect.name == "postgresql"
     # With notifications the poll interval plays no part: make it long enough to tell.

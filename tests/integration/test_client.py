@@ -24,11 +24,6 @@ MODEL = "tencent/hunyuan/image-to-video"
 SMALL: dict[str, JsonValue] = {"prompt": "push in", "resolution": "360p", "num_frames": 5}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class _NoStream(httpx.AsyncBaseTransport):
     """The app, minus any status stream (as RunComfy, or a framecast without the route): the
     stream route answers 404 whatever the app has. Records every path asked for."""

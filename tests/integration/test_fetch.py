@@ -145,11 +145,6 @@ class Server:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def server() -> Iterator[Server]:
     log = ServerLog()
     handler = type("BoundHandler", (Handler,), {"log": log})
@@ -615,7 +610,7 @@ async def test_invalid_base64_is_refused_in_any_piece_size(
 
 async def test_a_large_data_uri_is_decoded_without_stalling_the_event_loop() -> None:
     # 40 MB (53 MB as base64): decoded in one call it holds the GIL, and so stalls the event
-    # loop, for ~0.12 s here; decoded in pieces the loop runs every few milliseconds, but for the
+    # loop; decoded in pieces the loop runs every few milliseconds, but for the
     # final copy of the result.
     url = "data:image/png;base64," + base64.b64encode(bytes(40_000_000)).decode()
     gaps: list[float] = []
@@ -635,7 +630,9 @@ async def test_a_large_data_uri_is_decoded_without_stalling_the_event_loop() -> 
         fetched = await fetcher.fetch(url)
         done.set()
     assert len(fetched.data) == 40_000_000
-    assert max(gaps) < 0.07, f"the loop stalled {max(gaps) * 1000:.0f} ms"
+    # Decoded in one call, the loop waits ~240 ms here; in pieces, ~30 ms at worst. The bound
+    # sits between, well above the scheduling delays of a busy 2-core machine (70 ms was not).
+    assert max(gaps) < 0.15, f"the loop stalled {max(gaps) * 1000:.0f} ms"
 
 
 @pytest.mark.parametrize(

@@ -33,11 +33,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
     # Private URLs allowed: a loopback webhook URL passes submit's check.
     return make_app(tmp_path, allow_private_urls=True)

@@ -133,11 +133,6 @@ def test_snapshot_on_both_databases(db: Engine) -> None:
     assert sample(parsed, "framecast_workers", state="busy") == 0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_the_route_follows_a_request_through_the_api(tmp_path: Path) -> None:
     app = make_app(tmp_path)

@@ -24,11 +24,6 @@ from .inprocess import OTHER_KEY, SMALL, SUBMIT, assert_error, client_for, make_
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 BODY = {"prompt": "a slow push in", **SMALL[SUBMIT]}
 
 

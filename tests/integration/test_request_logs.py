@@ -14,11 +14,6 @@ from framecast.logs import make_handler
 from tests.integration.inprocess import client_for, make_app, run_worker, submit
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_every_line_about_a_request_carries_its_id(tmp_path: Path) -> None:
     stream = io.StringIO()

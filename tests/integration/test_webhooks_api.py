@@ -28,11 +28,6 @@ from tests.integration.webhook_receiver import Receiver
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 BODY = {"prompt": "a slow push in", **SMALL[SUBMIT]}
 
 

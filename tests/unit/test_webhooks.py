@@ -10,8 +10,9 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from framecast.errors import InputError
+from framecast.fetch import Resolver
 from framecast.webhooks.signing import env_key_secret, new_secret, signature_header
-from framecast.webhooks.targets import Resolver, check_webhook_url, parse_webhook_url
+from framecast.webhooks.targets import check_webhook_url, parse_webhook_url
 
 
 def _resolving_to(*addresses: str) -> Resolver:

@@ -8,9 +8,10 @@ from anyio import to_thread
 from fastapi import Query
 
 from framecast.errors import InputError
+from framecast.fetch import Resolver, system_resolver
 from framecast.keys import KeyStore
 from framecast.webhooks.outbox import WebhookTarget
-from framecast.webhooks.targets import Resolver, check_webhook_url, system_resolver
+from framecast.webhooks.targets import check_webhook_url
 
 WebhookParam = Annotated[
     str | None,

@@ -1,6 +1,6 @@
 """One webhook attempt: a signed POST to the checked address, 10 s, no redirects.
 
-The connection goes through :class:`_PinnedBackend`, which resolves the host when it connects,
+The connection goes through :func:`_pinned_backend`, which resolves the host when it connects,
 checks every address against the same policy as at submit (a DNS answer may have changed since)
 and connects to exactly an address it checked. Redirects are not followed: a 3xx is a failed
 attempt, so a receiver cannot bounce the server's POST onto another host.
@@ -8,7 +8,7 @@ attempt, so a receiver cannot bounce the server's POST onto another host.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -16,13 +16,8 @@ import httpcore
 
 from framecast import __version__
 from framecast.errors import InputError
-from framecast.webhooks.targets import (
-    Resolver,
-    WebhookUrl,
-    checked_addresses,
-    parse_webhook_url,
-    system_resolver,
-)
+from framecast.fetch import CheckedBackend, Resolver, system_resolver
+from framecast.webhooks.targets import WebhookUrl, checked_addresses, parse_webhook_url
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """Read (and dropped) of a receiver's answer, enough to keep the connection reusable."""
@@ -43,42 +38,22 @@ class _Refused(Exception):
     """The host resolved to an address deliveries must not reach; carries the reason."""
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, *, allow_private: bool, resolver: Resolver) -> None:
-        self._allow_private = allow_private
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
+def _pinned_backend(*, allow_private: bool, resolver: Resolver) -> CheckedBackend:
+    """Resolves the host when it connects, checks every address as at submit, and connects
+    to exactly an address it checked (the same backend as image fetches)."""
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def check(host: str, port: int) -> list[str]:
         try:
-            addresses = await checked_addresses(
-                host, port, allow_private=self._allow_private, resolver=self._resolver
+            return await checked_addresses(
+                host, port, allow_private=allow_private, resolver=resolver
             )
         except InputError as exc:
             raise _Refused(exc.message) from None
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc  # the next checked address may answer
-        raise httpcore.ConnectError(f"could not connect to {host} port {port} ({error})")
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    def unreachable(host: str, port: int, addresses: list[str]) -> Exception:
+        return httpcore.ConnectError(f"could not connect to {host} port {port}")
+
+    return CheckedBackend(check, unreachable)
 
 
 class WebhookSender:
@@ -94,7 +69,7 @@ class WebhookSender:
     ) -> None:
         self.timeout = timeout
         self._pool = httpcore.AsyncConnectionPool(
-            network_backend=_PinnedBackend(allow_private=allow_private, resolver=resolver),
+            network_backend=_pinned_backend(allow_private=allow_private, resolver=resolver),
             max_connections=max_connections,
             keepalive_expiry=30.0,
         )

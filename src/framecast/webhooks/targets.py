@@ -10,17 +10,11 @@ the rule broken, never an internal address.
 from __future__ import annotations
 
 import ipaddress
-import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import anyio
-
 from framecast.errors import InputError
-from framecast.fetch import refusal_reason
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
+from framecast.fetch import Resolver, refusal_reason, system_resolver
 
 MAX_URL_CHARS = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -79,12 +73,6 @@ def parse_webhook_url(url: str) -> WebhookUrl:
         raise invalid(f"webhook has an invalid host name {parts.hostname!r}") from None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return WebhookUrl(url, scheme, host, port or _DEFAULT_PORTS[scheme], target)
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    found = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    return list(dict.fromkeys(found))
 
 
 async def checked_addresses(
