@@ -202,10 +202,3 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     dir, or a fresh schema of the test PostgreSQL server (tests/conftest.py finds or skips it)."""
     with _backend_env(request) as env:
         yield env
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def own_backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The same, for one test's own server (two servers on one queue would share requests)."""
-    with _backend_env(request) as env:
-        yield env

@@ -27,14 +27,17 @@ def pg(pg_schema_url: str) -> dict[str, str]:
     return {"database_url": pg_schema_url}
 
 
-def test_four_workers_two_hundred_requests_each_run_exactly_once(
+def test_four_workers_a_hundred_requests_each_run_exactly_once(
     make_server: Callable[..., Server], pg: dict[str, str]
 ) -> None:
+    # A hundred: each of the four workers claims about 25 times against the other three, and
+    # every request is queued behind dozens, which is what the claims and positions need; 200
+    # only doubled the time (submitting alone took 6 s on 2 cores).
     server = make_server(workers="4", x264_preset="ultrafast", lease_seconds="10", **pg)
     server.start()
     with server.client() as c:
         ids = []
-        for i in range(200):
+        for i in range(100):
             r = c.post(
                 SUBMIT_PATH, json={"prompt": f"pan left {i}", "image_url": DATA_URL, **SMALL}
             )
