@@ -34,6 +34,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SIGNALLED: set[subprocess.Popen[bytes]] = set()
+"""Server processes already sent SIGTERM (a second one may cut their graceful stop short)."""
+
+
 @dataclass
 class Server:
     data_dir: Path
@@ -76,6 +80,14 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in time:\n{self.log()}")
 
+    def signal_stop(self) -> subprocess.Popen[bytes] | None:
+        """SIGTERM the server, once, without waiting; the process, if one was signalled."""
+        if self.proc is None or self.proc.poll() is not None or self.proc in _SIGNALLED:
+            return None
+        _SIGNALLED.add(self.proc)
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -101,8 +113,27 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
+def _servers() -> list[Server]:
+    """Every server the session made, in order."""
+    return []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _signal_a_modules_servers_to_stop(_servers: list[Server]) -> Iterator[None]:
+    """At a module's end, SIGTERM the servers it made: idle ones still poll the database and
+    beat, taking CPU from the tests after them. Not waited for here: they stop while the
+    next module runs, and make_server's teardown waits for them all."""
+    made = len(_servers)
+    yield
+    for server in _servers[made:]:
+        server.signal_stop()
+
+
+@pytest.fixture(scope="session")
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory, _servers: list[Server]
+) -> Iterator[Callable[..., Server]]:
+    servers = _servers
 
     def make(**env: Any) -> Server:
         base = {
@@ -119,9 +150,9 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 
     yield make
     # Signal them all first: each takes seconds to stop its workers, and they can do it together.
+    for server in servers:
+        server.signal_stop()
     running = [s.proc for s in servers if s.proc is not None and s.proc.poll() is None]
-    for proc in running:
-        proc.send_signal(signal.SIGTERM)
     for proc in running:
         try:
             proc.wait(timeout=40)
