@@ -119,6 +119,35 @@ def test_two_processes_make_the_frames_of_one(group: GroupEngine, lora_dir: Path
     assert meta["parallel"] == {"processes": 2, "ulysses_degree": 2, "ring_degree": 1}
 
 
+def test_ring_attention_on_two_processes_makes_the_frames_of_one(tmp_path: Path) -> None:
+    # Ring instead of Ulysses, on the size whose 351 image tokens do not split evenly, with true
+    # CFG (a second pass, with the negative prompt's own text length).
+    settings = Settings(
+        data_dir=tmp_path,
+        device="cpu",
+        engine="hunyuan",
+        hunyuan_model="tiny-random",
+        parallel=2,
+        ulysses_degree=1,
+        ring_degree=2,
+        parallel_timeout_seconds=60,
+    )
+    request = _request("a red square drifts slowly to the left.", 208, 144, 9, cfg_scale=2.0)
+    expected = np.stack(
+        list(HunyuanEngine.load(resolve_model("tiny-random")).generate(request, NullHooks()))
+    )
+    with group_engine(settings) as ring:
+        assert ring.metadata()["parallel"] == {
+            "processes": 2,
+            "ulysses_degree": 1,
+            "ring_degree": 2,
+        }
+        got = np.stack(list(ring.generate(request, NullHooks())))
+    diff = int(np.abs(got.astype(int) - expected.astype(int)).max())
+    print(f"ring, true CFG: {diff} 8-bit level(s) from one process")
+    assert diff <= 1, f"ring: {diff} 8-bit levels apart"
+
+
 def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
     group: GroupEngine,
 ) -> None:
