@@ -12,15 +12,10 @@ import pytest
 
 pytest.importorskip("peft")
 
-import torch
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 
 from framecast.db import migrate
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.loras import LoraSettings
-from framecast.engines.hunyuan.pipeline import FramecastHunyuanPipeline
-from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import MODEL_ID
 from framecast.settings import Settings
@@ -28,21 +23,13 @@ from framecast.states import Status
 from framecast.worker import Worker
 
 from .tiny_jobs import submit as submit_tiny
+from .tiny_loras import save_tiny_lora
 
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("loras")
-    transformer = build_tiny_pipeline().transformer
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(11)
-        transformer.add_adapter(config, adapter_name="new")
-    FramecastHunyuanPipeline.save_lora_weights(
-        folder,
-        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name="new"),
-        weight_name="watercolor.safetensors",
-    )
+    save_tiny_lora(folder)
     return folder
 
 
