@@ -46,6 +46,12 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path("framecast", appauthor=False)
 
 
+def _default_decode_concurrency() -> int:
+    # On 2 cores, two decode threads left /healthz waiting up to ~190 ms for the GIL and a core
+    # under eight 67 MB data: URI submits, one thread under 100 ms (docs/performance.md).
+    return 1 if (os.cpu_count() or 1) <= 2 else 2
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
@@ -102,9 +108,9 @@ class Settings(BaseSettings):
         description="Largest input image once decoded: width x height x channels x bytes per channel (WebP: 8 bytes per pixel), read from the image's header before anything is decoded. The default admits a 40 MP 8-bit RGB photo, not a 6300x6300 16-bit RGBA PNG.",
     )
     decode_concurrency: int = Field(
-        2,
+        default_factory=_default_decode_concurrency,
         ge=1,
-        description="Image decodes (and base64 decodes of data: URIs) the API runs at once, each in a thread; with FRAMECAST_MAX_DECODE_BYTES this bounds the API's memory.",
+        description="Image decodes, base64 decodes of data: URIs and parses of large bodies the API runs at once, each in a thread; with FRAMECAST_MAX_DECODE_BYTES this bounds the API's memory. Default: 2, or 1 on a machine with 2 cores or fewer, so that one core is left to the event loop.",
     )
     max_body_bytes: int | None = Field(
         None,
@@ -112,7 +118,7 @@ class Settings(BaseSettings):
         description="Largest request body; a larger one is answered 413 before it is read. Default: 1.5 x FRAMECAST_MAX_IMAGE_BYTES + 1 MiB, room for the largest image as a base64 data: URI.",
     )
     max_inflight_body_bytes: int = Field(
-        256 * 1024 * 1024,
+        192 * 1024 * 1024,
         gt=0,
         description="Bytes of request bodies the API holds at once (each reserves its Content-Length before it is read, until it is answered); a request that finds no room within 30 s is answered 503 with Retry-After. Bounds the API's memory under many large data: URI submits.",
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,14 @@ def test_retention_takes_durations(value: str, seconds: int) -> None:
 def test_retention_refuses_what_is_not_a_duration(value: str) -> None:
     with pytest.raises(ValueError, match=r"duration|more than zero"):
         Settings(retention=value)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (64, 2)])
+def test_decode_threads_leave_a_small_machine_a_core_for_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.delenv("FRAMECAST_DECODE_CONCURRENCY", raising=False)
+    assert Settings().decode_concurrency == threads
+    monkeypatch.setenv("FRAMECAST_DECODE_CONCURRENCY", "3")
+    assert Settings().decode_concurrency == 3

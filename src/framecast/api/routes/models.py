@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from framecast.api.admission import SUBMIT_LIMIT_ERRORS, IdempotencyKey, InsertHook, admit, chain
 from framecast.api.auth import KEYED, Owner
+from framecast.api.bodies import OffLoopJSONRoute
 from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, BaseUrl, Services
 from framecast.api.views import request_urls
@@ -168,7 +169,8 @@ def models(owner: Owner, services: AppServices) -> dict[str, Any]:
 def router(specs: Sequence[ModelSpec]) -> APIRouter:
     """One submit route per model (each documents its own input schema), then the rest: the
     catch-all for unknown models must come after the models' own routes."""
-    models_router = APIRouter()
+    # A submit's body may hold a whole image as a data: URI: parsed off the event loop.
+    models_router = APIRouter(route_class=OffLoopJSONRoute)
     for spec in specs:
         models_router.add_api_route(
             f"/v1/models/{spec.id}",
