@@ -15,9 +15,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from PIL import Image
 
-from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
+from framecast.engines.base import Cancelled, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.group import GroupEngine
 from framecast.engines.hunyuan.loras import LoraChoice, LoraSettings
@@ -26,29 +25,13 @@ from framecast.errors import InputError
 from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
 
+from .tiny_jobs import engine_request
 from .tiny_loras import save_tiny_lora
 
-
-def _request(
-    prompt: str, width: int, height: int, frames: int, **options: object
-) -> GenerationRequest:
-    image = Image.new("RGB", (200, 120), (30, 90, 200))
-    image.paste((220, 40, 40), (60, 30, 120, 90))
-    return GenerationRequest(
-        image=image,
-        prompt=prompt,
-        seed=7,
-        width=width,
-        height=height,
-        num_frames=frames,
-        options={"num_inference_steps": 2, **options},
-    )
-
-
 REQUESTS = [
-    _request("a blue sky over the sea", 256, 160, 5),  # 2 x 10 x 16 image tokens
+    engine_request("a blue sky over the sea", 256, 160, 5),  # 2 x 10 x 16 image tokens
     # 3 x 9 x 13 = 351 image tokens: no even split among 2.
-    _request("a red square drifts slowly to the left.", 208, 144, 9),
+    engine_request("a red square drifts slowly to the left.", 208, 144, 9),
 ]
 
 
@@ -89,7 +72,9 @@ def group(tmp_path_factory: pytest.TempPathFactory, lora_dir: Path) -> Iterator[
 
 def test_two_processes_make_the_frames_of_one(group: GroupEngine, lora_dir: Path) -> None:
     single = HunyuanEngine.load(resolve_model("tiny-random"), loras=LoraSettings(lora_dir))
-    with_lora = _request("a blue sky over the sea", 256, 160, 5, loras=(LoraChoice("watercolor"),))
+    with_lora = engine_request(
+        "a blue sky over the sea", 256, 160, 5, loras=(LoraChoice("watercolor"),)
+    )
     worst = 0
     made = []
     for request in [*REQUESTS, with_lora]:
@@ -107,35 +92,6 @@ def test_two_processes_make_the_frames_of_one(group: GroupEngine, lora_dir: Path
     assert meta["parallel"] == {"processes": 2, "ulysses_degree": 2, "ring_degree": 1}
 
 
-def test_ring_attention_on_two_processes_makes_the_frames_of_one(tmp_path: Path) -> None:
-    # Ring instead of Ulysses, on the size whose 351 image tokens do not split evenly, with true
-    # CFG (a second pass, with the negative prompt's own text length).
-    settings = Settings(
-        data_dir=tmp_path,
-        device="cpu",
-        engine="hunyuan",
-        hunyuan_model="tiny-random",
-        parallel=2,
-        ulysses_degree=1,
-        ring_degree=2,
-        parallel_timeout_seconds=60,
-    )
-    request = _request("a red square drifts slowly to the left.", 208, 144, 9, cfg_scale=2.0)
-    expected = np.stack(
-        list(HunyuanEngine.load(resolve_model("tiny-random")).generate(request, NullHooks()))
-    )
-    with group_engine(settings) as ring:
-        assert ring.metadata()["parallel"] == {
-            "processes": 2,
-            "ulysses_degree": 1,
-            "ring_degree": 2,
-        }
-        got = np.stack(list(ring.generate(request, NullHooks())))
-    diff = int(np.abs(got.astype(int) - expected.astype(int)).max())
-    print(f"ring, true CFG: {diff} 8-bit level(s) from one process")
-    assert diff <= 1, f"ring: {diff} 8-bit levels apart"
-
-
 def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
     group: GroupEngine,
 ) -> None:
@@ -149,7 +105,9 @@ def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
 
 def test_step_cache_is_refused_before_any_rank_runs(group: GroupEngine) -> None:
     with pytest.raises(InputError, match="step_cache is not available on a multi-GPU worker"):
-        list(group.generate(_request("x", 256, 160, 5, step_cache="first_block"), NullHooks()))
+        list(
+            group.generate(engine_request("x", 256, 160, 5, step_cache="first_block"), NullHooks())
+        )
 
 
 def test_settings_the_group_cannot_run_are_refused_at_start(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image
 
+from framecast.engines.base import GenerationRequest
 from framecast.models.hunyuan_i2v import MODEL_ID
 from framecast.storage import LocalStorage
 from framecast.worker import Worker
@@ -35,3 +36,21 @@ def stored_path(worker: Worker, key: str) -> Path:
     """Where ``key`` is on disk: these tests keep the worker's store in a local folder."""
     assert isinstance(worker.storage, LocalStorage), worker.storage
     return worker.storage.path(key)
+
+
+def engine_request(
+    prompt: str, width: int, height: int, frames: int, **options: object
+) -> GenerationRequest:
+    """A request straight to an engine: a blue 200x120 image with a red square, seed 7, 2 steps;
+    ``options`` add to or override the engine options."""
+    image = Image.new("RGB", (200, 120), (30, 90, 200))
+    image.paste((220, 40, 40), (60, 30, 120, 90))
+    return GenerationRequest(
+        image=image,
+        prompt=prompt,
+        seed=7,
+        width=width,
+        height=height,
+        num_frames=frames,
+        options={"num_inference_steps": 2, **options},
+    )
