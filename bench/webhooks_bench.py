@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import random
-import secrets
 import statistics
 import tempfile
 import threading
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook
 
 from framecast.db import create_db_engine, migrate
@@ -46,6 +44,7 @@ from framecast.keys import KeyStore
 from framecast.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.outbox import WebhookTarget, register
+from queue_bench import fresh_pg  # bench/ is on the path: scripts run from it
 
 MODEL = "tencent/hunyuan/image-to-video"
 DONE = VideoResult(
@@ -178,14 +177,6 @@ class Bench:
             "deliveries_per_s": round(n / elapsed, 1),
             "duplicates": self.receiver.duplicates,
         }
-
-
-def fresh_pg(pg: str) -> tuple[str, str]:
-    schema = f"fc_bench_{secrets.token_hex(4)}"
-    with create_engine(pg).begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False), schema
 
 
 def main() -> None:
