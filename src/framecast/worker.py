@@ -395,7 +395,6 @@ def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
     ``exit_with_parent``: stop (giving the request back) if the process that started this one
     dies, so a killed ``framecast serve`` leaves no orphan workers behind.
     """
-    import signal
 
     check_data_dir(settings)  # its scratch folder (and, by default, the database) live there
     worker = Worker(settings)
@@ -409,6 +408,14 @@ def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
                     worker.stop.set()
 
         threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
+
+    run_until_signalled(worker)
+
+
+def run_until_signalled(worker: Worker) -> None:
+    """Run ``worker`` in this (main) thread until SIGTERM or SIGINT, which stop it at the next
+    step boundary, giving back a request it has not finished."""
+    import signal
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("worker %s: signal %d, stopping at the next step boundary", worker.id, signum)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,7 +97,7 @@ def run_group_worker(settings: Settings) -> None:
     """Entry point of ``framecast worker --gpus``: one worker, its engine the whole group;
     runs until SIGTERM/SIGINT. Serves HunyuanVideo-I2V only."""
     from framecast.models.hunyuan_i2v import MODEL_ID
-    from framecast.worker import Worker
+    from framecast.worker import Worker, run_until_signalled
 
     others = [m for m in settings.models if m != MODEL_ID]
     if others:
@@ -107,12 +106,4 @@ def run_group_worker(settings: Settings) -> None:
             f"{', '.join(others)}: run those on single-GPU workers"
         )
     with group_engine(settings) as engine:
-        worker = Worker(settings, engines={MODEL_ID: engine})
-
-        def _stop(signum: int, _frame: object) -> None:
-            log.info("group worker %s: signal %d, stopping after this step", worker.id, signum)
-            worker.stop.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        worker.run()
+        run_until_signalled(Worker(settings, engines={MODEL_ID: engine}))
