@@ -21,11 +21,6 @@ I2V = "tencent/hunyuan/image-to-video"
 I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return make_app(tmp_path)
-
-
 def add_worker(app: FastAPI, worker_id: str, state: str, serves: list[str] | None) -> None:
     registry = services_of(app).registry
     registry.register(worker_id, "host", 1, serves=serves)

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,6 @@ from framecast.settings import Settings
 from .inprocess import KEY, SUBMIT, client_for, data_uri, make_app
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return make_app(tmp_path)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 def png(size: tuple[int, int] = (64, 36), mode: str = "RGB") -> bytes:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import httpx
 import pytest
@@ -18,23 +15,11 @@ from .inprocess import (
     SUBMIT_15,
     assert_error,
     client_for,
-    make_app,
     run_worker,
     submit,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return make_app(tmp_path)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 async def test_pages_go_newest_first_without_repeats_and_end_with_no_cursor(

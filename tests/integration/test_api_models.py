@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     """One app for the module: each test's requests are its own, and creating and migrating
     a fresh one per test would take most of the module's time."""
     return make_app(tmp_path_factory.mktemp("api"), max_image_bytes=1024 * 1024)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 # --- a good submit ------------------------------------------------------------------------------

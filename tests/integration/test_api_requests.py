@@ -4,7 +4,6 @@ the result and its links, cancelling in each state, and one key never seeing ano
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,12 +31,6 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> FastAPI:
     if request.param == "sqlite":
         return make_app(tmp_path)
     return make_app(tmp_path, database_url=request.getfixturevalue("pg_schema_url"))
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 # --- status --------------------------------------------------------------------------------------

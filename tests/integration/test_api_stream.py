@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +49,6 @@ def run_worker(app: FastAPI) -> None:
     settings = services.settings.model_copy(update={"x264_preset": "ultrafast"})
     engine = PreviewEngine(step_seconds=0.08)
     Worker(settings, engines={spec.id: engine for spec in services.models}).run(max_jobs=1)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 def events_of(text: str) -> list[dict[str, Any]]:

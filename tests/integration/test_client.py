@@ -17,7 +17,7 @@ from pydantic import JsonValue
 
 from framecast.client import APIError, AsyncClient, Client, RequestStatus
 
-from .inprocess import KEY, data_uri, make_app, png, run_worker
+from .inprocess import KEY, data_uri, png, run_worker
 
 pytestmark = pytest.mark.anyio
 MODEL = "tencent/hunyuan/image-to-video"
@@ -37,11 +37,6 @@ class _NoStream(httpx.AsyncBaseTransport):
         if request.url.path.endswith("/status/stream"):
             return httpx.Response(404, json={"error_code": 404001, "error_message": "Not Found"})
         return await self.inner.handle_async_request(request)
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
-    return make_app(tmp_path)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ through two app instances sharing the database, as two API nodes would)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.anyio
 def app(tmp_path: Path) -> FastAPI:
     # Private URLs allowed: a loopback webhook URL passes submit's check.
     return make_app(tmp_path, allow_private_urls=True)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as c:
-        yield c
 
 
 def body(**fields: Any) -> dict[str, Any]:
