@@ -166,11 +166,15 @@ def _limit_changes(max_active: str | None, rate: str | None) -> dict[str, int | 
     return changes
 
 
-def _set_limits(store: Any, key_id: str, changes: dict[str, int | str | None]) -> str | None:
+def _quotas(store: Any) -> Any:
     from framecast.quotas import QuotaStore
 
-    quotas = QuotaStore(store.engine, default_max_active=None, default_rate=None)
-    limits = quotas.set_key_limits(key_id, **changes)
+    # The defaults do not matter here: only a key's own limits are read and written.
+    return QuotaStore(store.engine, default_max_active=None, default_rate=None)
+
+
+def _set_limits(store: Any, key_id: str, changes: dict[str, int | str | None]) -> str | None:
+    limits = _quotas(store).set_key_limits(key_id, **changes)
     return limits.describe() if limits is not None else None
 
 
@@ -235,11 +239,15 @@ def keys_env_webhook_secrets(data_dir: DataDir = None) -> None:
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
-    """List keys (never their secrets)."""
-    for rec in _key_store(data_dir).list():
+    """List keys (never their secrets), with their own limits."""
+    store = _key_store(data_dir)
+    quotas = _quotas(store)
+    for rec in store.list():
         state = f"revoked {rec.revoked_at:%Y-%m-%d %H:%M}" if rec.revoked_at else "active"
+        limits = quotas.key_limits(rec.id)
         typer.echo(
             f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}"
+            f"\t{limits.describe() if limits is not None else ''}"
         )
 
 

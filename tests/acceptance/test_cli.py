@@ -29,12 +29,16 @@ def _framecast(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedPr
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
-    created = _framecast("keys", "create", "--name", "ci", data_dir=tmp_path)
+    created = _framecast(
+        "keys", "create", "--name", "ci", "--max-active", "2", "--rate", "10/minute",
+        data_dir=tmp_path,
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
     key_id = re.search(r"id:\s+(\S+)", created.stderr).group(1)  # type: ignore[union-attr]
     listed = _framecast("keys", "list", data_dir=tmp_path).stdout
     assert key_id in listed and "ci" in listed and "active" in listed
+    assert "max-active 2, rate 10/minute" in listed  # its own limits
     assert secret not in listed
     assert _framecast("keys", "revoke", key_id, data_dir=tmp_path).returncode == 0
     assert "revoked" in _framecast("keys", "list", data_dir=tmp_path).stdout
