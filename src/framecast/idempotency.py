@@ -136,3 +136,13 @@ class IdempotencyStore:
                     table.c.owner == owner, table.c.key == key, table.c.request_id == request_id
                 )
             )
+
+    def sweep_expired(self, now: dt.datetime | None = None) -> int:
+        """Delete the keys older than KEY_TTL (past it a key makes a new request anyway, so
+        its row only takes room); how many. Idle workers call it with the retention sweep."""
+        cutoff = (now or utcnow()) - KEY_TTL
+        with self.engine.begin() as conn:
+            deleted: int = conn.execute(
+                delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff)
+            ).rowcount
+        return deleted

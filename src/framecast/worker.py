@@ -27,6 +27,7 @@ from framecast.engine_loading import EngineLoadFailed, Plan, load_with_retries, 
 from framecast.engines import Engine
 from framecast.engines.base import Cancelled
 from framecast.errors import FramecastError
+from framecast.idempotency import IdempotencyStore
 from framecast.images import decode_image
 from framecast.job_stores import build_job_store
 from framecast.jobs import JobStore, Lease, StepAck
@@ -227,6 +228,7 @@ class Worker:
                 sweep(self.jobs, self.storage, retention)
             grace = dt.timedelta(seconds=self.settings.orphan_grace_seconds)
             sweep_orphan_inputs(self.jobs, self.storage, grace)
+            IdempotencyStore(self.jobs.engine).sweep_expired()
         except Exception:
             log.exception("worker %s: retention sweep failed; will retry later", self.id)
 

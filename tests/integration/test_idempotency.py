@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from framecast.db import idempotency_keys, requests
-from framecast.idempotency import ABANDONED_AFTER, KEY_TTL
+from framecast.db import create_db_engine, idempotency_keys, migrate, requests, utcnow
+from framecast.idempotency import ABANDONED_AFTER, KEY_TTL, IdempotencyStore
 
 from .inprocess import (
     OTHER_KEY,
@@ -173,3 +173,24 @@ async def test_concurrent_submits_with_one_key_make_one_request(
     assert len({r.json()["request_id"] for r in answers}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in answers) == 5
     assert request_count(node_a) == 1
+
+
+def test_keys_past_their_24_hours_are_swept_and_younger_ones_kept(db_url: str) -> None:
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    store = IdempotencyStore(engine)
+    try:
+        assert store.claim("owner", "old", "digest", "req-1") is not None
+        assert store.claim("owner", "young", "digest", "req-2") is not None
+        with engine.begin() as conn:
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == "old")
+                .values(created_at=utcnow() - KEY_TTL - dt.timedelta(minutes=1))
+            )
+        assert store.sweep_expired() == 1
+        with engine.connect() as conn:
+            left = conn.execute(select(idempotency_keys.c.key)).scalars().all()
+        assert left == ["young"]
+    finally:
+        engine.dispose()
