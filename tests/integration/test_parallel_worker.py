@@ -1,9 +1,11 @@
 """A real 2-process worker (``framecast worker --parallel 2``, gloo, tiny model) on a real queue:
 it completes a request; killing its rank 1 mid-request stops the whole group with one line and
-exit code 3, and the request goes back to the queue through its lease and is stored once."""
+exit code 4, and the request goes back to the queue through its lease and is stored once; a rank
+that hangs stops the group the same way once the collective timeout passes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,10 +69,7 @@ def _outputs(queue: Worker, request_id: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
-    queue: Worker, tmp_path: Path
-) -> None:
-    first = submit(queue)
+def _start_group(tmp_path: Path, timeout_s: int) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "FRAMECAST_DATA_DIR": str(tmp_path),
@@ -80,14 +79,21 @@ def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
         "FRAMECAST_X264_PRESET": "ultrafast",
         "FRAMECAST_LEASE_SECONDS": "2",
         "FRAMECAST_POLL_SECONDS": "0.1",
-        "FRAMECAST_PARALLEL_TIMEOUT_SECONDS": "30",
+        "FRAMECAST_PARALLEL_TIMEOUT_SECONDS": str(timeout_s),
     }
-    group = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "framecast", "worker", "--parallel", "2"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
+    queue: Worker, tmp_path: Path
+) -> None:
+    first = submit(queue)
+    group = _start_group(tmp_path, timeout_s=30)
     try:
         _wait("the first request", lambda: _job(queue, first).status is Status.COMPLETED)
         assert _outputs(queue, first) == ["poster.jpg", "video.mp4"]
@@ -116,3 +122,30 @@ def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
     done = _job(queue, slow)
     assert done.status is Status.COMPLETED and done.attempts == 2
     assert _outputs(queue, slow) == ["poster.jpg", "video.mp4"]
+
+
+def test_a_hung_rank_stops_the_group_once_the_timeout_passes(queue: Worker, tmp_path: Path) -> None:
+    group = _start_group(tmp_path, timeout_s=4)
+    stopped: int | None = None
+    try:
+        slow = submit(queue, num_inference_steps=8)
+        _wait("the request to start", lambda: (_job(queue, slow).step or 0) >= 2)
+        stopped = _rank1_pid(group.pid)
+        os.kill(stopped, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+        started = time.monotonic()
+        _, stderr = group.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if group.poll() is None:
+            group.kill()
+            group.wait()
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+    assert group.returncode == GROUP_BROKEN, stderr[-2000:]
+    said = [line for line in stderr.splitlines() if line.startswith("framecast: ")]
+    assert len(said) == 1, stderr[-2000:]
+    assert "timed out" in said[0].lower(), said[0]
+    assert took >= 3.5, f"stopped after {took:.1f} s, before the 4 s timeout"
+    assert _job(queue, slow).status is Status.IN_PROGRESS  # back to the queue by its lease
+    assert _outputs(queue, slow) == []
