@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
@@ -34,7 +35,11 @@ class GroupError(ValueError):
 
 def _die(followers: Followers) -> Callable[[str], NoReturn]:
     def die(message: str) -> NoReturn:
-        dead = followers.dead()
+        # A collective can fail (connection closed) a moment before its killed peer has
+        # exited: give the cause a second to show, so the line names it.
+        deadline = time.monotonic() + 1.0
+        while not (dead := followers.dead()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if dead:  # the cause, rather than the collective that noticed it
             rank, code = sorted(dead.items())[0]
             pid = followers.processes[rank].pid
