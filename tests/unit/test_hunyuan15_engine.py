@@ -52,6 +52,8 @@ from framecast.engines.hunyuan15.weights import (
 from framecast.errors import InputError
 from framecast.settings import Settings
 
+from .tiny_inputs import gradient_image
+
 # Quoted text: the ByT5 glyph encoder runs too (it sees only text in quotes).
 PROMPT = 'a red fox runs past a sign that says "open"'
 W, H, FRAMES = 80, 48, 5
@@ -64,12 +66,7 @@ def engine() -> Hunyuan15Engine:
 
 @pytest.fixture(scope="module")
 def image() -> PIL.Image.Image:
-    # 5:3 but not 80x48, so the crop resizes; a gradient so crops differ.
-    x = np.linspace(0, 255, 100, dtype=np.uint8)
-    rgb = np.stack(
-        [np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1
-    )
-    return PIL.Image.fromarray(rgb)
+    return gradient_image()
 
 
 def request(image: PIL.Image.Image, **options: Any) -> GenerationRequest:

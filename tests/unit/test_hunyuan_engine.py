@@ -37,6 +37,8 @@ from framecast.engines.hunyuan.pipeline import (
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 from framecast.images import cover_fit
 
+from .tiny_inputs import gradient_image
+
 PROMPT = "a red fox runs across the snow"
 W, H, FRAMES = 64, 48, 5
 
@@ -51,12 +53,7 @@ def engine() -> HunyuanEngine:
 
 @pytest.fixture(scope="module")
 def image() -> PIL.Image.Image:
-    # Not the output aspect, so the cover crop matters; a gradient so crops differ.
-    x = np.linspace(0, 255, 100, dtype=np.uint8)
-    rgb = np.stack(
-        [np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1
-    )
-    return PIL.Image.fromarray(rgb)
+    return gradient_image()
 
 
 def request(image: PIL.Image.Image, **options: Any) -> GenerationRequest:

@@ -1,9 +1,11 @@
-"""Inputs for the tiny HunyuanVideo-I2V transformer, shared by the unit tests that call it."""
+"""Inputs for the tiny HunyuanVideo models, shared by the unit tests that call them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import PIL.Image
 import torch
 
 
@@ -19,3 +21,13 @@ def transformer_inputs(seed: int = 3) -> dict[str, Any]:
         pooled_projections=torch.randn(1, 8, generator=g),
         return_dict=False,
     )
+
+
+def gradient_image() -> PIL.Image.Image:
+    """100x60 (5:3, an aspect no output size has, so the cover crop resizes), opposite red and
+    green gradients, so that different crops give different pixels."""
+    x = np.linspace(0, 255, 100, dtype=np.uint8)
+    rgb = np.stack(
+        [np.tile(x, (60, 1)), np.tile(x[::-1], (60, 1)), np.full((60, 100), 90, np.uint8)], -1
+    )
+    return PIL.Image.fromarray(rgb)
