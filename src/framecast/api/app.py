@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html
+from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 
 from framecast import __version__
@@ -22,6 +24,9 @@ from framecast.api.services import Services, build_services
 from framecast.db import migrate
 from framecast.playground import install_playground
 from framecast.settings import Settings
+
+OFFLINE_DOCS = "/static-offline-docs"
+"""Where fastapi-offline serves Swagger UI's and ReDoc's files."""
 
 
 @asynccontextmanager
@@ -52,6 +57,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         description="RunComfy-compatible image-to-video API for HunyuanVideo-I2V.",
         lifespan=_lifespan,
         swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
+        static_url=OFFLINE_DOCS,
+        redoc_url=None,  # _install_redoc's instead
     )
     app.state.services = services
     app.add_middleware(
@@ -71,5 +78,27 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(metrics.router)
 
     document_error_shape(app)
+    _install_redoc(app)
     install_playground(app)
     return app
+
+
+def _install_redoc(app: FastAPI) -> None:
+    """fastapi-offline's /redoc page, with a Content-Security-Policy that lets images come from
+    this server only. The bundled ReDoc draws an "API docs by Redocly" badge whose image comes
+    from cdn.redoc.ly whatever its options say; with the policy the browser never asks for it
+    (the badge drops an image that fails to load), so the page makes no request off the machine."""
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{OFFLINE_DOCS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{OFFLINE_DOCS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
+
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)

@@ -21,7 +21,8 @@ let models = [];
 let fields = []; // [{spec, el}] of the model on show
 let uploaded = null; // data: URI of the chosen file; it wins over the URL field
 let current = null; // the history entry on show in the Run panel
-let view = 0; // bumped whenever the Run panel changes request; older poll loops then stop
+let view = 0; // bumped whenever the Run panel changes request; older loops then stop
+let stream = null; // AbortController of the open status stream
 
 // ---------------------------------------------------------------- API
 
@@ -85,6 +86,34 @@ function make(tag, props = {}, children = []) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Server-sent events from a fetch() response, as {event, data} once each has ended.
+async function* serverEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = "message";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const lines = buffer.split("\n");
+    buffer = lines.pop(); // an unfinished line waits for the rest of it
+    for (let line of lines) {
+      if (line.endsWith("\r")) line = line.slice(0, -1);
+      if (line === "") {
+        if (data.length) yield { event, data: data.join("\n") };
+        event = "message";
+        data = [];
+      } else if (!line.startsWith(":")) { // ":" starts a comment: the keep-alives
+        const [name, ...rest] = line.split(":");
+        const value = rest.join(":").replace(/^ /, "");
+        if (name === "event") event = value;
+        else if (name === "data") data.push(value);
+      }
+    }
+  }
+}
 
 // ---------------------------------------------------------------- form from the JSON schema
 
@@ -377,9 +406,17 @@ async function submit(ev) {
 
 // ---------------------------------------------------------------- the run on show
 
+// Stops following the request on show: its loops see the new view, its stream is closed.
+function stopFollowing() {
+  view++;
+  stream?.abort();
+  stream = null;
+}
+
 function openRun(entry) {
+  stopFollowing();
   current = entry;
-  const token = ++view;
+  const token = view;
   $("run-empty").hidden = true;
   $("run-body").hidden = false;
   $("run-id").textContent = entry.id;
@@ -408,7 +445,50 @@ function setState(status) {
   $("cancel").hidden = TERMINAL.has(status);
 }
 
+// The status stream shows each change as it happens; polling takes over when the server has no
+// stream, the stream fails, or it ends before the request has.
 async function follow(entry, token) {
+  const last = await followStream(entry, token);
+  if (token === view && !(last && TERMINAL.has(last.status))) await poll(entry, token);
+}
+
+// Shows a status; true once the request has ended (and its result, if any, is shown).
+async function settle(entry, body, token) {
+  show($("run-error"), "");
+  renderStatus(entry, body);
+  if (!TERMINAL.has(body.status)) return false;
+  if (body.status === "completed") await showResult(entry, token);
+  return true;
+}
+
+// GET .../status/stream through fetch(): EventSource cannot send the Authorization header.
+// Returns the last status it showed, or null.
+async function followStream(entry, token) {
+  const controller = new AbortController();
+  stream = controller;
+  let last = null;
+  try {
+    const response = await fetch(onThisServer(`${entry.status_url}/stream`), {
+      headers: { Authorization: `Bearer ${apiKey()}`, Accept: "text/event-stream" },
+      signal: controller.signal,
+    });
+    if (!response.ok) return null;
+    for await (const { event, data } of serverEvents(response)) {
+      if (token !== view) break;
+      if (event !== "status") continue;
+      last = JSON.parse(data);
+      if (await settle(entry, last, token)) break;
+    }
+  } catch {
+    // Broken off (or closed by stopFollowing): the caller decides whether to poll.
+  } finally {
+    controller.abort();
+    if (stream === controller) stream = null;
+  }
+  return last;
+}
+
+async function poll(entry, token) {
   while (token === view) {
     let body;
     try {
@@ -420,13 +500,7 @@ async function follow(entry, token) {
       await sleep(POLL_MS * 4);
       continue;
     }
-    if (token !== view) return;
-    show($("run-error"), "");
-    renderStatus(entry, body);
-    if (TERMINAL.has(body.status)) {
-      if (body.status === "completed") await showResult(entry, token);
-      return;
-    }
+    if (token !== view || (await settle(entry, body, token))) return;
     await sleep(POLL_MS);
   }
 }
@@ -521,7 +595,10 @@ async function cancel() {
   }
 }
 
-// ---------------------------------------------------------------- history, per key, in this browser
+// ---------------------------------------------------------------- history, per key
+
+// The server lists the key's requests (GET /v1/requests), whichever client made them; this
+// browser keeps its own copy, which adds what the server does not say (prompt, model, engine).
 
 // A short tag of the key names its history without writing the key into another storage slot.
 function historyStore() {
@@ -530,16 +607,27 @@ function historyStore() {
   return `framecast.history.${h.toString(16)}`;
 }
 
-function loadHistory() {
+function readStore(name) {
   try {
-    return JSON.parse(localStorage.getItem(historyStore()) || "[]");
+    return JSON.parse(localStorage.getItem(name) || "[]");
   } catch {
     return [];
   }
 }
 
+const loadHistory = () => readStore(historyStore());
+// Ids that Clear took off the list: the server still lists them.
+const hiddenStore = () => `${historyStore()}.hidden`;
+
 function saveHistory(list) {
   localStorage.setItem(historyStore(), JSON.stringify(list.slice(0, HISTORY_MAX)));
+}
+
+function clearHistory() {
+  const hidden = [...loadHistory().map((e) => e.id), ...readStore(hiddenStore())];
+  localStorage.setItem(hiddenStore(), JSON.stringify(hidden.slice(0, HISTORY_MAX * 10)));
+  localStorage.removeItem(historyStore());
+  renderHistory();
 }
 
 function remember(entry) {
@@ -558,7 +646,8 @@ function update(id, changes) {
 }
 
 function renderHistory() {
-  const list = apiKey() ? loadHistory() : [];
+  const hidden = new Set(readStore(hiddenStore()));
+  const list = apiKey() ? loadHistory().filter((e) => !hidden.has(e.id)) : [];
   $("history-empty").hidden = list.length > 0;
   $("clear-history").hidden = list.length === 0;
   $("history").replaceChildren(
@@ -579,18 +668,35 @@ function renderHistory() {
   );
 }
 
-// Requests not on show still move on; refresh their states now and then.
+// The server's list, merged into this browser's: new requests from other clients, fresh states.
 async function refreshHistory() {
   if (!apiKey()) return;
-  for (const entry of loadHistory()) {
-    if (TERMINAL.has(entry.status) || (current && current.id === entry.id)) continue;
-    try {
-      const { body } = await api(entry.status_url);
-      update(entry.id, { status: body.status });
-    } catch (err) {
-      if (err.status === 404) update(entry.id, { status: "unknown" });
-    }
+  const store = historyStore();
+  let listed;
+  try {
+    ({ body: { requests: listed } } = await api(`v1/requests?limit=${HISTORY_MAX}`));
+  } catch {
+    return; // this browser's list stands
   }
+  if (store !== historyStore()) return; // the key changed meanwhile
+  const local = new Map(loadHistory().map((e) => [e.id, e]));
+  const merged = listed.map((body) => {
+    const known = local.get(body.request_id) || {};
+    local.delete(body.request_id);
+    return {
+      ...known,
+      id: body.request_id,
+      // A state seen here as final stays (the list may have been read just before it).
+      status: TERMINAL.has(known.status) ? known.status : body.status,
+      status_url: body.status_url,
+      result_url: body.result_url,
+      created: Date.parse(body.created_at) || known.created,
+    };
+  });
+  // Ones the page did not list (older, or unknown to it) keep their place by date.
+  const all = [...merged, ...local.values()].sort((a, b) => b.created - a.created);
+  saveHistory(all);
+  renderHistory();
 }
 
 // ---------------------------------------------------------------- the server's engines
@@ -618,7 +724,7 @@ async function serverNote() {
 function keyChanged() {
   localStorage.setItem(KEY_STORE, apiKey());
   current = null;
-  view++;
+  stopFollowing();
   $("run-body").hidden = true;
   $("run-empty").hidden = false;
   renderHistory();
@@ -644,10 +750,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("fields").addEventListener("change", sizeNote);
   $("run-form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
-  $("clear-history").addEventListener("click", () => {
-    localStorage.removeItem(historyStore());
-    renderHistory();
-  });
+  $("clear-history").addEventListener("click", clearHistory);
   renderHistory();
   loadModels();
   refreshHistory();
