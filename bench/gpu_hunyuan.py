@@ -69,7 +69,7 @@ from framecast.engines.hunyuan.speedups import (
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource
-from framecast.models.hunyuan_i2v import SIZES
+from framecast.models.hunyuan_i2v import FPS, SIZES
 
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, the lamp starts to turn."
 FULL_STEPS = 50
@@ -443,6 +443,7 @@ def measure(
         width=args.width,
         height=args.height,
         num_frames=args.frames,
+        fps=FPS,
         options={"num_inference_steps": args.warmup + args.steps},
     )
     options = Options.of(request)

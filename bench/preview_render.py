@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.preview import PreviewEngine, camera_move_for
+from framecast.models.hunyuan_i2v import FPS
 from framecast.video import X264_PRESETS, encode_mp4
 
 
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         width=args.width,
         height=args.height,
         num_frames=args.frames,
+        fps=FPS,
     )
     engine = PreviewEngine()
     info = machine()
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             width=args.width,
             height=args.height,
+            fps=FPS,
             preset="ultrafast",
             crf=args.crf,
         )
@@ -204,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 start = time.perf_counter()
                 encode_mp4(
-                    frames, out, width=args.width, height=args.height, preset=preset, crf=args.crf
+                    frames,
+                    out,
+                    width=args.width,
+                    height=args.height,
+                    fps=FPS,
+                    preset=preset,
+                    crf=args.crf,
                 )
                 encode_times.append(time.perf_counter() - start)
             total_times = []
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     out,
                     width=args.width,
                     height=args.height,
+                    fps=FPS,
                     preset=preset,
                     crf=args.crf,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -29,7 +30,7 @@ Parallel = Annotated[
     int | None,
     typer.Option(
         help="FRAMECAST_PARALLEL: run each request across N processes (GPUs 0..N-1, or the CPU "
-        "with FRAMECAST_DEVICE=cpu)",
+        "with FRAMECAST_DEVICE=cpu); HunyuanVideo-I2V only",
         show_default=False,
     ),
 ]
@@ -93,7 +94,8 @@ def worker(
     gpus: Annotated[
         str | None,
         typer.Option(
-            help="FRAMECAST_GPUS: run each request across these GPUs, e.g. 0,1,2,3",
+            help="FRAMECAST_GPUS: run each request across these GPUs, e.g. 0,1,2,3 "
+            "(HunyuanVideo-I2V only)",
             show_default=False,
         ),
     ] = None,
@@ -317,6 +319,9 @@ def generate(
     hunyuan_model: Annotated[
         str | None, typer.Option(help="FRAMECAST_HUNYUAN_MODEL", show_default=False)
     ] = None,
+    hunyuan15_model: Annotated[
+        str | None, typer.Option(help="FRAMECAST_HUNYUAN15_MODEL", show_default=False)
+    ] = None,
     offload: Annotated[
         str | None,
         typer.Option(
@@ -346,13 +351,14 @@ def generate(
     from framecast.errors import FramecastError
     from framecast.images import decode_image
     from framecast.models import UnknownModel, all_models, get_model
-    from framecast.parallel.launch import GroupError
+    from framecast.parallel.launch import GroupError, check_group_models
     from framecast.video import encode_mp4
 
     try:
         settings = _settings(
             engine=engine,
             hunyuan_model=hunyuan_model,
+            hunyuan15_model=hunyuan15_model,
             offload=offload,
             lora_dir=lora_dir,
             parallel=parallel,
@@ -363,6 +369,10 @@ def generate(
     _logging(settings)
     try:
         spec = get_model(model) if model else all_models()[0]
+        if settings.gpus or settings.parallel:
+            check_group_models(
+                [spec.id], "run it without --parallel (FRAMECAST_PARALLEL, FRAMECAST_GPUS)"
+            )
         fields = _model_flags(spec.input, ctx.args)
         if lora:
             fields["loras"] = [_lora_flag(flag) for flag in lora]
@@ -557,8 +567,11 @@ def weights_download(
     if real is None:
         typer.echo(f"error: {spec.id} has no weights to download", err=True)
         raise typer.Exit(2)
-    names = real.checkpoints
-    repo_id = names.get(checkpoint, checkpoint) if checkpoint else next(iter(names.values()))
+    try:
+        repo_id = _checkpoint_repo(spec.id, real.checkpoints, checkpoint)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"downloading {repo_id} ...")
     try:
         path = real.download(repo_id, to)
@@ -567,6 +580,33 @@ def weights_download(
         raise typer.Exit(1) from exc
     typer.echo(
         f"complete: {path}\nuse it with {real.setting}={path if to is not None else repo_id}"
+    )
+
+
+def _checkpoint_repo(model_id: str, names: Mapping[str, str], checkpoint: str | None) -> str:
+    """The hub id ``weights download --checkpoint`` names for a model: one of its checkpoints
+    (by name or hub id), or another hub id (a fine-tune, a mirror); ValueError for a name it
+    does not have, or another model's checkpoint (its weights would not load as this model)."""
+    from framecast.models import all_models
+
+    if checkpoint is None:
+        return next(iter(names.values()))
+    if checkpoint in names.values():
+        return checkpoint
+    if checkpoint in names:
+        return names[checkpoint]
+    for other in all_models():
+        theirs = other.real_engine.checkpoints if other.real_engine is not None else {}
+        if checkpoint in theirs or checkpoint in theirs.values():
+            raise ValueError(
+                f"{checkpoint} is a checkpoint of {other.id}, not of {model_id}; "
+                f"give --model {other.id}"
+            )
+    if checkpoint.count("/") == 1:
+        return checkpoint
+    raise ValueError(
+        f"{model_id} has no checkpoint {checkpoint!r}; its checkpoints: {', '.join(names)} "
+        "(`framecast weights list`), or give a hub id (owner/name)"
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from framecast.db import create_db_engine, migrate
 from framecast.keys import KeyStore
+from framecast.models import all_models
 from framecast.settings import Settings
 
 SAMPLE_IMAGE = Path(__file__).parent / "assets" / "sample.jpg"
@@ -33,6 +34,8 @@ def print_dev_banner(settings: Settings) -> None:
     key = dev_key(settings)
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     base = settings.public_base_url or f"http://{host}:{settings.port}"
+    # The first model listed, as `framecast generate` defaults to.
+    model = all_models()[0]
     print(
         f"""
 framecast is starting on {base}  (engine: {settings.engine}, workers: {settings.workers})
@@ -43,9 +46,9 @@ Try it (the image is sent inline as a data: URI, so this works offline):
 
   KEY={key}
   IMG=$(base64 < {SAMPLE_IMAGE} | tr -d '\\n')
-  curl -s -X POST {base}/v1/models/tencent/hunyuan/image-to-video \\
+  curl -s -X POST {base}/v1/models/{model.id} \\
     -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \\
-    -d "{{\\"prompt\\": \\"slow push in on the harbour at dusk\\", \\"image_url\\": \\"data:image/jpeg;base64,$IMG\\"}}"
+    -d "{{\\"prompt\\": \\"slow push in on the harbour at dusk\\", \\"{model.input.image_field}\\": \\"data:image/jpeg;base64,$IMG\\"}}"
 
   then poll the status_url it returns, and fetch the result_url:
   curl -s -H "Authorization: Bearer $KEY" {base}/v1/requests/<request_id>/result

@@ -16,13 +16,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from framecast.engines.hunyuan15.weights import DEFAULT_MODEL as DEFAULT_HUNYUAN15_MODEL
+from framecast.models import hunyuan15_i2v, hunyuan_i2v
 
 EngineChoice = Literal["auto", "preview", "hunyuan"]
 OffloadMode = Literal["none", "model", "sequential", "group"]
 AttentionChoice = Literal["auto", "cudnn", "flash", "flash-attn", "flash-attn-3", "sage"]
 LinearPrecision = Literal["bf16", "fp8", "fp8-weight"]
-DEFAULT_HUNYUAN_MODEL = "hunyuanvideo-community/HunyuanVideo-I2V"
 
 
 def parse_duration(value: str, *, allow_zero: bool = False) -> dt.timedelta:
@@ -139,11 +138,11 @@ class Settings(BaseSettings):
         "auto", description="auto: hunyuan when its weights and a GPU are there, else preview."
     )
     hunyuan_model: str = Field(
-        DEFAULT_HUNYUAN_MODEL,
+        hunyuan_i2v.DEFAULT_CHECKPOINT,
         description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise).",
     )
     hunyuan15_model: str = Field(
-        DEFAULT_HUNYUAN15_MODEL,
+        hunyuan15_i2v.DEFAULT_CHECKPOINT,
         description="HunyuanVideo 1.5 image-to-video weights, as FRAMECAST_HUNYUAN_MODEL (which, set to `tiny-random`, selects the tiny model for every Hunyuan model).",
     )
     models: Annotated[list[str], NoDecode] = Field(

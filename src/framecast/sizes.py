@@ -1,31 +1,26 @@
-"""Video sizes: the resolution buckets of the official HunyuanVideo-I2V code.
+"""Video size arithmetic: the resolution buckets of the official HunyuanVideo code.
 
-The official I2V inference (``hyvideo/inference.py`` with ``hyvideo/utils/data_utils.py``)
-does not scale 16:9 to 1280x720. Each resolution names a base size (720p: 960, 540p: 720,
-360p: 480); the buckets are every grid-aligned size of about base² pixels, and the bucket whose
-aspect is nearest the input's is the size the model runs at. 16:9 at 720p is 1248x704: a size
-the model was trained at, and ~5% fewer tokens than 1280x720.
-
-Every engine uses these sizes, so a result's size never depends on which engine made it.
+The official inference code does not scale 16:9 to 1280x720. Each resolution names a base
+size; the buckets are every grid-aligned size of about base² pixels, and the bucket whose
+aspect is nearest the input's is the size the model runs at. Which bases, which grid and which
+tie rule are each model's own (:class:`Buckets`, declared in the model's module); this module
+holds only the arithmetic, so a result's size never depends on which engine made it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 
-BUCKET_BASE: dict[str, int] = {"720p": 960, "540p": 720, "360p": 480}
-"""The official ``bucket_hw_base_size`` of each ``i2v_resolution``."""
-
-BUCKET_GRID = 32
-"""The official I2V code builds its buckets on a 32-pixel grid (``generate_crop_size_list(base, 32)``)."""
-
 MAX_BUCKET_RATIO = 4.0
+"""The official crop-size lists keep only sizes whose sides differ by at most this factor."""
 
 
 @cache
-def buckets(base: int, grid: int = BUCKET_GRID) -> tuple[tuple[int, int], ...]:
-    """The official crop-size list for ``base``, as (height, width) pairs, in its order.
+def buckets(base: int, grid: int) -> tuple[tuple[int, int], ...]:
+    """The official crop-size list for ``base`` on ``grid``, as (height, width) pairs, in its order.
 
     Walks the grid one cell at a time, from a strip of base² cells towards the other strip,
     growing the second side while the area stays within base² and otherwise shrinking the
@@ -51,7 +46,7 @@ def closest_bucket(
     width: float,
     height: float,
     *,
-    grid: int = BUCKET_GRID,
+    grid: int,
     landscape_exact: bool = False,
 ) -> tuple[int, int]:
     """The bucket the official code picks for an input of ``width`` x ``height``, as (width, height).
@@ -75,12 +70,59 @@ def closest_bucket(
 
 def aspect(aspect_ratio: str) -> tuple[int, int]:
     """``"16:9"`` -> (16, 9)."""
-    ratio = Fraction(*(int(part) for part in aspect_ratio.split(":")))
+    try:
+        ratio = Fraction(*(int(part) for part in aspect_ratio.split(":")))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"aspect_ratio must be W:H (e.g. 16:9), got {aspect_ratio!r}") from None
     return ratio.numerator, ratio.denominator
 
 
-def video_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
-    """(width, height) of a ``resolution`` ("720p") at ``aspect_ratio`` ("16:9")."""
-    if resolution not in BUCKET_BASE:
-        raise ValueError(f"resolution must be one of {', '.join(BUCKET_BASE)}, got {resolution!r}")
-    return closest_bucket(BUCKET_BASE[resolution], *aspect(aspect_ratio))
+@dataclass(frozen=True)
+class Buckets:
+    """One model's size rule: the official base size of each resolution, the grid, and
+    whether a landscape input may take a bucket of exactly its own ratio."""
+
+    base: Mapping[str, int]
+    """resolution ("720p") -> the official ``bucket_hw_base_size``."""
+    grid: int
+    landscape_exact: bool = False
+
+    def buckets(self, base: int) -> tuple[tuple[int, int], ...]:
+        """The official crop-size list for ``base`` on this grid, as (height, width) pairs."""
+        return buckets(base, self.grid)
+
+    def closest_bucket(self, base: int, width: float, height: float) -> tuple[int, int]:
+        """The bucket this model's official code picks for ``width`` x ``height``, as
+        (width, height)."""
+        return closest_bucket(
+            base, width, height, grid=self.grid, landscape_exact=self.landscape_exact
+        )
+
+    def base_of(self, resolution: str) -> int:
+        if resolution not in self.base:
+            raise ValueError(
+                f"resolution must be one of {', '.join(self.base)}, got {resolution!r}"
+            )
+        return self.base[resolution]
+
+    def video_size(self, resolution: str, aspect_ratio: str) -> tuple[int, int]:
+        """(width, height) of a video at ``resolution`` ("720p") and ``aspect_ratio`` ("16:9"):
+        what the official code makes of an input of that aspect ratio."""
+        base = self.base_of(resolution)
+        return self.closest_bucket(base, *aspect(aspect_ratio))
+
+    def image_video_size(self, resolution: str, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the official code gives a ``width`` x ``height`` image: the bucket
+        nearest the image's own aspect."""
+        return self.closest_bucket(self.base_of(resolution), width, height)
+
+    def resolution_of(self, width: int, height: int) -> str | None:
+        """The resolution whose buckets include ``width`` x ``height``, or None."""
+        for resolution, base in self.base.items():
+            if (height, width) in self.buckets(base):
+                return resolution
+        return None
+
+    def table(self, aspect_ratios: Iterable[str]) -> dict[tuple[str, str], tuple[int, int]]:
+        """(aspect_ratio, resolution) -> (width, height) for every pair, aspect ratios first."""
+        return {(a, r): self.video_size(r, a) for a in aspect_ratios for r in self.base}

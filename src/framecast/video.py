@@ -49,7 +49,7 @@ def encode_mp4(
     *,
     width: int,
     height: int,
-    fps: int = 24,
+    fps: int,
     crf: int = 18,
     preset: str = "medium",
     poster_path: Path | None = None,

@@ -97,6 +97,51 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     assert report["summary"]["failed"] == {}
 
 
+def test_harness_times_both_compiled_paths_in_one_run(tmp_path: Path) -> None:
+    # The GPU plan's FP8 question (fp8 + compile against exact-compiled, in the same run): the
+    # fast path converts the compiled model in place, so its blocks must compile again.
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            *TINY,
+            "--paths",
+            "exact-compiled,fast-compiled",
+            "--steps",
+            "1",
+            "--decode",
+            "none",
+            "--no-rates",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    exact, fast = report["paths"]
+    assert (exact["path"], fast["path"]) == ("exact-compiled", "fast-compiled")
+    assert exact["metadata"]["compiled"] is fast["metadata"]["compiled"] is True
+    assert (exact["metadata"]["path"], fast["metadata"]["path"]) == ("exact", "fast")
+    assert fast["fp8_layers"] == 17 and "fp8_layers" not in exact
+    for path in (exact, fast):
+        assert path["first_forward_finite"] is True and path["first_forward_s"] > 0
+        assert len(path["step_s"]) == 1 and path["mean_step_s"] > 0
+        assert path["achieved_tflops"] > 0
+    summary = report["summary"]
+    assert summary["mean_step_s"] == {
+        "exact-compiled": exact["mean_step_s"],
+        "fast-compiled": fast["mean_step_s"],
+    }
+    error = summary["one_step_rel_error"]["fast-compiled vs exact-compiled"]
+    assert error == fast["rel_error_vs_exact-compiled"]
+    assert 1e-4 < error < 0.1  # e4m3 rounding, as eagerly: the fp8 graph, not the exact one
+    assert summary["failed"] == {}
+
+
 def test_a_killed_run_keeps_every_finished_measurement(tmp_path: Path) -> None:
     """Killed (SIGKILL: no clean-up runs) after its first path, the run has already written
     that path's figures, and its progress reached stdout as it happened."""

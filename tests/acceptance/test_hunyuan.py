@@ -203,21 +203,35 @@ def test_generate_with_weights_that_are_not_there_says_what_to_do(tmp_path: Path
     assert "missing: the directory" in run.stderr and "framecast weights download" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "repo_id"),
+    [
+        ((), "hunyuanvideo-community/HunyuanVideo-I2V"),
+        (
+            ("--model", "tencent/hunyuan-video-v1.5/image-to-video", "--checkpoint", "720p"),
+            "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v",
+        ),
+    ],
+    ids=["i2v", "1.5-720p"],
+)
 @pytest.mark.parametrize("offline", ["1", ""])
 def test_weights_download_without_network_fails_at_once_and_clearly(
-    tmp_path: Path, offline: str
+    tmp_path: Path, offline: str, args: tuple[str, ...], repo_id: str
 ) -> None:
+    # Each model and checkpoint's choice, with a hub faked: tests/unit/test_cli_models.py.
     started = time.monotonic()
     run = _framecast(
         "weights",
         "download",
+        *args,
         "--to",
         str(tmp_path / "w"),
         env={"HF_HUB_OFFLINE": offline, "HF_HUB_CACHE": str(tmp_path / "cache")},
         timeout=120,
     )
     assert run.returncode == 1
-    assert "cannot download hunyuanvideo-community/HunyuanVideo-I2V" in run.stderr
+    assert run.stdout == f"downloading {repo_id} ...\n"
+    assert f"cannot download {repo_id}" in run.stderr
     assert ("HF_HUB_OFFLINE" in run.stderr) == bool(offline)
     assert time.monotonic() - started < 60
 

@@ -22,7 +22,7 @@ from framecast.db import migrate
 from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
-from framecast.models.hunyuan_i2v import MODEL_ID
+from framecast.models.hunyuan_i2v import FPS, MODEL_ID
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.video import probe_mp4
@@ -129,6 +129,7 @@ class RequestFields(TypedDict):
     width: int
     height: int
     num_frames: int
+    fps: int
     options: dict[str, Any]
 
 
@@ -143,6 +144,7 @@ def test_saved_tiny_model_loads_offline_from_a_directory_with_the_same_output(
         "width": 64,
         "height": 48,
         "num_frames": 5,
+        "fps": FPS,
         "options": {"num_inference_steps": 2},
     }
     env = {

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from framecast.engines.base import GenerationRequest
-from framecast.models.hunyuan_i2v import MODEL_ID
+from framecast.models.hunyuan_i2v import FPS, MODEL_ID
 from framecast.storage import LocalStorage
 from framecast.worker import Worker
 
@@ -52,5 +52,6 @@ def engine_request(
         width=width,
         height=height,
         num_frames=frames,
+        fps=FPS,
         options={"num_inference_steps": 2, **options},
     )

@@ -29,7 +29,6 @@ from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video 
 )
 
 from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
-from framecast.engines.hunyuan15 import sizes
 from framecast.engines.hunyuan15.engine import (
     Hunyuan15Engine,
     Placement,
@@ -41,15 +40,16 @@ from framecast.engines.hunyuan15.options import Options
 from framecast.engines.hunyuan15.pipeline import FramecastHunyuan15Pipeline
 from framecast.engines.hunyuan15.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan15.weights import (
-    CHECKPOINTS,
     COMPONENTS,
-    DEFAULT_MODEL,
     ModelSource,
     WeightsError,
     missing_files,
     resolve_model,
 )
 from framecast.errors import InputError
+from framecast.models import hunyuan15_i2v as sizes
+from framecast.models.hunyuan15_i2v import CHECKPOINTS, FPS
+from framecast.models.hunyuan15_i2v import DEFAULT_CHECKPOINT as DEFAULT_MODEL
 from framecast.settings import Settings
 
 from .tiny_inputs import gradient_image
@@ -78,6 +78,7 @@ def request(image: PIL.Image.Image, **options: Any) -> GenerationRequest:
         width=size[0],
         height=size[1],
         num_frames=options.pop("num_frames", FRAMES),
+        fps=FPS,
         options={"num_inference_steps": 2, **options},
     )
 

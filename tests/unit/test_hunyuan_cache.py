@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from framecast.api.errors import describe_validation_errors
-from framecast.models.hunyuan_i2v import FIRST_BLOCK_CACHE_THRESHOLD, ImageToVideoInput
+from framecast.models.hunyuan_i2v import FIRST_BLOCK_CACHE_THRESHOLD, FPS, ImageToVideoInput
 
 pytest.importorskip("diffusers")
 
@@ -43,6 +43,7 @@ def request(**options: Any) -> GenerationRequest:
         width=64,
         height=48,
         num_frames=5,
+        fps=FPS,
         options={"num_inference_steps": STEPS, **options},
     )
 

@@ -7,6 +7,7 @@ API-sized run (360p) is in the acceptance tests.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from framecast.engines.hunyuan.pipeline import (
 )
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 from framecast.images import cover_fit
+from framecast.models.hunyuan_i2v import FPS
 
 from .tiny_inputs import gradient_image
 
@@ -65,6 +67,7 @@ def request(image: PIL.Image.Image, **options: Any) -> GenerationRequest:
         width=size[0],
         height=size[1],
         num_frames=options.pop("num_frames", FRAMES),
+        fps=FPS,
         options={"num_inference_steps": 2, **options},
     )
 
@@ -351,6 +354,63 @@ def test_decode_tiles_time_as_the_official_vae(engine: HunyuanEngine) -> None:
     assert ours.shape == (61, 32, 32, 3)
     np.testing.assert_array_equal(ours, whole)
     assert not np.array_equal(ours, diffusers_default)
+
+
+def official_temporal_tiles(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """``temporal_tiled_decode`` of the official ``hyvideo/vae``, written out from its numbers
+    (``sample_tsize`` 64 frames, overlap 0.25, 4 frames a latent frame): each tile decoded
+    whole, then blended linearly into the one before."""
+    tile = 64 // 4  # latent frames, plus the one a tile shares with the previous
+    stride = int(tile * (1 - 0.25))  # 12 latent frames, 48 video frames
+    blend = int(64 * 0.25)  # 16 video frames
+    keep = 64 - blend
+    pieces = []
+    for i in range(0, z.shape[2], stride):
+        decoded = vae.decoder(vae.post_quant_conv(z[:, :, i : i + tile + 1]))
+        pieces.append(decoded if i == 0 else decoded[:, :, 1:])
+    kept = [pieces[0][:, :, : keep + 1]]
+    for before, this in pairwise(pieces):
+        n = min(blend, before.shape[2], this.shape[2])
+        for x in range(n):  # in place, as the official code: the next tile blends with this one
+            this[:, :, x] = before[:, :, x - n] * (1 - x / n) + this[:, :, x] * (x / n)
+        kept.append(this[:, :, :keep])
+    return torch.cat(kept, dim=2)
+
+
+def test_a_long_decode_blends_official_temporal_tiles(engine: HunyuanEngine) -> None:
+    vae = engine.pipe.vae
+    # 129 frames, the API's length, are 33 latent frames: tiles at latent frames 0, 12 and 24,
+    # each blended over 16 frames into the one before.
+    latents = torch.randn(1, 4, 33, 4, 4, generator=torch.Generator().manual_seed(6))
+    scaled = latents * vae.config.scaling_factor
+    calls = []
+    tiled = vae._temporal_tiled_decode
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0].shape[2])
+        return tiled(*args, **kwargs)
+
+    vae._temporal_tiled_decode = spy
+    try:
+        with torch.inference_mode():
+            ours = engine._decode(scaled)
+            vae.use_framewise_decoding = False  # disable_tiling() leaves the temporal tiles on
+            try:
+                whole = engine._decode(scaled)
+            finally:
+                vae.use_framewise_decoding = True
+            # The latents _decode gives the VAE, to the bit.
+            z = scaled.to(vae.dtype) / engine.pipe.vae_scaling_factor
+            video = official_temporal_tiles(vae, z)
+    finally:
+        del vae._temporal_tiled_decode
+    assert calls == [33]  # the temporal tiles, and only in the tiled decode
+    frames = engine.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+    expected = (frames * 255).round().astype(np.uint8)
+    assert ours.shape == expected.shape == (129, 32, 32, 3)
+    np.testing.assert_array_equal(ours, expected)
+    # A causal VAE started afresh at each tile: the seams are not the untiled video's.
+    assert not np.array_equal(ours, whole)
 
 
 def test_a_latent_concat_checkpoint_is_refused_before_its_weights_load(tmp_path: Any) -> None:

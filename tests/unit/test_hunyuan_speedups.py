@@ -26,6 +26,7 @@ from framecast.engines.hunyuan.speedups import (
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import resolve_model
+from framecast.models.hunyuan_i2v import FPS
 
 CPU = torch.device("cpu")
 
@@ -122,6 +123,7 @@ def run(engine: HunyuanEngine, **options: Any) -> np.ndarray:
         width=64,
         height=48,
         num_frames=5,
+        fps=FPS,
         options={"num_inference_steps": 3, **options},
     )
     return np.stack(list(engine.generate(req, NullHooks())))

@@ -13,6 +13,7 @@ from framecast.engines.hunyuan.weights import (
     missing_files,
     resolve_model,
 )
+from framecast.engines.hunyuan15 import weights as weights_15
 
 _CLASSES = {
     "transformer": ["diffusers", "HunyuanVideoTransformer3DModel"],
@@ -106,3 +107,17 @@ def test_a_hub_id_that_is_not_cached_points_to_the_download_command(
 
 def test_tiny_random_needs_no_files() -> None:
     assert resolve_model("tiny-random").is_tiny
+
+
+def test_hunyuan_1_5s_messages_point_to_its_own_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain `framecast weights download` would fetch the I2V model instead.
+    command = "framecast weights download --model tencent/hunyuan-video-v1.5/image-to-video"
+    with pytest.raises(WeightsError) as caught:
+        weights_15.resolve_model(str(fake_model(tmp_path / "hv")))  # I2V's layout: no guider
+    assert "FRAMECAST_HUNYUAN15_MODEL=" in caught.value.message
+    assert f"`{command} --to DIR`" in caught.value.message
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsError, match=f"run `{command}` first"):
+        weights_15.resolve_model("hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v")

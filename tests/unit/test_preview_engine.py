@@ -25,6 +25,7 @@ from framecast.engines.preview import (
     camera_move_for,
 )
 from framecast.errors import InputError
+from framecast.models.hunyuan_i2v import FPS
 
 RENDER_THREAD = "framecast-preview-render"
 
@@ -63,6 +64,7 @@ def request(
         width=width,
         height=height,
         num_frames=num_frames,
+        fps=FPS,
     )
 
 

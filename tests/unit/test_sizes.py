@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from framecast.models.hunyuan_i2v import SIZES, ImageToVideoInput
-from framecast.sizes import BUCKET_BASE, buckets, closest_bucket, video_size
+from framecast.models.hunyuan_i2v import (
+    BUCKET_BASE,
+    SIZES,
+    ImageToVideoInput,
+    buckets,
+    closest_bucket,
+    video_size,
+)
 
 
 @pytest.mark.parametrize(

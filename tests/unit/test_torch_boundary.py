@@ -40,7 +40,7 @@ def test_starting_the_api_worker_and_cli_does_not_load_torch() -> None:
         "import sys\n"
         "import framecast.api.app, framecast.worker, framecast.cli, framecast.engines\n"
         "import framecast.engines.hunyuan, framecast.engines.hunyuan.weights\n"
-        "import framecast.engines.hunyuan15.loader, framecast.engines.hunyuan15.sizes\n"
+        "import framecast.engines.hunyuan15.loader, framecast.engines.hunyuan15.weights\n"
         "import framecast.engines.selection, framecast.models\n"
         "framecast.models.all_models()\n"
         "from framecast.api.app import create_app\n"

@@ -14,6 +14,7 @@ from framecast.engines.base import Cancelled
 from framecast.video import VideoInfo, encode_mp4, probe_mp4
 
 W, H = 128, 72
+FPS = 24  # any rate: encoding does not depend on the model
 
 
 def smooth_frames(count: int, width: int = W, height: int = H) -> list[np.ndarray]:
@@ -53,7 +54,7 @@ def decode_rgb(path: Path) -> list[np.ndarray]:
 
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
-    info = encode_mp4(smooth_frames(30), path, width=W, height=H)
+    info = encode_mp4(smooth_frames(30), path, width=W, height=H, fps=FPS)
 
     assert info == VideoInfo(
         num_frames=30,
@@ -95,21 +96,21 @@ def test_other_frame_rates(tmp_path: Path, fps: int) -> None:
 
 def test_single_frame(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
-    encode_mp4(smooth_frames(1), path, width=W, height=H)
+    encode_mp4(smooth_frames(1), path, width=W, height=H, fps=FPS)
     assert probe_mp4(path).num_frames == 1
 
 
 def test_accepts_a_generator_and_portrait_size(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     frames = (f for f in smooth_frames(5, width=72, height=128))
-    info = encode_mp4(frames, path, width=72, height=128)
+    info = encode_mp4(frames, path, width=72, height=128, fps=FPS)
     assert (info.width, info.height, info.num_frames) == (72, 128, 5)
     assert probe_mp4(path).num_frames == 5
 
 
 def test_moov_before_mdat(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
-    encode_mp4(smooth_frames(24), path, width=W, height=H)
+    encode_mp4(smooth_frames(24), path, width=W, height=H, fps=FPS)
 
     boxes = top_level_boxes(path)
 
@@ -120,7 +121,7 @@ def test_moov_before_mdat(tmp_path: Path) -> None:
 def test_content_is_preserved(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     original = smooth_frames(10)
-    encode_mp4(original, path, width=W, height=H)
+    encode_mp4(original, path, width=W, height=H, fps=FPS)
 
     decoded = decode_rgb(path)
 
@@ -136,7 +137,7 @@ def test_frame_order_is_preserved(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     levels = [20, 200, 60, 240, 100, 140]
     frames = [np.full((H, W, 3), v, np.uint8) for v in levels]
-    encode_mp4(frames, path, width=W, height=H)
+    encode_mp4(frames, path, width=W, height=H, fps=FPS)
 
     means = [float(f.mean()) for f in decode_rgb(path)]
 
@@ -147,7 +148,7 @@ def test_poster_is_first_frame_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     poster = tmp_path / "poster.jpg"
     frames = smooth_frames(5)
-    encode_mp4(frames, path, width=W, height=H, poster_path=poster)
+    encode_mp4(frames, path, width=W, height=H, poster_path=poster, fps=FPS)
 
     with Image.open(poster) as image:
         assert image.format == "JPEG"
@@ -160,7 +161,7 @@ def test_poster_is_first_frame_jpeg(tmp_path: Path) -> None:
 def test_overwrites_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     path.write_bytes(b"old")
-    encode_mp4(smooth_frames(3), path, width=W, height=H)
+    encode_mp4(smooth_frames(3), path, width=W, height=H, fps=FPS)
     assert probe_mp4(path).num_frames == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
@@ -182,7 +183,7 @@ def test_bad_frame_raises_and_leaves_nothing(tmp_path: Path, bad: np.ndarray) ->
     frames = [*smooth_frames(3), bad, *smooth_frames(2)]
 
     with pytest.raises(ValueError, match="frame 3"):
-        encode_mp4(frames, path, width=W, height=H, poster_path=poster)
+        encode_mp4(frames, path, width=W, height=H, poster_path=poster, fps=FPS)
 
     assert list(tmp_path.iterdir()) == []
 
@@ -194,6 +195,7 @@ def test_bad_first_frame_raises_and_leaves_nothing(tmp_path: Path) -> None:
             tmp_path / "out.mp4",
             width=W,
             height=H,
+            fps=FPS,
             poster_path=tmp_path / "poster.jpg",
         )
     assert list(tmp_path.iterdir()) == []
@@ -201,7 +203,7 @@ def test_bad_first_frame_raises_and_leaves_nothing(tmp_path: Path) -> None:
 
 def test_no_frames_raises_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no frames"):
-        encode_mp4([], tmp_path / "out.mp4", width=W, height=H)
+        encode_mp4([], tmp_path / "out.mp4", width=W, height=H, fps=FPS)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -217,7 +219,12 @@ def test_failing_iterator_reraises_unchanged_and_leaves_nothing(
 
     with pytest.raises(exc_type) as excinfo:
         encode_mp4(
-            frames(), tmp_path / "out.mp4", width=W, height=H, poster_path=tmp_path / "p.jpg"
+            frames(),
+            tmp_path / "out.mp4",
+            width=W,
+            height=H,
+            poster_path=tmp_path / "p.jpg",
+            fps=FPS,
         )
 
     assert excinfo.value is boom
@@ -226,7 +233,7 @@ def test_failing_iterator_reraises_unchanged_and_leaves_nothing(
 
 def test_failure_keeps_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
-    encode_mp4(smooth_frames(3), path, width=W, height=H)
+    encode_mp4(smooth_frames(3), path, width=W, height=H, fps=FPS)
     before = path.read_bytes()
 
     def frames() -> Iterator[np.ndarray]:
@@ -234,7 +241,7 @@ def test_failure_keeps_the_previous_file(tmp_path: Path) -> None:
         raise Cancelled()
 
     with pytest.raises(Cancelled):
-        encode_mp4(frames(), path, width=W, height=H)
+        encode_mp4(frames(), path, width=W, height=H, fps=FPS)
 
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
@@ -252,7 +259,7 @@ def test_failure_keeps_the_previous_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_parameters(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
-    params: dict[str, Any] = {"width": W, "height": H} | kwargs
+    params: dict[str, Any] = {"width": W, "height": H, "fps": FPS} | kwargs
     with pytest.raises(ValueError, match=match):
         encode_mp4(smooth_frames(2), tmp_path / "out.mp4", **params)
     assert list(tmp_path.iterdir()) == []
@@ -260,9 +267,9 @@ def test_bad_parameters(tmp_path: Path, kwargs: dict[str, Any], match: str) -> N
 
 def test_crf_and_preset_are_used(tmp_path: Path) -> None:
     frames = smooth_frames(12)
-    fine = encode_mp4(frames, tmp_path / "fine.mp4", width=W, height=H, crf=10)
-    coarse = encode_mp4(frames, tmp_path / "coarse.mp4", width=W, height=H, crf=40)
+    fine = encode_mp4(frames, tmp_path / "fine.mp4", width=W, height=H, crf=10, fps=FPS)
+    coarse = encode_mp4(frames, tmp_path / "coarse.mp4", width=W, height=H, crf=40, fps=FPS)
     assert fine.size_bytes > coarse.size_bytes
 
-    fast = encode_mp4(frames, tmp_path / "fast.mp4", width=W, height=H, preset="ultrafast")
+    fast = encode_mp4(frames, tmp_path / "fast.mp4", width=W, height=H, preset="ultrafast", fps=FPS)
     assert probe_mp4(tmp_path / "fast.mp4") == fast

@@ -21,9 +21,11 @@ from framecast.client.models import (
     RequestStatus,
 )
 from framecast.client.sse import Event
+from framecast.models import hunyuan_i2v
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-DEFAULT_MODEL = "tencent/hunyuan/image-to-video"
+DEFAULT_MODEL = hunyuan_i2v.MODEL_ID
+"""The model to call when none is named: the first built-in one."""
 RUNCOMFY_SERVER = "https://model-api.runcomfy.net"
 
 ProgressCallback = Callable[[RequestStatus], object]

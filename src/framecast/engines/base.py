@@ -38,7 +38,8 @@ class GenerationRequest:
     width: int
     height: int
     num_frames: int
-    fps: int = 24
+    fps: int
+    """The model's (each model declares its own)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Engine-specific inputs beyond the common ones (e.g. ``num_inference_steps``)."""
 

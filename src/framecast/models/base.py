@@ -1,16 +1,19 @@
 """What a model declaration is: one :class:`ModelSpec` per served model, each in its own module.
 
-A model is declared once: its RunComfy id, its input schema (a pydantic model with RunComfy's
-field names), its sizes and frame rule, its defaults, and how its real engine is loaded. The
-API's routes, ``/v1/models``, the OpenAPI document, ``framecast generate`` and the workers'
-``serves`` list all read these declarations; no other module spells a default or a size.
+A model is declared once: its RunComfy id, its input and output schemas (pydantic, with
+RunComfy's field names), its sizes and frame rule, its frame rate, its defaults (those of its
+checkpoints too) and how its real engine is loaded. The API's routes, ``/v1/models``, the
+OpenAPI document, ``framecast generate``, the workers' ``serves`` list, settings and the
+engines all read these declarations; no other module spells a default or a size
+(tests/unit/test_model_declarations.py keeps it so).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,7 +70,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
         },
     }
 }
-"""RunComfy's output schema, the same for every video model."""
+"""RunComfy's output schema of its video models: what a declaration has unless it says otherwise."""
 
 
 class ModelInput(BaseModel, ABC):
@@ -83,6 +86,10 @@ class ModelInput(BaseModel, ABC):
 
     image_field: ClassVar[str]
     """``image_url`` for HunyuanVideo-I2V, ``image`` for 1.5: RunComfy names them differently."""
+
+    frame_step: ClassVar[int] = 1
+    """``num_frames`` must be ``frame_step``·n + 1 (4 for a VAE that compresses time 4x after
+    the first frame); 1: any count within the field's bounds."""
 
     if TYPE_CHECKING:
         # Every model declares these itself (pydantic keeps a subclass's own field order, which
@@ -113,15 +120,16 @@ class ModelInput(BaseModel, ABC):
 
     @field_validator("num_frames", check_fields=False)
     @classmethod
-    def _four_n_plus_one(cls, value: int) -> int:
-        # Every HunyuanVideo VAE compresses time 4x after the first frame.
-        if (value - 1) % 4:
+    def _frame_rule(cls, value: int) -> int:
+        step = cls.frame_step
+        if (value - 1) % step:
             metadata = cls.model_fields["num_frames"].metadata
             low = next((int(m.ge) for m in metadata if hasattr(m, "ge")), 1)
             high = next((str(m.le) for m in metadata if hasattr(m, "le")), "...")
-            lower = value - (value - 1) % 4
+            lower = value - (value - 1) % step
             raise ValueError(
-                f"must be 4n+1 ({low}, {low + 4}, ..., {high}); nearest are {lower} and {lower + 4}"
+                f"must be {step}n+1 ({low}, {low + step}, ..., {high}); "
+                f"nearest are {lower} and {lower + step}"
             )
         return value
 
@@ -173,11 +181,28 @@ class ModelInput(BaseModel, ABC):
         return data
 
 
+def deferred(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` as a function that imports its module when first called.
+
+    A declaration names its engine's functions this way: the engine imports the declaration's
+    constants, and importing a declaration must not import the engine (nor torch).
+    """
+    module, _, name = target.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = target
+    return call
+
+
 @dataclass(frozen=True)
 class RealEngine:
     """How the real model behind a declaration is found and loaded (``FRAMECAST_ENGINE=hunyuan``).
 
-    Both callables import torch only when called, so declarations cost nothing to import.
+    Its callables import the engine (and torch) only when called (:func:`deferred`), so
+    declarations cost nothing to import.
     """
 
     availability: Callable[[Settings], str | None]
@@ -200,6 +225,8 @@ class ModelSpec:
     input: type[ModelInput]
     sizes: Mapping[tuple[str, str], tuple[int, int]]
     """(aspect_ratio, resolution) -> (width, height), whatever the engine."""
+    output_schema: Mapping[str, Any] = field(default_factory=lambda: OUTPUT_SCHEMA)
+    """What ``GET /v1/models`` says a result holds; RunComfy's video output by default."""
     real_engine: RealEngine | None = None
     """None: only the preview engine can serve it."""
 
@@ -216,7 +243,7 @@ class ModelSpec:
             # Which input takes the image (RunComfy names it per model): for forms like the
             # playground's, which build themselves from this card.
             "image_field": self.input.image_field,
-            "output_schema": OUTPUT_SCHEMA,
+            "output_schema": self.output_schema,
             "sizes": [
                 {"aspect_ratio": aspect, "resolution": res, "width": w, "height": h}
                 for (aspect, res), (w, h) in self.sizes.items()

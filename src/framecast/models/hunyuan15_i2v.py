@@ -2,29 +2,33 @@
 
 RunComfy's input fields for it (the image is ``image``, not ``image_url``; its page shows
 ``prompt`` and ``image``), the size and length fields fal and the official code offer, then the
-official HunyuanVideo 1.5 options a self-hoster needs. Sizes, frame rule and checkpoint defaults
-are the engine's own constants (``engines/hunyuan15/sizes.py``, ``weights.py``; no torch).
+official HunyuanVideo 1.5 options a self-hoster needs. Every size, frame rule, default and
+checkpoint (with its official defaults) of this model is here; the engine
+(``engines/hunyuan15/``) and the settings read them from this module. No torch here.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from framecast.engines.hunyuan15.sizes import (
-    ASPECT_RATIOS,
-    BUCKET_BASE,
-    DEFAULT_FRAMES,
-    FPS,
-    MAX_FRAMES,
-    MIN_FRAMES,
-    video_size,
+from framecast.models.base import (
+    MAX_PROMPT_CHARS,
+    OUTPUT_SCHEMA,
+    ModelInput,
+    ModelSpec,
+    RealEngine,
+    deferred,
 )
-from framecast.engines.hunyuan15.weights import CHECKPOINTS
-from framecast.models.base import MAX_PROMPT_CHARS, ModelInput, ModelSpec, RealEngine
+from framecast.sizes import Buckets
 
-MODEL_ID = "tencent/hunyuan-video-v1.5/image-to-video"
+MODEL_ID: Final = "tencent/hunyuan-video-v1.5/image-to-video"
+SETTING: Final = "FRAMECAST_HUNYUAN15_MODEL"
+"""The setting that names this model's weights."""
+
 DEFAULT_PROMPT = (
     "A young woman in a red dress is walking down the street. She is looking at the camera "
     "and smiling."
@@ -34,12 +38,127 @@ DEFAULT_IMAGE = (
 )
 DEFAULT_SEED = 42
 MAX_STEPS = 100
-RESOLUTIONS = tuple(BUCKET_BASE)
+NEGATIVE_PROMPT: Final = ""
+"""Official ``--negative_prompt`` default."""
 
-SIZES: dict[tuple[str, str], tuple[int, int]] = {
-    (a, r): video_size(r, a) for a in ASPECT_RATIOS for r in RESOLUTIONS
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One of Tencent's 1.5 image-to-video transformers and how the official code runs it
+    (``hyvideo/commons/__init__.py`` ``PIPELINE_CONFIGS``; README "Optimal Inference
+    Configurations")."""
+
+    version: str
+    """The official ``transformer_version`` (the subfolder of ``tencent/HunyuanVideo-1.5``)."""
+    repo_id: str
+    """The diffusers-format copy on the Hugging Face hub (hunyuanvideo-community converts each
+    into a complete pipeline, whose scheduler and guider configs carry the values below)."""
+    resolution: str
+    distilled: str | None
+    """``"cfg"``: guidance distilled into the weights (guidance 1, still 50 steps); ``"step"``:
+    also steps (8 or 12); None: the base model."""
+    num_inference_steps: int
+    guidance_scale: float
+    flow_shift: float
+
+    @property
+    def name(self) -> str:
+        """Short name, for `framecast weights download`: ``480p``, ``720p_distilled``, ..."""
+        return self.version.replace("_i2v", "")
+
+
+CHECKPOINTS: Final = (
+    Checkpoint(
+        "480p_i2v", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v",
+        "480p", None, 50, 6.0, 5.0,
+    ),
+    Checkpoint(
+        "720p_i2v", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v",
+        "720p", None, 50, 6.0, 7.0,
+    ),
+    Checkpoint(
+        "480p_i2v_distilled",
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v_distilled",
+        "480p", "cfg", 50, 1.0, 5.0,
+    ),
+    Checkpoint(
+        "720p_i2v_distilled",
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-720p_i2v_distilled",
+        "720p", "cfg", 50, 1.0, 7.0,
+    ),
+    Checkpoint(
+        # Official: "8 or 12 (recommended)" steps; PIPELINE_CONFIGS defaults to 12.
+        "480p_i2v_step_distilled",
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v_step_distilled",
+        "480p", "step", 12, 1.0, 7.0,
+    ),
+)  # fmt: skip
+"""Tencent's five 1.5 image-to-video transformers; the first is the default."""
+
+DEFAULT_CHECKPOINT: Final = CHECKPOINTS[0].repo_id
+"""The default ``FRAMECAST_HUNYUAN15_MODEL``: the 480p base model, as diffusers' docs use."""
+
+STEPS_OF_KIND: Final[Mapping[str | None, int]] = {
+    c.distilled: c.num_inference_steps for c in CHECKPOINTS
 }
+"""Default steps by kind of checkpoint (:attr:`Checkpoint.distilled`): a converted checkpoint's
+configs carry its guidance and shift but not its steps, so the engine looks them up here."""
+
+
+def checkpoint(repo_id: str) -> Checkpoint | None:
+    """The official checkpoint published as ``repo_id``, or None for any other."""
+    return next((c for c in CHECKPOINTS if c.repo_id == repo_id), None)
+
+
+AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4"]
+Resolution = Literal["480p", "720p"]
+ASPECT_RATIOS: Final[tuple[AspectRatio, ...]] = get_args(AspectRatio)
+RESOLUTIONS: Final[tuple[Resolution, ...]] = get_args(Resolution)
+
+BUCKET_BASE: Final[Mapping[str, int]] = {"480p": 640, "720p": 960}
+"""The official ``bucket_hw_base_size`` of each resolution the 1.5 checkpoints are trained at."""
+BUCKETS: Final = Buckets(BUCKET_BASE, grid=16, landscape_exact=True)
+"""The official 1.5 size rule (``hyvideo/pipelines/hunyuan_video_pipeline.py``, whose bucket
+functions diffusers' ``HunyuanVideo15ImageProcessor`` copies): buckets on a 16-pixel grid (the
+official ``bucket_hw_bucket_stride``, also the VAE's spatial compression), and a video takes the
+bucket whose height/width is nearest its input's: the reference image's for image-to-video, the
+``aspect_ratio`` option's for text-to-video. 16:9 at 480p is 848x480.
+
+Two things differ from HunyuanVideo-I2V's rule: the grid is 16 pixels, not 32, and a landscape
+input may take a bucket of exactly its own ratio (``>= 0`` where the I2V code has ``> 0``), so
+16:9 at 720p is 1280x720 here.
+
+The rule is not idempotent: four of the ten sizes, cropped out of an image and fed back through
+it, come out one grid step smaller (a 480x848 image gives 480x832). So an engine must pin the
+size it was asked for rather than let the pipeline recompute it from a cropped image."""
+buckets = BUCKETS.buckets
+closest_bucket = BUCKETS.closest_bucket
+video_size = BUCKETS.video_size
+image_video_size = BUCKETS.image_video_size
+resolution_of = BUCKETS.resolution_of
+
+FRAME_STEP: Final = 4
+"""num_frames is 4n+1: the VAE compresses time 4x after the first frame."""
+DEFAULT_FRAMES: Final = 121
+"""The official default (``--video_length 121``, "the optimal value for best quality")."""
+MIN_FRAMES: Final = 5
+MAX_FRAMES: Final = 241
+"""10 s at 24 fps, the longest video the official README speaks of ("10-second 720p video
+synthesis"); the official code itself sets no limit, it only warns away from 121."""
+FPS: Final = 24
+"""The official code writes its videos at 24 fps (``generate.py``; diffusers' example too)."""
+
+SIZES: Final = BUCKETS.table(ASPECT_RATIOS)
 """(aspect_ratio, resolution) -> (width, height): the official 1.5 buckets."""
+
+
+def check_num_frames(num_frames: int) -> None:
+    """Raise ValueError unless ``num_frames`` is 4n+1 within [MIN_FRAMES, MAX_FRAMES]."""
+    if (num_frames - 1) % FRAME_STEP or not MIN_FRAMES <= num_frames <= MAX_FRAMES:
+        raise ValueError(
+            f"num_frames must be {FRAME_STEP}n+1 from {MIN_FRAMES} to {MAX_FRAMES}, "
+            f"got {num_frames}"
+        )
 
 
 def _checkpoint_defaults() -> str:
@@ -54,6 +173,7 @@ class ImageToVideo15Input(ModelInput):
     """Input of ``tencent/hunyuan-video-v1.5/image-to-video``."""
 
     image_field: ClassVar[str] = "image"
+    frame_step: ClassVar[int] = FRAME_STEP
 
     prompt: str = Field(
         title="Prompt",
@@ -69,24 +189,22 @@ class ImageToVideo15Input(ModelInput):
         json_schema_extra={"default": DEFAULT_IMAGE},
     )
     seed: int = Field(DEFAULT_SEED, title="Seed", ge=0, le=2**63 - 1)
-    resolution: Literal["480p", "720p"] = Field(
+    resolution: Resolution = Field(
         "480p",
         title="Resolution",
         description="The official bucket nearest aspect_ratio (16:9: "
         + ", ".join(f"{r} is {'x'.join(map(str, SIZES[('16:9', r)]))}" for r in RESOLUTIONS)
-        + "). Each checkpoint runs its own resolution: the default one 480p; a server with "
-        "the 720p checkpoint (FRAMECAST_HUNYUAN15_MODEL) takes 720p.",
+        + f"). Each checkpoint runs its own resolution: the default one "
+        f"{CHECKPOINTS[0].resolution}; a server with the 720p checkpoint ({SETTING}) takes 720p.",
     )
-    aspect_ratio: Literal["16:9", "9:16", "1:1", "4:3", "3:4"] = Field(
-        "16:9", title="Aspect Ratio (W:H)"
-    )
+    aspect_ratio: AspectRatio = Field("16:9", title="Aspect Ratio (W:H)")
     num_frames: int = Field(
         DEFAULT_FRAMES,
         title="Number of Frames",
         ge=MIN_FRAMES,
         le=MAX_FRAMES,
-        description=f"4n+1 from {MIN_FRAMES} to {MAX_FRAMES}; {FPS} fps ({DEFAULT_FRAMES}, the "
-        "official default, is about 5 s).",
+        description=f"{FRAME_STEP}n+1 from {MIN_FRAMES} to {MAX_FRAMES}; {FPS} fps "
+        f"({DEFAULT_FRAMES}, the official default, is about {DEFAULT_FRAMES // FPS} s).",
     )
 
     # The official HunyuanVideo 1.5 options. Left out, each takes the loaded checkpoint's own
@@ -121,16 +239,21 @@ class ImageToVideo15Input(ModelInput):
         "guidance_scale > 1.",
     )
 
-    @model_validator(mode="after")
-    def _negative_needs_guidance(self) -> ImageToVideo15Input:
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_needs_guidance(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A distilled checkpoint's default guidance is 1, so a negative prompt needs an explicit
-        # guidance_scale to be sure it has an effect.
-        if self.negative_prompt is not None and (self.guidance_scale or 0.0) <= 1.0:
+        # guidance_scale to be sure it has an effect. A field validator (guidance_scale is
+        # declared, so validated, before it) makes the 422 name negative_prompt, not the body.
+        if "guidance_scale" not in info.data:
+            return value  # guidance_scale itself was refused; that error says enough
+        guidance = info.data["guidance_scale"]
+        if value is not None and (guidance or 0.0) <= 1.0:
             raise ValueError(
-                "negative_prompt only has an effect with guidance_scale > 1; set "
-                "guidance_scale or drop negative_prompt"
+                "only has an effect with guidance_scale > 1; set guidance_scale or drop "
+                "negative_prompt"
             )
-        return self
+        return value
 
     @property
     def size(self) -> tuple[int, int]:
@@ -151,22 +274,17 @@ class ImageToVideo15Input(ModelInput):
         }
 
 
-def _real_engine() -> RealEngine:
-    from framecast.engines.hunyuan15 import loader, weights
-
-    return RealEngine(
-        availability=loader.availability,
-        load=loader.load,
-        setting=weights.SETTING,
-        checkpoints={c.name: c.repo_id for c in weights.CHECKPOINTS},
-        download=weights.download,
-    )
-
-
 SPEC = ModelSpec(
     id=MODEL_ID,
     description="Image to video with Tencent's HunyuanVideo 1.5 (8.3B).",
     input=ImageToVideo15Input,
     sizes=SIZES,
-    real_engine=_real_engine(),
+    output_schema=OUTPUT_SCHEMA,
+    real_engine=RealEngine(
+        availability=deferred("framecast.engines.hunyuan15.loader:availability"),
+        load=deferred("framecast.engines.hunyuan15.loader:load"),
+        setting=SETTING,
+        checkpoints={c.name: c.repo_id for c in CHECKPOINTS},
+        download=deferred("framecast.engines.hunyuan15.weights:download"),
+    ),
 )

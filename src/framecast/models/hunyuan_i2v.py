@@ -2,27 +2,37 @@
 
 Its input schema is RunComfy's (``image_url``, ``aspect_ratio``, ``resolution``, ...), widened
 where the official code accepts more, then the official HunyuanVideo-I2V options with their
-official defaults, then framecast's own (step cache, LoRAs).
+official defaults, then framecast's own (step cache, LoRAs). Every default, size, frame rule and
+the default checkpoint of this model is here; the engine (``engines/hunyuan/``) and the settings
+read them from this module.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
 from framecast.models.base import (
     MAX_PROMPT_CHARS,
+    OUTPUT_SCHEMA,
     ModelInput,
     ModelSpec,
     RealEngine,
+    deferred,
     refuse_many_unknown_fields,
 )
-from framecast.settings import DEFAULT_HUNYUAN_MODEL
-from framecast.sizes import BUCKET_BASE, video_size
+from framecast.sizes import Buckets
 
-MODEL_ID = "tencent/hunyuan/image-to-video"
+MODEL_ID: Final = "tencent/hunyuan/image-to-video"
+SETTING: Final = "FRAMECAST_HUNYUAN_MODEL"
+"""The setting that names this model's weights."""
+DEFAULT_CHECKPOINT: Final = "hunyuanvideo-community/HunyuanVideo-I2V"
+"""The default ``FRAMECAST_HUNYUAN_MODEL``: the diffusers-format official weights (the 16-channel
+token_replace checkpoint, the only one the engine runs)."""
+
 DEFAULT_PROMPT = (
     "A lone gunslinger in a black trench coat walks slowly down an empty desert highway, his "
     "heavy boots crunching against the pavement. The wind howls softly, dust swirling in the "
@@ -35,27 +45,43 @@ DEFAULT_IMAGE_URL = (
     "https://playgrounds-storage-public.runcomfy.net/tools/7011/media-files/usecase3-1-input.jpg"
 )
 DEFAULT_SEED = 99271155
-FPS = 24
+FPS: Final = 24
 
-MIN_FRAMES = 5
-MAX_FRAMES = 129
+FRAME_STEP: Final = 4
+"""num_frames is 4n+1: the VAE compresses time 4x after the first frame."""
+MIN_FRAMES: Final = 5
+MAX_FRAMES: Final = 129
+DEFAULT_FRAMES: Final = MAX_FRAMES
 MAX_STEPS = 100
-DEFAULT_STEPS = 50
-EMBEDDED_GUIDANCE_SCALE = 6.0
-FLOW_SHIFT_STABLE = 7.0
-FLOW_SHIFT_FREE = 17.0
-NEGATIVE_PROMPT_I2V = (
+DEFAULT_STEPS: Final = 50
+DEFAULT_CFG_SCALE: Final = 1.0
+"""1: no true classifier-free guidance (one transformer pass per step), as officially."""
+EMBEDDED_GUIDANCE_SCALE: Final = 6.0
+FLOW_SHIFT_STABLE: Final = 7.0
+FLOW_SHIFT_FREE: Final = 17.0
+NEGATIVE_PROMPT_I2V: Final = (
     "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
 )
 """The official I2V default negative prompt, used only with true CFG (``cfg_scale`` > 1)."""
-FIRST_BLOCK_CACHE_THRESHOLD = 0.06
+FIRST_BLOCK_CACHE_THRESHOLD: Final = 0.06
 """ParaAttention's First Block Cache threshold for HunyuanVideo (its fastest_hunyuan_video.md)."""
 
-ASPECT_RATIOS = ("16:9", "9:16")
-RESOLUTIONS = tuple(BUCKET_BASE)
-SIZES: dict[tuple[str, str], tuple[int, int]] = {
-    (aspect, res): video_size(res, aspect) for aspect in ASPECT_RATIOS for res in RESOLUTIONS
-}
+AspectRatio = Literal["16:9", "9:16"]
+Resolution = Literal["720p", "540p", "360p"]
+ASPECT_RATIOS: Final[tuple[AspectRatio, ...]] = get_args(AspectRatio)
+RESOLUTIONS: Final[tuple[Resolution, ...]] = get_args(Resolution)
+
+BUCKET_BASE: Final[Mapping[str, int]] = {"720p": 960, "540p": 720, "360p": 480}
+"""The official ``bucket_hw_base_size`` of each ``i2v_resolution`` (``hyvideo/inference.py``)."""
+BUCKETS: Final = Buckets(BUCKET_BASE, grid=32)
+"""The official I2V size rule (``hyvideo/utils/data_utils.py``, ``generate_crop_size_list(base,
+32)``): 16:9 at 720p is 1248x704, a size the model was trained at, and ~5% fewer tokens than
+1280x720."""
+buckets = BUCKETS.buckets
+closest_bucket = BUCKETS.closest_bucket
+video_size = BUCKETS.video_size
+
+SIZES: Final = BUCKETS.table(ASPECT_RATIOS)
 """(aspect_ratio, resolution) -> (width, height)."""
 
 
@@ -98,6 +124,7 @@ class ImageToVideoInput(ModelInput):
     """Input of ``tencent/hunyuan/image-to-video``, as RunComfy publishes it."""
 
     image_field: ClassVar[str] = "image_url"
+    frame_step: ClassVar[int] = FRAME_STEP
 
     prompt: str = Field(
         title="Prompt",
@@ -112,19 +139,20 @@ class ImageToVideoInput(ModelInput):
         json_schema_extra={"default": DEFAULT_IMAGE_URL},
     )
     seed: int = Field(DEFAULT_SEED, title="Seed", ge=0, le=2**63 - 1)
-    aspect_ratio: Literal["16:9", "9:16"] = Field("16:9", title="Aspect Ratio (W:H)")
+    aspect_ratio: AspectRatio = Field("16:9", title="Aspect Ratio (W:H)")
     # Widened from RunComfy's single value: every value it accepts still means the same.
-    resolution: Literal["720p", "540p", "360p"] = Field(
+    resolution: Resolution = Field(
         "720p",
         title="Resolution",
         description=_size_description(),
     )
     num_frames: int = Field(
-        129,
+        DEFAULT_FRAMES,
         title="Number of Frames",
         ge=MIN_FRAMES,
         le=MAX_FRAMES,
-        description="4n+1 from 5 to 129 (the VAE compresses time 4x); 24 fps.",
+        description=f"{FRAME_STEP}n+1 from {MIN_FRAMES} to {MAX_FRAMES} (the VAE compresses "
+        f"time {FRAME_STEP}x); {FPS} fps.",
     )
 
     # Beyond RunComfy's schema: the official HunyuanVideo-I2V options, with its defaults.
@@ -144,12 +172,13 @@ class ImageToVideoInput(ModelInput):
     )
     num_inference_steps: int = Field(DEFAULT_STEPS, title="Inference Steps", ge=1, le=MAX_STEPS)
     cfg_scale: float = Field(
-        1.0,
+        DEFAULT_CFG_SCALE,
         title="CFG Scale",
         ge=1.0,
         le=20.0,
         description="True classifier-free guidance; above 1 it uses negative_prompt and costs "
-        "two transformer passes per step. The model's embedded guidance (6.0) applies always.",
+        f"two transformer passes per step. The model's embedded guidance "
+        f"({EMBEDDED_GUIDANCE_SCALE:.1f}) applies always.",
     )
     negative_prompt: str | None = Field(
         None,
@@ -196,26 +225,30 @@ class ImageToVideoInput(ModelInput):
             raise ValueError(f"names the same LoRA twice ({', '.join(twice)}); give one scale")
         return value
 
-    @model_validator(mode="after")
-    def _negative_needs_cfg(self) -> ImageToVideoInput:
+    # Field validators, not model validators, so that a 422 names the field (the later field of
+    # the pair: the earlier one is validated by then, and is absent from info.data if invalid).
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_needs_cfg(cls, value: str | None, info: ValidationInfo) -> str | None:
         # The official code drops the negative prompt when CFG is off; accepting one silently
         # would let a client believe it had an effect.
-        if self.negative_prompt is not None and self.cfg_scale <= 1.0:
+        if value is not None and info.data.get("cfg_scale", 2.0) <= 1.0:
             raise ValueError(
-                "negative_prompt only has an effect with cfg_scale > 1 (true classifier-free "
-                "guidance, twice the GPU time per step); set cfg_scale or drop negative_prompt"
+                "only has an effect with cfg_scale > 1 (true classifier-free guidance, twice "
+                "the GPU time per step); set cfg_scale or drop negative_prompt"
             )
-        return self
+        return value
 
-    @model_validator(mode="after")
-    def _threshold_needs_cache(self) -> ImageToVideoInput:
+    @field_validator("step_cache_threshold")
+    @classmethod
+    def _threshold_needs_cache(cls, value: float | None, info: ValidationInfo) -> float | None:
         # As with negative_prompt: a threshold alone would change nothing, silently.
-        if self.step_cache_threshold is not None and self.step_cache is None:
+        if value is not None and "step_cache" in info.data and info.data["step_cache"] is None:
             raise ValueError(
-                "step_cache_threshold only has an effect with a step cache; set "
-                'step_cache (e.g. "first_block") or drop step_cache_threshold'
+                'only has an effect with a step cache; set step_cache (e.g. "first_block") or '
+                "drop step_cache_threshold"
             )
-        return self
+        return value
 
     @property
     def resolved_flow_shift(self) -> float:
@@ -256,16 +289,20 @@ class ImageToVideoInput(ModelInput):
         return FPS
 
 
-def _real_engine() -> RealEngine:
-    from framecast.engines.hunyuan import loader, weights
+def options_for(**given: Any) -> dict[str, Any]:
+    """What :meth:`ImageToVideoInput.model_options` gives for an input that sets ``given`` (its
+    field names; ``loras`` as :class:`LoraChoice` values) and leaves the rest at their defaults.
 
-    return RealEngine(
-        availability=loader.availability,
-        load=loader.load,
-        setting="FRAMECAST_HUNYUAN_MODEL",
-        checkpoints={"i2v": DEFAULT_HUNYUAN_MODEL},
-        download=weights.download,
-    )
+    For a request built without an input (tests, benchmarks): the engine takes its options as
+    given, so this is where a partial set is completed, by the same rules as an API request's.
+    """
+    unknown = given.keys() - ImageToVideoInput.model_fields.keys()
+    if unknown:
+        raise TypeError(f"not options of {MODEL_ID}: {', '.join(sorted(unknown))}")
+    loras = tuple(given.pop("loras", ()))
+    # Unvalidated: the caller's values are taken as they are, the rest are the fields' defaults.
+    options = ImageToVideoInput.model_construct(**given).model_options()
+    return {**options, "loras": loras}
 
 
 SPEC = ModelSpec(
@@ -273,5 +310,12 @@ SPEC = ModelSpec(
     description="Image to video with Tencent's HunyuanVideo-I2V.",
     input=ImageToVideoInput,
     sizes=SIZES,
-    real_engine=_real_engine(),
+    output_schema=OUTPUT_SCHEMA,
+    real_engine=RealEngine(
+        availability=deferred("framecast.engines.hunyuan.loader:availability"),
+        load=deferred("framecast.engines.hunyuan.loader:load"),
+        setting=SETTING,
+        checkpoints={"i2v": DEFAULT_CHECKPOINT},
+        download=deferred("framecast.engines.hunyuan.weights:download"),
+    ),
 )

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
@@ -31,6 +31,19 @@ GROUP_BROKEN = 4
 
 class GroupError(ValueError):
     """The group cannot be started as configured; the message says what to change."""
+
+
+def check_group_models(model_ids: Iterable[str], advice: str) -> None:
+    """Refuse, in one line, models other than HunyuanVideo-I2V: a group's engine is that
+    model's (:mod:`framecast.engines.hunyuan.group`), and would otherwise run in their place."""
+    from framecast.models.hunyuan_i2v import MODEL_ID
+
+    others = [m for m in model_ids if m != MODEL_ID]
+    if others:
+        raise GroupError(
+            f"{', '.join(others)} {'run' if len(others) > 1 else 'runs'} on one GPU: only "
+            f"{MODEL_ID} runs on several (--gpus/--parallel); {advice}"
+        )
 
 
 def _die(followers: Followers) -> Callable[[str], NoReturn]:
@@ -104,11 +117,9 @@ def run_group_worker(settings: Settings) -> None:
     from framecast.models.hunyuan_i2v import MODEL_ID
     from framecast.worker import Worker, run_until_signalled
 
-    others = [m for m in settings.models if m != MODEL_ID]
-    if others:
-        raise GroupError(
-            f"a multi-GPU worker serves {MODEL_ID} only; FRAMECAST_MODELS also names "
-            f"{', '.join(others)}: run those on single-GPU workers"
-        )
+    check_group_models(
+        settings.models,
+        "leave it out of this worker's FRAMECAST_MODELS and serve it from a single-GPU worker",
+    )
     with group_engine(settings) as engine:
         run_until_signalled(Worker(settings, engines={MODEL_ID: engine}))

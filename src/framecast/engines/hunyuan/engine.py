@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -59,14 +59,7 @@ from framecast.engines.hunyuan.speedups import (
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
-from framecast.models.hunyuan_i2v import (
-    DEFAULT_STEPS,
-    EMBEDDED_GUIDANCE_SCALE,
-    FIRST_BLOCK_CACHE_THRESHOLD,
-    FLOW_SHIFT_FREE,
-    FLOW_SHIFT_STABLE,
-    NEGATIVE_PROMPT_I2V,
-)
+from framecast.models.hunyuan_i2v import DEFAULT_CHECKPOINT, FRAME_STEP, SETTING, options_for
 
 log = logging.getLogger("framecast.engines.hunyuan")
 
@@ -74,19 +67,6 @@ TEXT_ENCODER_HEADROOM = 40 * 2**30
 """GPU memory that must stay free for denoising and decoding at 720p if the 8B text encoder
 is to stay on the GPU between requests (offload=none). An estimate from the official 60 GB
 peak minus the ~26 GB transformer; below it the encoder moves to the GPU only to encode."""
-
-DEFAULTS: dict[str, Any] = {
-    "num_inference_steps": DEFAULT_STEPS,
-    "i2v_stability": True,
-    "flow_shift": None,
-    "cfg_scale": 1.0,
-    "negative_prompt": None,
-    "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
-    "step_cache": None,
-    "step_cache_threshold": None,
-    "loras": (),
-}
-"""The API's defaults (models/hunyuan_i2v.py), for callers that build a GenerationRequest themselves."""
 
 
 @dataclass(frozen=True)
@@ -114,43 +94,47 @@ class Placement:
 
 @dataclass(frozen=True)
 class Options:
+    """A request's HunyuanVideo-I2V options, as the model resolved them
+    (:meth:`~framecast.models.hunyuan_i2v.ImageToVideoInput.model_options`)."""
+
     num_inference_steps: int
     i2v_stability: bool
     flow_shift: float
     cfg_scale: float
     negative_prompt: str | None
+    """None without true CFG."""
     embedded_guidance_scale: float
-    step_cache: str | None = None
-    step_cache_threshold: float | None = None
+    step_cache: str | None
+    step_cache_threshold: float | None
     """Only with a step cache (None without one)."""
-    loras: tuple[LoraChoice, ...] = ()
+    loras: tuple[LoraChoice, ...]
 
     @classmethod
     def of(cls, request: GenerationRequest) -> Options:
-        given = {**DEFAULTS, **request.options}
-        stability = bool(given["i2v_stability"])
-        shift = given["flow_shift"]
-        if shift is None:
-            shift = FLOW_SHIFT_STABLE if stability else FLOW_SHIFT_FREE
-        cfg = float(given["cfg_scale"])
-        cache = given["step_cache"]
-        threshold = given["step_cache_threshold"]
-        if cache is not None and threshold is None:
-            threshold = FIRST_BLOCK_CACHE_THRESHOLD
+        """The options as given; a request built without an input (a test, a benchmark) may
+        name only some, and gets the rest as an input that sets only those would
+        (:func:`~framecast.models.hunyuan_i2v.options_for`)."""
+        given = dict(request.options)
+        if given.keys() != _OPTION_NAMES:
+            given = options_for(**given)
         return cls(
             num_inference_steps=int(given["num_inference_steps"]),
-            i2v_stability=stability,
-            flow_shift=float(shift),
-            cfg_scale=cfg,
-            # As the official code: with true CFG and no negative prompt, the default one.
-            negative_prompt=(given["negative_prompt"] or NEGATIVE_PROMPT_I2V)
-            if cfg > 1.0
-            else None,
+            i2v_stability=bool(given["i2v_stability"]),
+            flow_shift=float(given["flow_shift"]),
+            cfg_scale=float(given["cfg_scale"]),
+            negative_prompt=given["negative_prompt"],
             embedded_guidance_scale=float(given["embedded_guidance_scale"]),
-            step_cache=cache,
-            step_cache_threshold=float(threshold) if cache is not None else None,
+            step_cache=given["step_cache"],
+            step_cache_threshold=(
+                None
+                if given["step_cache_threshold"] is None
+                else float(given["step_cache_threshold"])
+            ),
             loras=tuple(given["loras"]),
         )
+
+
+_OPTION_NAMES = {f.name for f in fields(Options)}
 
 
 def load_pipeline(
@@ -221,9 +205,8 @@ def check_checkpoint(config: Mapping[str, Any], name: str) -> None:
             f"{name} is not the HunyuanVideo-I2V checkpoint framecast runs: its transformer "
             f"has image_condition_type={kind!r} and in_channels={channels[0]} "
             f"(the 33-channel latent_concat checkpoint has 'latent_concat' and 33); framecast "
-            "supports only the 16-channel token_replace checkpoint "
-            "(hunyuanvideo-community/HunyuanVideo-I2V). Point FRAMECAST_HUNYUAN_MODEL at it "
-            "(`framecast weights download`)"
+            f"supports only the 16-channel token_replace checkpoint ({DEFAULT_CHECKPOINT}). "
+            f"Point {SETTING} at it (`framecast weights download`)"
         )
 
 
@@ -323,7 +306,7 @@ class HunyuanEngine(Engine):
         asked = compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda")
         if linear == "fp8" and not asked:
             # Eagerly, the per-token casts to e4m3 cost more memory traffic than the FP8
-            # products save; compiled, each is one kernel fused with the op before it.
+            # products save; compiled, each joins the kernel that makes its input.
             log.info(
                 "FRAMECAST_LINEAR=fp8 compiles the transformer blocks (FRAMECAST_COMPILE=%s)",
                 compile_mode,
@@ -486,5 +469,7 @@ def _check_geometry(request: GenerationRequest) -> None:
             f"width and height must be multiples of 16, got {request.width}x{request.height}",
             field="resolution",
         )
-    if request.num_frames < 1 or (request.num_frames - 1) % 4:
-        raise InputError(f"num_frames must be 4n+1, got {request.num_frames}", field="num_frames")
+    if request.num_frames < 1 or (request.num_frames - 1) % FRAME_STEP:
+        raise InputError(
+            f"num_frames must be {FRAME_STEP}n+1, got {request.num_frames}", field="num_frames"
+        )

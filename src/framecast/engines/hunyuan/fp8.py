@@ -8,9 +8,10 @@ deviates by a few percent before the sums average it down.
   token's activations cast with their own scale, the product on the FP8 tensor cores of Ada,
   Hopper and Blackwell GPUs. Converts the blocks' token-wise projections: 9.06B of the
   transformer's 12.82B parameters, so its weights go from 23.9 to 15.4 GiB. The engine always
-  compiles the blocks in this mode: only compiled is the per-token cast one kernel fused with
-  the layer norm or activation before it; eagerly it costs more memory traffic than the FP8
-  product saves.
+  compiles the blocks in this mode: eagerly the per-token cast costs more memory traffic than
+  the FP8 product saves; compiled, it joins the kernel that makes its input (the layer norm,
+  concatenation or activation before it; checked on the CPU's generated code, see
+  docs/performance.md), though q, k and v each still write their own e4m3 copy.
 - ``FRAMECAST_LINEAR=fp8-weight`` (:class:`Float8WeightLinear`): weights stored in e4m3 and
   upcast to the compute dtype layer by layer at each call, as the official code's
   ``--use-fp8``; the products stay bf16. Memory, not speed, on any CUDA GPU. Converts every
@@ -53,8 +54,9 @@ class Fp8Unsupported(RuntimeError):
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` as e4m3 with one float32 scale per row, chosen so the row's largest value fits.
 
-    Eagerly this moves 13 bytes per bf16 element (it was 25); compiled, one kernel reads ``x``
-    once and writes the e4m3 bytes. The result is bitwise that of the plain
+    Eagerly this moves 13 bytes per bf16 element (it was 25); compiled alone, it is one kernel
+    that reads ``x`` once and writes the e4m3 bytes (in a compiled block it joins the kernel
+    that makes ``x``). The result is bitwise that of the plain
     ``(x / scale).clamp(-448, 448).to(e4m3)`` with ``scale = |x|.amax() / 448`` (tested).
     """
     # The largest magnitude without the temporary copy x.abs() makes; a maximum is exact in

@@ -43,6 +43,7 @@ from framecast.engines.hunyuan.tiny import (
     llava_config_for,
     llava_image_processor,
 )
+from framecast.models.hunyuan_i2v import FLOW_SHIFT_STABLE
 
 LLAVA_VOCAB = 128_320
 CLIP_VOCAB = 49_408
@@ -122,7 +123,7 @@ def build_full_size_pipeline(
     return FramecastHunyuanPipeline(
         transformer=transformer,
         vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT_STABLE),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=c["tokenizer"],

@@ -24,6 +24,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import Unigram
 from tokenizers.processors import TemplateProcessing
 
+from framecast.models.hunyuan_i2v import FLOW_SHIFT_STABLE
+
 if TYPE_CHECKING:
     # From its own module: mypy resolves `diffusers.HunyuanVideoImageToVideoPipeline` to the
     # torch-less dummy placeholder of the same name.
@@ -179,7 +181,7 @@ def build_tiny_pipeline(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
         model.eval()
 
     image_processor = llava_image_processor()
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT_STABLE)
 
     pipe: HunyuanVideoImageToVideoPipeline = HunyuanVideoImageToVideoPipeline(
         text_encoder=text_encoder,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecast.errors import FramecastError
+from framecast.models.hunyuan_i2v import SETTING
 
 TINY_RANDOM = "tiny-random"
 COMPONENTS = (
@@ -35,7 +36,6 @@ COMPONENTS = (
 )
 """What ``HunyuanVideoImageToVideoPipeline`` is made of (its model_index.json lists them)."""
 
-SETTING = "FRAMECAST_HUNYUAN_MODEL"
 LABEL = "HunyuanVideo-I2V"
 
 # What each component folder must hold, for this pipeline and the others that pass their own
@@ -79,11 +79,12 @@ def resolve_model(
     *,
     setting: str = SETTING,
     label: str = LABEL,
+    download_command: str = "framecast weights download",
 ) -> ModelSource:
     """Turn ``FRAMECAST_HUNYUAN_MODEL`` into a complete local directory, or say what is wrong.
 
-    Other pipelines pass their own ``components``, and the ``setting`` and ``label`` that the
-    messages name.
+    Other pipelines pass their own ``components``, and the ``setting``, ``label`` and
+    ``download_command`` that the messages name.
     """
     spec = spec.strip()
     if spec == TINY_RANDOM:
@@ -95,7 +96,7 @@ def resolve_model(
             raise WeightsError(
                 f"{setting}={spec} is not a complete diffusers-format "
                 f"{label} directory; missing: {', '.join(missing)}. "
-                "Fetch it with `framecast weights download --to DIR`."
+                f"Fetch it with `{download_command} --to DIR`."
             )
         return ModelSource("directory", spec, path.resolve())
     if spec.count("/") != 1:
@@ -107,14 +108,14 @@ def resolve_model(
     if cached is None:
         raise WeightsError(
             f"the weights of {spec} are not in the Hugging Face cache "
-            "(HF_HOME or ~/.cache/huggingface); run `framecast weights download` first, or set "
+            f"(HF_HOME or ~/.cache/huggingface); run `{download_command}` first, or set "
             f"{setting} to a directory that holds them"
         )
     missing = missing_files(cached, components)
     if missing:
         raise WeightsError(
             f"the cached copy of {spec} at {cached} is incomplete (missing: "
-            f"{', '.join(missing)}); run `framecast weights download` again to finish it"
+            f"{', '.join(missing)}); run `{download_command}` again to finish it"
         )
     return ModelSource("hub", spec, cached)
 

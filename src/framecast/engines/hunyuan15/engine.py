@@ -44,25 +44,24 @@ from framecast.engines.hunyuan15.pipeline import (
     FramecastHunyuan15Pipeline,
     encode_conditions,
 )
-from framecast.engines.hunyuan15.sizes import (
+from framecast.engines.hunyuan15.weights import ModelSource, WeightsError
+from framecast.errors import InputError
+from framecast.models.hunyuan15_i2v import (
     BUCKET_BASE,
-    BUCKET_GRID,
+    BUCKETS,
+    CHECKPOINTS,
     FRAME_STEP,
-    RESOLUTION_OF_TARGET_SIZE,
+    SETTING,
+    checkpoint,
     resolution_of,
 )
-from framecast.engines.hunyuan15.weights import (
-    CHECKPOINTS,
-    SETTING,
-    ModelSource,
-    WeightsError,
-    checkpoint,
-)
-from framecast.errors import InputError
 
 log = logging.getLogger("framecast.engines.hunyuan15")
 
 OFFLOAD_MODES: Final = ("none", "model", "group", "sequential")
+
+RESOLUTION_OF_TARGET_SIZE: Final = {base: resolution for resolution, base in BUCKET_BASE.items()}
+"""diffusers stores the bucket base as the transformer's ``target_size``: which resolution it is."""
 
 TEXT_ENCODER_HEADROOM: Final = 24 * 2**30
 """GPU memory that must stay free after loading for the 7B text encoder to stay on the GPU
@@ -340,10 +339,10 @@ class Hunyuan15Engine(Engine):
 
     def _check_geometry(self, request: GenerationRequest) -> None:
         width, height = request.width, request.height
-        if width % BUCKET_GRID or height % BUCKET_GRID or width <= 0 or height <= 0:
+        grid = BUCKETS.grid
+        if width % grid or height % grid or width <= 0 or height <= 0:
             raise InputError(
-                f"width and height must be positive multiples of {BUCKET_GRID}, got "
-                f"{width}x{height}",
+                f"width and height must be positive multiples of {grid}, got {width}x{height}",
                 field="resolution",
             )
         if self.resolution is not None and resolution_of(width, height) != self.resolution:

@@ -1,10 +1,11 @@
 """The options of a HunyuanVideo 1.5 image-to-video request, and their defaults. No torch here.
 
-Defaults come from the loaded checkpoint, as the official code takes them from its
-``PIPELINE_CONFIGS`` entry (:data:`~framecast.engines.hunyuan15.weights.CHECKPOINTS`): the
-guidance scale from its guider config and the flow shift from its scheduler config (the
-hunyuanvideo-community conversions carry the official values), and 12 steps for the
-step-distilled (MeanFlow) transformer, 50 for the others.
+A request's options are what it set (``ImageToVideo15Input.model_options()``); what it left
+out (None) is the loaded checkpoint's default, known only once the weights are loaded, as the
+official code takes it from its ``PIPELINE_CONFIGS`` entry: the guidance scale from the
+checkpoint's guider config, the flow shift from its scheduler config (the hunyuanvideo-community
+conversions carry the official values), and the steps of its kind from the model's checkpoint
+table (:data:`~framecast.models.hunyuan15_i2v.CHECKPOINTS`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from framecast.engines.base import GenerationRequest
-from framecast.engines.hunyuan15.weights import CHECKPOINTS
 from framecast.errors import InputError
+from framecast.models.hunyuan15_i2v import CHECKPOINTS, NEGATIVE_PROMPT, STEPS_OF_KIND
 
 if TYPE_CHECKING:
     from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
         HunyuanVideo15ImageToVideoPipeline,
     )
-
-STEP_DISTILLED_STEPS: Final = 12
-"""Official ``PIPELINE_CONFIGS['480p_i2v_step_distilled']``; its README: "8 or 12 (recommended)"."""
-BASE_STEPS: Final = 50
-"""Official for every other checkpoint ("the cfg distilled model ... must use 50 steps")."""
-NEGATIVE_PROMPT: Final = ""
-"""Official ``--negative_prompt`` default."""
 
 
 @dataclass(frozen=True)
@@ -49,30 +43,35 @@ class Defaults:
         guidance = float(pipe.guider.guidance_scale)
         distilled = "step" if step_distilled else ("cfg" if math.isclose(guidance, 1.0) else None)
         return cls(
-            num_inference_steps=STEP_DISTILLED_STEPS if step_distilled else BASE_STEPS,
+            num_inference_steps=STEPS_OF_KIND[distilled],
             guidance_scale=guidance,
             flow_shift=float(pipe.scheduler.config.shift),
             distilled=distilled,
         )
 
 
-OFFICIAL_480P: Final = Defaults(
-    CHECKPOINTS[0].num_inference_steps, CHECKPOINTS[0].guidance_scale, CHECKPOINTS[0].flow_shift
+DEFAULT_CHECKPOINT: Final = Defaults(
+    CHECKPOINTS[0].num_inference_steps,
+    CHECKPOINTS[0].guidance_scale,
+    CHECKPOINTS[0].flow_shift,
+    CHECKPOINTS[0].distilled,
 )
-"""The default checkpoint's (480p base model) defaults."""
+"""The default checkpoint's defaults, for a request built without an engine."""
 
 
 @dataclass(frozen=True)
 class Options:
     """The 1.5 options a request may set in ``request.options``; absent or None: the default.
 
-    - ``num_inference_steps``: denoising steps (checkpoint default: 50; 12 step-distilled);
-    - ``guidance_scale``: classifier-free guidance (6; 1 for distilled checkpoints, where 1
-      means one transformer pass per step and no negative prompt);
-    - ``flow_shift``: the flow-match scheduler's shift (5 at 480p, 7 at 720p and for the
-      step-distilled checkpoint);
-    - ``negative_prompt``: what the unconditional pass is conditioned on (official: ""); None
-      here when guidance is off, since nothing uses it then.
+    - ``num_inference_steps``: denoising steps;
+    - ``guidance_scale``: classifier-free guidance (1 for distilled checkpoints, where 1 means
+      one transformer pass per step and no negative prompt);
+    - ``flow_shift``: the flow-match scheduler's shift;
+    - ``negative_prompt``: what the unconditional pass is conditioned on; None here when
+      guidance is off, since nothing uses it then.
+
+    Each default is the checkpoint's (:class:`Defaults`; the official values are in
+    :data:`~framecast.models.hunyuan15_i2v.CHECKPOINTS`).
     """
 
     num_inference_steps: int
@@ -86,7 +85,7 @@ class Options:
         return not math.isclose(self.guidance_scale, 1.0)
 
     @classmethod
-    def of(cls, request: GenerationRequest, defaults: Defaults = OFFICIAL_480P) -> Options:
+    def of(cls, request: GenerationRequest, defaults: Defaults = DEFAULT_CHECKPOINT) -> Options:
         given: Mapping[str, Any] = request.options
 
         def option(name: str, default: Any) -> Any:

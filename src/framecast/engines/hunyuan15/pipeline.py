@@ -9,8 +9,9 @@ for the length of one call (:meth:`FramecastHunyuan15Pipeline.hooked`):
   guidance 1 or a distilled checkpoint, two with CFG). An exception the hook raises (a
   cancel) stops the loop at that step boundary.
 - a pinned size: the pipeline derives the video's size from the image, and its bucket rule is
-  not idempotent (:mod:`.sizes`): a 480x848 crop would become a 480x832 video. The engine has
-  already chosen the size and cropped the image to it; the pipeline is told to keep it.
+  not idempotent (:data:`framecast.models.hunyuan15_i2v.BUCKETS`): a 480x848 crop would become
+  a 480x832 video. The engine has already chosen the size and cropped the image to it; the
+  pipeline is told to keep it.
 
 And :meth:`~FramecastHunyuan15Pipeline.starting_noise`: the stock latents drawn from a CPU
 generator, so a seed gives the same video on every GPU and on the CPU (as the official code

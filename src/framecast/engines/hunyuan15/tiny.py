@@ -26,6 +26,7 @@ from framecast.engines.hunyuan.tiny import (
     _token_id,
     _word_tokenizer,
 )
+from framecast.models.hunyuan15_i2v import CHECKPOINTS
 
 if TYPE_CHECKING:
     # From its own module: mypy resolves the top-level diffusers name to a torch-less dummy.
@@ -66,10 +67,12 @@ def build_tiny_pipeline(
 ) -> HunyuanVideo15ImageToVideoPipeline:
     """A complete 1.5 image-to-video pipeline with random float32 weights drawn from ``seed``.
 
-    ``step_distilled`` makes it look like the 480p step-distilled checkpoint (a MeanFlow
-    transformer, guidance 1, shift 7) rather than the 480p base one (guidance 6, shift 5).
+    ``step_distilled`` makes it look like the step-distilled checkpoint (a MeanFlow
+    transformer, with that checkpoint's guidance and shift) rather than the default one.
     The caller's global torch RNG state is left as it was.
     """
+    step = next(c for c in CHECKPOINTS if c.distilled == "step")
+    like = step if step_distilled else CHECKPOINTS[0]
     # Each from its own module, for the same reason as above; here, not at the top, so that
     # importing this module stays cheap.
     from diffusers.guiders.classifier_free_guidance import ClassifierFreeGuidance
@@ -178,11 +181,11 @@ def build_tiny_pipeline(
         tokenizer=tokenizer,  # type: ignore[arg-type]
         transformer=transformer,
         vae=vae,
-        # As the hub checkpoints' configs: shift 5 and guidance 6 for 480p, 7 and 1 distilled.
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0 if step_distilled else 5.0),
+        # As the hub checkpoint's configs: its official shift and guidance.
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=like.flow_shift),
         text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2,
-        guider=ClassifierFreeGuidance(guidance_scale=1.0 if step_distilled else 6.0),
+        guider=ClassifierFreeGuidance(guidance_scale=like.guidance_scale),
         image_encoder=image_encoder,
         feature_extractor=siglip_image_processor(),
     )

@@ -1,0 +1,92 @@
+"""HunyuanVideo 1.5's input at the API, in-process: each field's rule and the cross-field one,
+as 422s that name the field and the rule, in framecast's error shape with RunComfy's beside it.
+The I2V model's table and one model's fields sent to the other: test_api_models.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from .inprocess import SUBMIT_15, assert_error, data_uri, make_app, png
+
+pytestmark = pytest.mark.anyio
+
+# Validation comes before the image is fetched or decoded: any image will do for a 422.
+BODY = {"prompt": "p", "image": "data:,"}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    return make_app(tmp_path_factory.mktemp("api"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "needles"),
+    [
+        ({"resolution": "720"}, "resolution", ["'480p' or '720p'", "got '720'"]),
+        # The I2V model's resolutions are not 1.5's.
+        ({"resolution": "360p"}, "resolution", ["'480p' or '720p'", "got '360p'"]),
+        (
+            {"aspect_ratio": "21:9"},
+            "aspect_ratio",
+            ["'16:9', '9:16', '1:1', '4:3' or '3:4'", "got '21:9'"],
+        ),
+        ({"num_frames": 64}, "num_frames", ["4n+1 (5, 9, ..., 241)", "nearest are 61 and 65"]),
+        ({"num_frames": 122}, "num_frames", ["4n+1", "nearest are 121 and 125"]),
+        ({"num_frames": 245}, "num_frames", ["less than or equal to 241"]),
+        ({"num_frames": 1}, "num_frames", ["greater than or equal to 5"]),
+        ({"num_frames": 121.0}, "num_frames", ["integer"]),
+        ({"num_inference_steps": 0}, "num_inference_steps", ["greater than or equal to 1"]),
+        ({"num_inference_steps": 101}, "num_inference_steps", ["less than or equal to 100"]),
+        ({"num_inference_steps": 12.0}, "num_inference_steps", ["integer"]),
+        ({"guidance_scale": 0.5}, "guidance_scale", ["greater than or equal to 1"]),
+        ({"guidance_scale": 20.5}, "guidance_scale", ["less than or equal to 20"]),
+        ({"flow_shift": 0}, "flow_shift", ["greater than 0"]),
+        ({"flow_shift": 100.5}, "flow_shift", ["less than or equal to 100"]),
+        ({"seed": -1}, "seed", ["greater than or equal to 0"]),
+        ({"negative_prompt": "x" * 10_001}, "negative_prompt", ["at most 10000 characters"]),
+    ],
+)
+async def test_a_field_out_of_its_rule_is_a_422_naming_the_field_and_the_rule(
+    client: httpx.AsyncClient, fields: dict[str, Any], field: str, needles: list[str]
+) -> None:
+    r = await client.post(SUBMIT_15, json={**BODY, **fields})
+    body = assert_error(r, 422, "invalid_input")
+    error = body["error"]
+    assert error["message"].startswith(field), error
+    for needle in needles:
+        assert needle in error["message"], error
+    assert [d["field"] for d in error["details"]] == [field]
+    assert [d["loc"] for d in body["detail"]] == [["body", field]]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"negative_prompt": "blur"}, {"negative_prompt": "blur", "guidance_scale": 1.0}],
+    ids=["no-guidance", "guidance-1"],
+)
+async def test_a_negative_prompt_without_guidance_above_1_is_a_422_saying_so(
+    client: httpx.AsyncClient, fields: dict[str, Any]
+) -> None:
+    # A distilled checkpoint's default guidance is 1, where the negative prompt is never seen.
+    r = await client.post(SUBMIT_15, json={**BODY, **fields})
+    body = assert_error(r, 422, "invalid_input")
+    assert body["error"]["message"].startswith(
+        "negative_prompt: only has an effect with guidance_scale > 1"
+    ), body
+    assert [d["field"] for d in body["error"]["details"]] == ["negative_prompt"]
+
+
+async def test_the_edges_of_each_rule_are_accepted(client: httpx.AsyncClient) -> None:
+    image = data_uri(png())
+    for fields in (
+        {"num_frames": 5, "num_inference_steps": 1, "guidance_scale": 1.0, "flow_shift": 0.01},
+        {"num_frames": 241, "num_inference_steps": 100, "guidance_scale": 20.0, "flow_shift": 100},
+        {"negative_prompt": "blur", "guidance_scale": 1.01, "resolution": "720p"},
+        {"aspect_ratio": "3:4", "resolution": "480p", "seed": 2**63 - 1},
+    ):
+        r = await client.post(SUBMIT_15, json={"prompt": "p", "image": image, **fields})
+        assert r.status_code == 200, (fields, r.text)

@@ -1,0 +1,272 @@
+"""`framecast` per model, in-process: which checkpoint `weights download` fetches for each model
+(the hub faked: nothing here reaches it), `weights list`, generate's flag for the 1.5 checkpoint,
+and the refusal to run HunyuanVideo 1.5 on a multi-GPU group (whose engine is the I2V model's).
+The download without a network, as a process: tests/acceptance/test_hunyuan.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import pytest
+from typer.testing import CliRunner
+
+import framecast.parallel.launch as launch
+from framecast.cli import app
+from framecast.settings import get_settings
+
+SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
+I2V = "tencent/hunyuan/image-to-video"
+I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
+HUB_15 = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-"
+
+# What the commands write into the environment (flags become FRAMECAST_* for the processes
+# they start), restored after each test.
+_WRITTEN = (
+    "ENGINE", "HUNYUAN_MODEL", "HUNYUAN15_MODEL", "OFFLOAD", "LORA_DIR", "PARALLEL", "GPUS",
+    "MODELS", "DEVICE", "DATA_DIR",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in _WRITTEN:
+        monkeypatch.setenv(f"FRAMECAST_{name}", "")  # records the value to restore
+        monkeypatch.delenv(f"FRAMECAST_{name}")
+    monkeypatch.setenv("FRAMECAST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # should a fake below not take, still no network
+    yield
+    get_settings.cache_clear()
+
+
+def framecast(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+# -- weights -------------------------------------------------------------------------------------
+
+
+def test_weights_list_shows_each_models_checkpoints_and_setting() -> None:
+    code, out, _ = framecast("weights", "list")
+    assert code == 0
+    assert [line.split() for line in out.splitlines()] == [
+        [I2V, "(FRAMECAST_HUNYUAN_MODEL):"],
+        ["i2v", "hunyuanvideo-community/HunyuanVideo-I2V", "(default)"],
+        [I2V_15, "(FRAMECAST_HUNYUAN15_MODEL):"],
+        ["480p", HUB_15 + "480p_i2v", "(default)"],
+        ["720p", HUB_15 + "720p_i2v"],
+        ["480p_distilled", HUB_15 + "480p_i2v_distilled"],
+        ["720p_distilled", HUB_15 + "720p_i2v_distilled"],
+        ["480p_step_distilled", HUB_15 + "480p_i2v_step_distilled"],
+    ]
+
+
+# Each pipeline's published layout: the component folders and the file that makes each one
+# complete (a model's folder needs a config and weights).
+_MODEL = ("config.json", "model.safetensors")
+_LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    I2V: {
+        "transformer": _MODEL, "vae": _MODEL, "text_encoder": _MODEL, "text_encoder_2": _MODEL,
+        "scheduler": ("scheduler_config.json",), "tokenizer": ("tokenizer.json",),
+        "tokenizer_2": ("vocab.json",), "image_processor": ("preprocessor_config.json",),
+    },
+    I2V_15: {
+        "transformer": _MODEL, "vae": _MODEL, "text_encoder": _MODEL, "text_encoder_2": _MODEL,
+        "image_encoder": _MODEL, "scheduler": ("scheduler_config.json",),
+        "guider": ("guider_config.json",), "tokenizer": ("tokenizer.json",),
+        "tokenizer_2": ("tokenizer_config.json",),
+        "feature_extractor": ("preprocessor_config.json",),
+    },
+}  # fmt: skip
+
+
+class FakeHub:
+    """``huggingface_hub.snapshot_download``: records what was asked and lays out the model."""
+
+    def __init__(self, root: Path, layout: dict[str, tuple[str, ...]]) -> None:
+        self.root = root
+        self.layout = layout
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        self.calls.append((args, kwargs))
+        folder = Path(kwargs["local_dir"]) if kwargs.get("local_dir") else self.root / "snapshot"
+        folder.mkdir(parents=True, exist_ok=True)
+        index = {name: ["diffusers", "Class"] for name in self.layout}
+        (folder / "model_index.json").write_text(json.dumps(index))
+        for name, files in self.layout.items():
+            (folder / name).mkdir(exist_ok=True)
+            for file in files:
+                (folder / name / file).write_text("{}")
+        return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("args", "model", "repo_id"),
+    [
+        ((), I2V, "hunyuanvideo-community/HunyuanVideo-I2V"),
+        (("--model", I2V_15), I2V_15, HUB_15 + "480p_i2v"),
+        (("--model", I2V_15, "--checkpoint", "720p"), I2V_15, HUB_15 + "720p_i2v"),
+        (
+            ("--model", I2V_15, "--checkpoint", "480p_step_distilled"),
+            I2V_15,
+            HUB_15 + "480p_i2v_step_distilled",
+        ),
+        (
+            ("--model", I2V_15, "--checkpoint", HUB_15 + "720p_i2v_distilled"),
+            I2V_15,
+            HUB_15 + "720p_i2v_distilled",
+        ),
+        # Another hub id (a fine-tune, a mirror) is fetched as given, and checked as this model.
+        (("--model", I2V_15, "--checkpoint", "me/hv15-tuned"), I2V_15, "me/hv15-tuned"),
+    ],
+    ids=["i2v-default", "1.5-default", "1.5-720p", "1.5-step-distilled", "1.5-hub-id", "other"],
+)
+@pytest.mark.parametrize("to", [False, True], ids=["cache", "to-dir"])
+def test_weights_download_fetches_the_checkpoint_asked_for_and_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    model: str,
+    repo_id: str,
+    to: bool,
+) -> None:
+    hub = FakeHub(tmp_path / "hub", _LAYOUTS[model])
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    folder = tmp_path / "weights"
+    code, out, err = framecast("weights", "download", *args, *(["--to", str(folder)] if to else []))
+    assert code == 0, err
+    # The whole repository (no allow-patterns: each is one complete diffusers pipeline).
+    assert hub.calls == [((repo_id,), {"local_dir": str(folder) if to else None})]
+    setting = "FRAMECAST_HUNYUAN15_MODEL" if model == I2V_15 else "FRAMECAST_HUNYUAN_MODEL"
+    path = folder if to else tmp_path / "hub" / "snapshot"
+    assert out.splitlines() == [
+        f"downloading {repo_id} ...",
+        f"complete: {path}",
+        f"use it with {setting}={path if to else repo_id}",
+    ]
+
+
+def test_a_download_that_lacks_a_component_of_the_model_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The I2V pipeline's layout is not a 1.5 pipeline: no guider, no image encoder.
+    monkeypatch.setattr(
+        huggingface_hub, "snapshot_download", FakeHub(tmp_path / "hub", _LAYOUTS[I2V])
+    )
+    code, _, err = framecast("weights", "download", "--model", I2V_15, "--checkpoint", "720p")
+    assert code == 1
+    assert err.startswith(f"error: downloaded {HUB_15}720p_i2v to ")
+    assert "guider (not listed in model_index.json)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--model", I2V_15, "--checkpoint", "1080p"),
+            f"error: {I2V_15} has no checkpoint '1080p'; its checkpoints: 480p, 720p, "
+            "480p_distilled, 720p_distilled, 480p_step_distilled (`framecast weights list`), "
+            "or give a hub id (owner/name)",
+        ),
+        (
+            ("--checkpoint", "720p"),
+            f"error: 720p is a checkpoint of {I2V_15}, not of {I2V}; give --model {I2V_15}",
+        ),
+        (
+            ("--model", I2V_15, "--checkpoint", "hunyuanvideo-community/HunyuanVideo-I2V"),
+            f"error: hunyuanvideo-community/HunyuanVideo-I2V is a checkpoint of {I2V}, not of "
+            f"{I2V_15}; give --model {I2V}",
+        ),
+        (
+            ("--model", "tencent/hunyuan-video-v2/image-to-video"),
+            "error: unknown model 'tencent/hunyuan-video-v2/image-to-video'; this server has "
+            f"{I2V}, {I2V_15}",
+        ),
+    ],
+    ids=["unknown-name", "other-models-name", "other-models-hub-id", "unknown-model"],
+)
+def test_weights_download_refuses_a_checkpoint_the_model_does_not_have_before_fetching(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    hub = FakeHub(tmp_path / "hub", {})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    code, out, err = framecast("weights", "download", *args)
+    assert code == 2
+    assert err.splitlines() == [message]
+    assert hub.calls == [] and out == ""
+
+
+# -- generate ------------------------------------------------------------------------------------
+
+
+def test_generate_takes_the_1_5_checkpoint_as_a_flag_over_the_tiny_model_setting(
+    tmp_path: Path,
+) -> None:
+    if importlib.util.find_spec("diffusers") is None:
+        pytest.skip("the hunyuan engine's packages are not installed")
+    missing = tmp_path / "hv15-720p"
+    code, _, err = framecast(
+        "generate", SAMPLE, "--prompt", "p", "--model", I2V_15, "--engine", "hunyuan",
+        # The I2V model's tiny-random selects the 1.5 tiny model too, unless 1.5's own is given.
+        "--hunyuan-model", "tiny-random", "--hunyuan15-model", missing,
+        # Should the flag be lost, the tiny model runs instead: briefly.
+        "--num-frames", "5", "--num-inference-steps", "1", "-o", tmp_path / "out.mp4",
+    )  # fmt: skip
+    assert code == 2
+    assert f"FRAMECAST_HUNYUAN15_MODEL={missing} is not a complete" in err
+
+
+@pytest.fixture
+def no_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a group fails the test; the models it may run reach a GroupError instead."""
+
+    def group_engine(settings: Any, processes: int | None = None) -> Any:
+        raise launch.GroupError("the group would start here")
+
+    monkeypatch.setattr(launch, "group_engine", group_engine)
+
+
+REFUSED = f"error: {I2V_15} runs on one GPU: only {I2V} runs on several (--gpus/--parallel); "
+
+
+@pytest.mark.usefixtures("no_group")
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [(["--parallel", "2"], {}), ([], {"FRAMECAST_GPUS": "0,1"})],
+    ids=["--parallel", "FRAMECAST_GPUS"],
+)
+def test_generate_refuses_to_run_hunyuan_1_5_on_several_gpus(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], env: dict[str, str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out.mp4"
+    base = ["generate", str(SAMPLE), "--prompt", "p", "--engine", "hunyuan", "-o", str(out), *flags]
+    code, _, err = framecast(*base, "--model", I2V_15)
+    assert code == 2
+    assert err.splitlines() == [
+        REFUSED + "run it without --parallel (FRAMECAST_PARALLEL, FRAMECAST_GPUS)"
+    ]
+    # The I2V model goes on to start its group.
+    code, _, err = framecast(*base, "--model", I2V)
+    assert code == 2 and err.splitlines() == ["error: the group would start here"]
+
+
+@pytest.mark.usefixtures("no_group")
+def test_a_multi_gpu_worker_refuses_to_serve_hunyuan_1_5(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAMECAST_MODELS", I2V_15)
+    code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
+    assert code == 2
+    assert err.splitlines() == [
+        REFUSED + "leave it out of this worker's FRAMECAST_MODELS and serve it from a "
+        "single-GPU worker"
+    ]
+    monkeypatch.setenv("FRAMECAST_MODELS", I2V)
+    code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
+    assert code == 2 and err.splitlines() == ["error: the group would start here"]
