@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / "bench.mp4"
 
         # Warm-up: first-call costs (imports, x264 init tables) are not what a worker pays.
-        encode_mp4(
-            engine.generate(request, NullHooks()),
-            out,
-            width=args.width,
-            height=args.height,
-            fps=FPS,
-            preset="ultrafast",
-            crf=args.crf,
+        encode = partial(
+            encode_mp4, path=out, width=args.width, height=args.height, fps=FPS, crf=args.crf
         )
+        encode(engine.generate(request, NullHooks()), preset="ultrafast")
 
         render_times = []
         for _ in range(args.repeat):
@@ -206,29 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             encode_times = []
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                encode_mp4(
-                    frames,
-                    out,
-                    width=args.width,
-                    height=args.height,
-                    fps=FPS,
-                    preset=preset,
-                    crf=args.crf,
-                )
+                encode(frames, preset=preset)
                 encode_times.append(time.perf_counter() - start)
             total_times = []
             size = 0
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                video = encode_mp4(
-                    engine.generate(request, NullHooks()),
-                    out,
-                    width=args.width,
-                    height=args.height,
-                    fps=FPS,
-                    preset=preset,
-                    crf=args.crf,
-                )
+                video = encode(engine.generate(request, NullHooks()), preset=preset)
                 total_times.append(time.perf_counter() - start)
                 size = video.size_bytes
             results["presets"][preset] = {

@@ -252,7 +252,11 @@ def _decode_data_url(url: str, max_bytes: int) -> Fetched:
         start = comma + 1
         if url.find("%", start) >= 0:
             encoded, start = unquote_to_bytes(url[start:]), 0
-        if _base64_chars(encoded, start) * 3 // 4 - 2 > max_bytes:
+        # Counting the characters that are not whitespace takes a pass of its own: only when
+        # the length alone says it might be too large.
+        if (len(encoded) - start) * 3 // 4 - 2 > max_bytes and (
+            _base64_chars(encoded, start) * 3 // 4 - 2 > max_bytes
+        ):
             raise _too_large(max_bytes, what)
         data = _decode_base64(encoded, start)
     else:
@@ -290,6 +294,30 @@ def _base64_chars(encoded: str | bytes, start: int) -> int:
 def _decode_base64(encoded: str | bytes, start: int) -> bytes:
     """Decode ``encoded[start:]`` as base64, a piece at a time, ignoring whitespace and
     accepting missing padding as browsers do."""
+    strict = _decode_strict_base64(encoded, start)
+    return strict if strict is not None else _decode_lenient_base64(encoded, start)
+
+
+def _decode_strict_base64(encoded: str | bytes, start: int) -> bytes | None:
+    """The usual data: URI, padded base64 with no whitespace, decoded at the C decoder's speed
+    (one pass, a piece at a time, against three for the lenient decoding); None for any other,
+    which the lenient decoding reads or refuses."""
+    if _BASE64_PIECE % 4 or (len(encoded) - start) % 4:
+        return None  # pieces, and the whole, must be groups of four characters
+    out = bytearray()
+    for at in range(start, len(encoded), _BASE64_PIECE):
+        piece = encoded[at : at + _BASE64_PIECE]
+        if at + _BASE64_PIECE < len(encoded) and piece[-1:] in ("=", b"="):
+            return None  # padding before the end: each piece alone would be valid
+        try:
+            out += binascii.a2b_base64(piece, strict_mode=True)
+        except (binascii.Error, ValueError):  # ValueError: a str with non-ASCII characters
+            return None
+    return bytes(out)
+
+
+def _decode_lenient_base64(encoded: str | bytes, start: int) -> bytes:
+    """:func:`_decode_base64` for data with whitespace, missing padding or bad characters."""
     out = bytearray()
     carry = b""
     for at in range(start, len(encoded), _BASE64_PIECE):

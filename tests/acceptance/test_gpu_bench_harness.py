@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,31 +23,33 @@ BENCH = Path(__file__).parents[2] / "bench" / "gpu_hunyuan.py"
 TINY = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "48", "--frames", "5"]
 
 
-def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
+def run_bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """The benchmark on the tiny model on the CPU, to completion; its report."""
     out = tmp_path / "report.json"
     run = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            *TINY,
-            "--paths",
-            "stock,exact,fast",
-            "--warmup",
-            "1",
-            "--steps",
-            "2",
-            "--attention",
-            "flash",  # PyTorch's flash kernel has a CPU version
-            "--decode-variants",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(BENCH), *TINY, *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
+    report = run_bench(
+        tmp_path,
+        "--paths",
+        "stock,exact,fast",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--attention",
+        "flash",  # PyTorch's flash kernel has a CPU version
+        "--decode-variants",
+    )
     assert report["complete"] is True
     env = report["environment"]
     assert env["torch"] and "cudnn" in env  # None on a CPU-only torch
@@ -100,28 +103,16 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
 def test_harness_times_both_compiled_paths_in_one_run(tmp_path: Path) -> None:
     # The GPU plan's FP8 question (fp8 + compile against exact-compiled, in the same run): the
     # fast path converts the compiled model in place, so its blocks must compile again.
-    out = tmp_path / "report.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            *TINY,
-            "--paths",
-            "exact-compiled,fast-compiled",
-            "--steps",
-            "1",
-            "--decode",
-            "none",
-            "--no-rates",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    report = run_bench(
+        tmp_path,
+        "--paths",
+        "exact-compiled,fast-compiled",
+        "--steps",
+        "1",
+        "--decode",
+        "none",
+        "--no-rates",
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(out.read_text())
     exact, fast = report["paths"]
     assert (exact["path"], fast["path"]) == ("exact-compiled", "fast-compiled")
     assert exact["metadata"]["compiled"] is fast["metadata"]["compiled"] is True
