@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -79,26 +80,42 @@ def test_a_submit_wakes_a_listening_worker_long_before_its_poll_interval(
 def test_a_broken_listen_connection_falls_back_to_polling_and_reconnects(
     pg_schema_url: str, pg_url: str
 ) -> None:
-    engine = create_db_engine(pg_schema_url)
-    migrate(engine)
-    store = JobStore(engine, lease_seconds=30, max_attempts=2)
+    # A channel of its own: another test's submit (the queue's channel belongs to the database,
+    # and pytest -n runs tests at once) would end the timed wait below early, rightly.
+    channel = f"fc_test_{uuid.uuid4().hex}"
     stop = threading.Event()
-    waiter = ListenWaiter(pg_schema_url, stop)
+    waiter = ListenWaiter(pg_schema_url, stop, channel)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     try:
         waiter.wait(0.01)
+        assert waiter._conn is not None
         pid = waiter._conn.info.backend_pid
-        admin = create_engine(pg_url)
-        with admin.begin() as conn:
+        with admin.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        admin.dispose()
         started = time.monotonic()
         waiter.wait(2.0)  # the broken connection is noticed; the wait still ends on time
         assert 2.0 <= time.monotonic() - started < 4
-        SubmitLater(store, 1.3).assert_woke_promptly(waiter)  # reconnected and listening
+        # Reconnected and listening: a NOTIFY ends a whole poll interval's wait at once.
+        sent: list[float] = []
+
+        def notify_later() -> None:
+            time.sleep(1.3)
+            sent.append(time.monotonic())
+            with admin.connect() as conn:
+                conn.execute(text(f"NOTIFY {channel}"))
+            sent.append(time.monotonic())
+
+        notifier = threading.Thread(target=notify_later, daemon=True)
+        notifier.start()
+        waiter.wait(POLL_S)
+        woke = time.monotonic()
+        notifier.join(5)
+        assert len(sent) == 2, "the NOTIFY was not sent"
+        assert sent[0] <= woke < sent[1] + PROMPT_S, "not woken by the NOTIFY after reconnecting"
         assert waiter._conn is not None and waiter._conn.info.backend_pid != pid
     finally:
         waiter.close()
-        engine.dispose()
+        admin.dispose()
 
 
 def test_sqlite_workers_poll(tmp_path: Path) -> None:
