@@ -2,9 +2,10 @@
 
 The official inference code does not scale 16:9 to 1280x720. Each resolution names a base
 size; the buckets are every grid-aligned size of about base² pixels, and the bucket whose
-aspect is nearest the input's is the size the model runs at. Which bases, which grid and which
-tie rule are each model's own (:class:`Buckets`, declared in the model's module); this module
-holds only the arithmetic, so a result's size never depends on which engine made it.
+aspect is nearest the input's is the size the model runs at. Which bases, which grid and
+whether the nearest may lie on either side of the input's aspect are each model's own
+(:class:`Buckets`, declared in the model's module); this module holds only the arithmetic, so
+a result's size never depends on which engine made it.
 """
 
 from __future__ import annotations
@@ -47,21 +48,22 @@ def closest_bucket(
     height: float,
     *,
     grid: int,
-    landscape_exact: bool = False,
+    nearest: bool = False,
 ) -> tuple[int, int]:
     """The bucket the official code picks for an input of ``width`` x ``height``, as (width, height).
 
-    Officially the ratio compared is height/width, each bucket's rounded to 5 decimals; a
-    landscape input takes the nearest bucket that is taller than it, a square or portrait one
-    the nearest that is no taller, so the crop never needs more than the image. HunyuanVideo
-    1.5 (``landscape_exact``) also lets a landscape input take a bucket of exactly its ratio.
+    Officially the ratio compared is height/width, the input's as it is and each bucket's
+    rounded to 5 decimals, and a tie goes to the earlier bucket. Which buckets may be picked is
+    the model's: HunyuanVideo-I2V takes, for a landscape input, the nearest bucket that is
+    taller than it, for a square or portrait one the nearest that is no taller, so the crop
+    never needs more than the image; HunyuanVideo 1.5 (``nearest``) takes the nearest on
+    either side.
     """
-    aspect = height / width
+    aspect = float(height) / float(width)
     candidates = []
     for index, (h, w) in enumerate(buckets(base, grid)):
         diff = round(h / w, 5) - aspect
-        taller = diff >= 0 if landscape_exact else diff > 0
-        if (diff <= 0) if aspect >= 1 else taller:
+        if nearest or ((diff <= 0) if aspect >= 1 else (diff > 0)):
             candidates.append((abs(diff), index))
     _, best = min(candidates)
     h, w = buckets(base, grid)[best]
@@ -80,12 +82,13 @@ def aspect(aspect_ratio: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Buckets:
     """One model's size rule: the official base size of each resolution, the grid, and
-    whether a landscape input may take a bucket of exactly its own ratio."""
+    whether the nearest bucket on either side of the input's ratio is taken (1.5) or only one
+    on the side that keeps the crop within the image (I2V)."""
 
     base: Mapping[str, int]
     """resolution ("720p") -> the official ``bucket_hw_base_size``."""
     grid: int
-    landscape_exact: bool = False
+    nearest: bool = False
 
     def buckets(self, base: int) -> tuple[tuple[int, int], ...]:
         """The official crop-size list for ``base`` on this grid, as (height, width) pairs."""
@@ -94,9 +97,7 @@ class Buckets:
     def closest_bucket(self, base: int, width: float, height: float) -> tuple[int, int]:
         """The bucket this model's official code picks for ``width`` x ``height``, as
         (width, height)."""
-        return closest_bucket(
-            base, width, height, grid=self.grid, landscape_exact=self.landscape_exact
-        )
+        return closest_bucket(base, width, height, grid=self.grid, nearest=self.nearest)
 
     def base_of(self, resolution: str) -> int:
         if resolution not in self.base:

@@ -59,7 +59,7 @@ I2V = Model(
 )  # fmt: skip
 I2V_15 = Model(
     "tencent/hunyuan-video-v1.5/image-to-video", "image", 121, (848, 480),
-    {"aspect_ratio": "9:16", "resolution": "720p"}, (720, 1264),
+    {"aspect_ratio": "9:16", "resolution": "720p"}, (720, 1280),
 )  # fmt: skip
 MODELS = [pytest.param(I2V, id="i2v"), pytest.param(I2V_15, id="1.5")]
 

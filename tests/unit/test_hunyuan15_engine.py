@@ -37,7 +37,7 @@ from framecast.engines.hunyuan15.engine import (
 )
 from framecast.engines.hunyuan15.loader import availability, model_spec
 from framecast.engines.hunyuan15.options import Options
-from framecast.engines.hunyuan15.pipeline import FramecastHunyuan15Pipeline
+from framecast.engines.hunyuan15.pipeline import OFFICIAL_VAE_TILING, FramecastHunyuan15Pipeline
 from framecast.engines.hunyuan15.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan15.weights import (
     COMPONENTS,
@@ -62,6 +62,30 @@ W, H, FRAMES = 80, 48, 5
 @pytest.fixture(scope="module")
 def engine() -> Hunyuan15Engine:
     return Hunyuan15Engine.load(resolve_model("tiny-random"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def faithful() -> Hunyuan15Engine:
+    """With diffusers' own attention (and its masks): the engine's plumbing (sizes, noise,
+    options, hooks) must then give stock's video bit for bit."""
+    return Hunyuan15Engine.load(resolve_model("tiny-random"), device="cpu", exact_speedups=False)
+
+
+def same_video(ours: np.ndarray, theirs: np.ndarray, engine: Hunyuan15Engine) -> None:
+    """Bitwise for the faithful engine; for the exact path, float rounding: a pixel may cross a
+    rounding boundary, by one level at most."""
+    if engine.metadata()["attention_mask"] == "stock":
+        np.testing.assert_array_equal(ours, theirs)
+        return
+    diff = np.abs(ours.astype(int) - theirs.astype(int))
+    assert int(diff.max()) <= 1 and float(np.mean(diff > 0)) < 0.01
+
+
+@pytest.fixture(params=["engine", "faithful"])
+def either(request: pytest.FixtureRequest) -> Hunyuan15Engine:
+    """The default engine (the exact path), then the faithful one."""
+    engine: Hunyuan15Engine = request.getfixturevalue(request.param)
+    return engine
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +121,13 @@ def stock(
     guidance: float | None = None,
     **kwargs: Any,
 ) -> np.ndarray:
-    """diffusers' own pipeline on the same weights, called as its docs show, with the engine's
-    starting noise; the original image, which it crops itself."""
-    pipe = HunyuanVideo15ImageToVideoPipeline(**engine.pipe.components)
-    pipe.scheduler = engine._base_scheduler  # the engine swaps its own in per request
-    pipe.guider = engine._base_guider
+    """diffusers' own pipeline on the same weights (a pipeline of its own: the engine's models
+    carry its attention), called as its docs show, with the engine's starting noise; the
+    original image, which it crops itself."""
+    distilled = bool(engine.pipe.transformer.config.use_meanflow)
+    pipe = HunyuanVideo15ImageToVideoPipeline(
+        **build_tiny_pipeline(step_distilled=distilled).components
+    )
     if shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     if guidance is not None:
@@ -144,33 +170,36 @@ def count_passes(engine: Hunyuan15Engine) -> tuple[list[int], Any]:
 # -- parity with stock diffusers ----------------------------------------------------------------
 
 
-def test_default_request_equals_the_stock_pipeline_bitwise(
-    engine: Hunyuan15Engine, image: PIL.Image.Image
+def test_default_request_equals_the_stock_pipeline(
+    either: Hunyuan15Engine, image: PIL.Image.Image
 ) -> None:
+    engine = either
     ours = run(engine, request(image))
     assert ours.shape == (FRAMES, H, W, 3) and ours.dtype == np.uint8
-    np.testing.assert_array_equal(ours, stock(engine, image))
+    same_video(ours, stock(engine, image), engine)
 
 
 def test_options_match_stock_with_the_same_settings(
-    engine: Hunyuan15Engine, image: PIL.Image.Image
+    either: Hunyuan15Engine, image: PIL.Image.Image
 ) -> None:
+    engine = either
     ours = run(engine, request(image, flow_shift=9.0, guidance_scale=3.0, negative_prompt="blur"))
     theirs = stock(engine, image, shift=9.0, guidance=3.0, negative_prompt="blur")
-    np.testing.assert_array_equal(ours, theirs)
+    same_video(ours, theirs, engine)
     assert not np.array_equal(ours, run(engine, request(image)))
 
 
 def test_guidance_1_is_one_pass_per_step_and_matches_stock(
-    engine: Hunyuan15Engine, image: PIL.Image.Image
+    either: Hunyuan15Engine, image: PIL.Image.Image
 ) -> None:
+    engine = either
     calls, handle = count_passes(engine)
     try:
         ours = run(engine, request(image, guidance_scale=1.0))
     finally:
         handle.remove()
     assert len(calls) == 2
-    np.testing.assert_array_equal(ours, stock(engine, image, guidance=1.0))
+    same_video(ours, stock(engine, image, guidance=1.0), engine)
     assert engine.describe(request(image, guidance_scale=1.0)).get("negative_prompt") is None
 
 
@@ -189,7 +218,7 @@ def test_step_distilled_checkpoint_defaults_and_parity(image: PIL.Image.Image) -
     finally:
         handle.remove()
     assert len(calls) == 2  # MeanFlow, no CFG: one pass per step
-    np.testing.assert_array_equal(ours, stock(distilled, image))
+    same_video(ours, stock(distilled, image), distilled)
 
 
 def test_same_seed_same_frames_other_seed_or_prompt_other_frames(
@@ -223,15 +252,21 @@ def test_both_orientations_give_the_asked_shape(
 
 @pytest.mark.parametrize("resolution", list(sizes.BUCKET_BASE))
 @pytest.mark.parametrize("aspect", sizes.ASPECT_RATIOS)
-def test_video_size_is_what_the_stock_pipeline_makes_of_an_image_of_that_aspect(
+def test_video_size_is_what_the_stock_pipeline_makes_of_an_image_of_that_aspect_but_one(
     resolution: str, aspect: str
 ) -> None:
+    # diffusers' one-sided rule and the official nearest-bucket one (test_hunyuan15_buckets.py)
+    # agree on 9 of the 10 sizes; at 9:16 and 720p diffusers' is 720x1264, the official 720x1280.
     processor = HunyuanVideo15ImageProcessor(vae_scale_factor=16)
     w, h = (int(p) * 300 for p in aspect.split(":"))
     stock_h, stock_w = processor.calculate_default_height_width(h, w, sizes.BUCKET_BASE[resolution])
-    assert sizes.video_size(resolution, aspect) == (stock_w, stock_h)
-    assert sizes.image_video_size(resolution, w, h) == (stock_w, stock_h)
-    assert sizes.resolution_of(stock_w, stock_h) == resolution
+    official = (stock_w, stock_h)
+    if (resolution, aspect) == ("720p", "9:16"):
+        assert official == (720, 1264)
+        official = (720, 1280)
+    assert sizes.video_size(resolution, aspect) == official
+    assert sizes.image_video_size(resolution, w, h) == official
+    assert sizes.resolution_of(*official) == resolution
 
 
 DRIFTING = {("480p", "9:16"), ("480p", "3:4"), ("720p", "9:16"), ("720p", "4:3")}
@@ -255,14 +290,19 @@ def test_an_image_cropped_to_the_video_size_keeps_it_once_the_pipeline_pins_it(
 
 
 @pytest.mark.parametrize("base", [64, 640, 960])
-def test_buckets_and_the_closest_one_are_the_official_ones(base: int) -> None:
+def test_the_buckets_are_the_stock_ones_and_the_closest_is_never_farther(base: int) -> None:
+    # diffusers' generate_crop_size_list is the official one verbatim; its pick of a bucket is
+    # not (it looks on one side of the image's ratio only), so ours is as near or nearer.
     official = generate_crop_size_list(base_size=base, patch_size=16)  # type: ignore[no-untyped-call]
     assert list(sizes.buckets(base)) == official
     processor = HunyuanVideo15ImageProcessor(vae_scale_factor=16)
     for w in range(100, 2000, 37):
         for h in (100, 333, 720, 1080, 1999):
             stock_h, stock_w = processor.calculate_default_height_width(h, w, base)
-            assert sizes.closest_bucket(base, w, h) == (stock_w, stock_h)
+            ours_w, ours_h = sizes.closest_bucket(base, w, h)
+            assert abs(round(ours_h / ours_w, 5) - h / w) <= abs(
+                round(stock_h / stock_w, 5) - h / w
+            )
 
 
 def test_frame_rule() -> None:
@@ -452,7 +492,8 @@ def test_a_saved_tiny_pipeline_is_complete_and_loads_with_the_official_precision
     assert pipe.transformer.dtype == torch.bfloat16
     assert pipe.vae.dtype == pipe.text_encoder.dtype == pipe.image_encoder.dtype == torch.float16
     assert pipe.text_encoder_2.dtype == torch.float32
-    assert pipe.vae.use_tiling  # the real models decode in tiles
+    assert pipe.vae.use_tiling  # the real models decode in tiles, the official ones
+    assert pipe.vae.tile_overlap_factor == OFFICIAL_VAE_TILING["tile_overlap_factor"]
     loaded = Hunyuan15Engine.load(source, device="cpu")
     assert loaded.metadata()["model"] == str(folder)
     np.testing.assert_array_equal(run(loaded, request(image)), run(engine, request(image)))

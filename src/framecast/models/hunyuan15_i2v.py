@@ -117,20 +117,29 @@ RESOLUTIONS: Final[tuple[Resolution, ...]] = get_args(Resolution)
 
 BUCKET_BASE: Final[Mapping[str, int]] = {"480p": 640, "720p": 960}
 """The official ``bucket_hw_base_size`` of each resolution the 1.5 checkpoints are trained at."""
-BUCKETS: Final = Buckets(BUCKET_BASE, grid=16, landscape_exact=True)
-"""The official 1.5 size rule (``hyvideo/pipelines/hunyuan_video_pipeline.py``, whose bucket
-functions diffusers' ``HunyuanVideo15ImageProcessor`` copies): buckets on a 16-pixel grid (the
-official ``bucket_hw_bucket_stride``, also the VAE's spatial compression), and a video takes the
-bucket whose height/width is nearest its input's: the reference image's for image-to-video, the
-``aspect_ratio`` option's for text-to-video. 16:9 at 480p is 848x480.
+BUCKETS: Final = Buckets(BUCKET_BASE, grid=16, nearest=True)
+"""The official 1.5 size rule (``hyvideo/utils/data_utils.py`` ``generate_crop_size_list`` and
+``get_closest_ratio``, as ``hyvideo/pipelines/hunyuan_video_pipeline.py``
+``get_closest_resolution_given_original_size`` calls them): buckets on a 16-pixel grid (the
+official ``bucket_hw_bucket_stride``, also the VAE's spatial compression), and a video takes
+the bucket whose height/width, rounded to 5 decimals, is nearest its input's, on either side,
+the earlier bucket on a tie. The input is the reference image for image-to-video, and the
+``aspect_ratio`` option ("W:H", read as a W x H input) for text-to-video. 16:9 is 848x480 at
+480p and 1280x720 at 720p; 9:16 at 720p is 720x1280.
 
-Two things differ from HunyuanVideo-I2V's rule: the grid is 16 pixels, not 32, and a landscape
-input may take a bucket of exactly its own ratio (``>= 0`` where the I2V code has ``> 0``), so
-16:9 at 720p is 1280x720 here.
+Two things differ from HunyuanVideo-I2V's rule: the grid is 16 pixels, not 32, and the nearest
+bucket may be on either side of the input's ratio, where the I2V code takes a strictly taller
+one for a landscape input and one no taller for a square or portrait input. diffusers'
+``HunyuanVideo15ImageProcessor``, though it says it copies the official functions, keeps a
+one-sided choice (``>= 0`` for a landscape input, ``<= 0`` otherwise), so it gives 720x1264
+for 9:16 at 720p.
 
-The rule is not idempotent: four of the ten sizes, cropped out of an image and fed back through
-it, come out one grid step smaller (a 480x848 image gives 480x832). So an engine must pin the
-size it was asked for rather than let the pipeline recompute it from a cropped image."""
+The official rule is idempotent: every bucket, as an input, gives itself back. diffusers' rule,
+which the stock pipeline applies to the image it is handed, is not: four of the ten sizes,
+cropped out of an image and fed back through it, come out one grid step off (a 480x848 crop
+gives 480x832, a 720x1280 one 720x1264). So the engine pins the size it chose
+(:meth:`framecast.engines.hunyuan15.pipeline.FramecastHunyuan15Pipeline.hooked`) rather than
+let the pipeline recompute it from the cropped image."""
 buckets = BUCKETS.buckets
 closest_bucket = BUCKETS.closest_bucket
 video_size = BUCKETS.video_size

@@ -38,12 +38,20 @@ from framecast.engines.hunyuan.placement import (
     tidy,
     visiting,
 )
+from framecast.engines.hunyuan.speedups import (
+    INEXACT_ATTENTION,
+    AttentionUnavailable,
+    check_attention_backend,
+)
+from framecast.engines.hunyuan15.exact import ExactAttention
 from framecast.engines.hunyuan15.options import Defaults, Options
 from framecast.engines.hunyuan15.pipeline import (
     Conditions,
     FramecastHunyuan15Pipeline,
+    enable_official_vae_tiling,
     encode_conditions,
 )
+from framecast.engines.hunyuan15.vae_attention import install_frame_causal_attention
 from framecast.engines.hunyuan15.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.models.hunyuan15_i2v import (
@@ -51,10 +59,12 @@ from framecast.models.hunyuan15_i2v import (
     BUCKETS,
     CHECKPOINTS,
     FRAME_STEP,
+    MODEL_ID,
     SETTING,
     checkpoint,
     resolution_of,
 )
+from framecast.models.hunyuan_i2v import MODEL_ID as I2V_MODEL_ID
 
 log = logging.getLogger("framecast.engines.hunyuan15")
 
@@ -131,11 +141,11 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
         if placement.device.type == "cpu":
             copy_out_of_mmap(_models(pipe))
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
-    if not source.is_tiny:
-        # As diffusers' example for this pipeline: a 720p decode needs far less memory in
-        # tiles. The tiny model needs no saving, and overlapping tiles would make its 480p
-        # decode on a CPU 2.4x the work (12 s instead of 5).
-        pipe.vae.enable_tiling()
+    # As the official code: the decode in tiles, the official ones (the large-GPU values on
+    # every device, see OFFICIAL_VAE_TILING). The tiny model too: whole, its 848x480 61-frame
+    # decode on a CPU peaks at 5.9 GB of RSS, tiled at 1.6 GB (and videos smaller than one
+    # tile, as the tests make, are decoded whole either way).
+    enable_official_vae_tiling(pipe.vae)
     place(pipe, placement, _models(pipe))
     return pipe
 
@@ -168,11 +178,23 @@ class Hunyuan15Engine(Engine):
         model: str,
         placement: Placement,
         tiny: bool = False,
+        exact_speedups: bool = True,
+        attention: str = "auto",
     ) -> None:
+        """``exact_speedups``: cut the text padding and drop diffusers' sequence-squared attention
+        masks, the transformer's (exact.py) and the VAE's (vae_attention.py); off only to
+        compare with diffusers' stock pipeline bit for bit. ``attention`` is the
+        ``FRAMECAST_ATTENTION`` backend of the transformer's unmasked calls."""
+        if attention != "auto" and not exact_speedups:
+            raise ValueError("an attention backend other than auto needs exact_speedups")
         self.pipe = pipe
         self.model = model
         self.placement = placement
         self.tiny = tiny
+        self.attention = attention
+        self._exact = ExactAttention(pipe.transformer, attention) if exact_speedups else None
+        if exact_speedups:
+            install_frame_causal_attention(pipe.vae)
         self.defaults = Defaults.of_pipeline(pipe)
         self.resolution = RESOLUTION_OF_TARGET_SIZE.get(int(pipe.transformer.config.target_size))
         """The checkpoint's resolution ("480p", "720p"); None for the tiny model."""
@@ -197,12 +219,32 @@ class Hunyuan15Engine(Engine):
         device: str = "auto",
         offload: str = "none",
         compile_mode: str = "off",
+        exact_speedups: bool = True,
+        attention: str = "auto",
+        linear: str = "bf16",
     ) -> Hunyuan15Engine:
+        if linear != "bf16":
+            raise EngineUnavailable(
+                f"FRAMECAST_LINEAR={linear} is not supported by HunyuanVideo 1.5 yet (only by "
+                f"HunyuanVideo-I2V); set FRAMECAST_LINEAR=bf16, or FRAMECAST_MODELS="
+                f"{I2V_MODEL_ID} on this worker and serve {MODEL_ID} from another"
+            )
         placement = Placement.choose(device, offload)
+        try:  # before the minutes of loading weights
+            check_attention_backend(attention, placement.device, placement.transformer_dtype)
+        except AttentionUnavailable as exc:
+            raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement)
         if keep_on_gpu(pipe.text_encoder, placement, TEXT_ENCODER_HEADROOM):
             placement = replace(placement, text_encoder_resident=True)
-        engine = cls(pipe, model=source.name, placement=placement, tiny=source.is_tiny)
+        engine = cls(
+            pipe,
+            model=source.name,
+            placement=placement,
+            tiny=source.is_tiny,
+            exact_speedups=exact_speedups,
+            attention=attention,
+        )
         log.info(
             "HunyuanVideo 1.5 I2V (%s, distilled=%s) loaded from %s on %s (offload=%s, text "
             "encoder %s)",
@@ -237,7 +279,10 @@ class Hunyuan15Engine(Engine):
             "dtype": str(self.placement.transformer_dtype).removeprefix("torch."),
             "offload": self.placement.offload,
             "compiled": self.compiled,
-            "path": "exact",
+            "attention_mask": "dropped (no padding)" if self._exact else "stock",
+            "attention": self.attention,
+            # "fast": quantised attention; the video deviates from the model's.
+            "path": "fast" if self.attention in INEXACT_ATTENTION else "exact",
         }
         if self.tiny:
             meta["tiny_random"] = True

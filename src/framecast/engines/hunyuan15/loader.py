@@ -45,4 +45,6 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         device=settings.device,
         offload=settings.offload,
         compile_mode=settings.compile,
+        attention=settings.attention,
+        linear=settings.linear,
     )

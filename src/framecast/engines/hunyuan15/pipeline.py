@@ -8,14 +8,22 @@ for the length of one call (:meth:`FramecastHunyuan15Pipeline.hooked`):
   wrapped; it runs once per step however many transformer passes the guider makes (one with
   guidance 1 or a distilled checkpoint, two with CFG). An exception the hook raises (a
   cancel) stops the loop at that step boundary.
-- a pinned size: the pipeline derives the video's size from the image, and its bucket rule is
-  not idempotent (:data:`framecast.models.hunyuan15_i2v.BUCKETS`): a 480x848 crop would become
-  a 480x832 video. The engine has already chosen the size and cropped the image to it; the
-  pipeline is told to keep it.
+- a pinned size: the pipeline derives the video's size from the image with diffusers' bucket
+  rule, which is one-sided where the official one takes the nearest bucket, and so neither
+  the official rule nor idempotent (:data:`framecast.models.hunyuan15_i2v.BUCKETS`): a 480x848
+  crop would become a 480x832 video, and 9:16 at 720p is 720x1264 there, 720x1280 officially.
+  The engine has already chosen the official size and cropped the image to it; the pipeline is
+  told to keep it.
 
-And :meth:`~FramecastHunyuan15Pipeline.starting_noise`: the stock latents drawn from a CPU
-generator, so a seed gives the same video on every GPU and on the CPU (as the official code
-does, ``noise_init_device = cpu``).
+And, for every call:
+
+- :meth:`~FramecastHunyuan15Pipeline.starting_noise`: the stock latents drawn from a CPU
+  generator, so a seed gives the same video on every GPU and on the CPU (as the official code
+  does, ``noise_init_device = cpu``);
+- the official VAE tiles (:func:`enable_official_vae_tiling`): diffusers' default tiles overlap
+  by 0.25, the official ones by 0.125; and, as officially, they are for the decode only: the
+  conditioning image is encoded whole
+  (:meth:`~FramecastHunyuan15Pipeline.prepare_cond_latents_and_mask`).
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, TypedDict
 
 import torch
 
-# Imported from its module: the top-level name is a placeholder to a type checker.
+# Imported from their modules: the top-level names are placeholders to a type checker.
+from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import (
+    AutoencoderKLHunyuanVideo15,
+)
 from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
     HunyuanVideo15ImageToVideoPipeline,
 )
@@ -81,6 +92,66 @@ class FramecastHunyuan15Pipeline(HunyuanVideo15ImageToVideoPipeline):
             generator=torch.Generator(device="cpu").manual_seed(seed),
         )
         return noise
+
+    def prepare_cond_latents_and_mask(self, *args: Any, **kwargs: Any) -> Any:
+        """The stock method, with the conditioning image encoded whole.
+
+        Officially the VAE tiles only its decode (``hyvideo/models/autoencoders/
+        hunyuanvideo_15_vae.py`` ``memory_efficient_context`` switches tiling on around the
+        ``vae.decode`` call alone; ``get_image_condition_latents`` encodes with it off).
+        diffusers' ``use_tiling`` covers ``encode`` too, and a 480p frame is wider than one
+        256-pixel tile, so its latent would be blended at the seams.
+        """
+        vae = self.vae
+        tiled = vae.use_tiling
+        vae.use_tiling = False
+        try:
+            return super().prepare_cond_latents_and_mask(*args, **kwargs)
+        finally:
+            vae.use_tiling = tiled
+
+
+class VaeTiling(TypedDict):
+    """Arguments of ``AutoencoderKLHunyuanVideo15.enable_tiling``."""
+
+    tile_sample_min_height: int
+    tile_sample_min_width: int
+    tile_latent_min_height: int
+    tile_latent_min_width: int
+    tile_overlap_factor: float
+
+
+OFFICIAL_VAE_TILING: Final[VaeTiling] = {
+    "tile_sample_min_height": 256,
+    "tile_sample_min_width": 256,
+    "tile_latent_min_height": 256 // 16,
+    "tile_latent_min_width": 256 // 16,
+    "tile_overlap_factor": 0.125,
+}
+"""The official 1.5 VAE's decode tiles, in diffusers' terms, which then compute the same
+tiles: 256-pixel (16-latent) squares every 14 latents, each blended into the one before over
+32 pixels, 224 pixels of each kept; no tiles in time.
+
+Official source (Tencent-Hunyuan/HunyuanVideo-1.5): ``hyvideo/pipelines/
+hunyuan_video_pipeline.py`` ``get_vae_inference_config`` gives ``sample_size`` 256 and
+``tile_overlap_factor`` 0.125 on a GPU of more than 21 GiB (128 and 0.25 on a smaller one),
+which ``create_pipeline`` hands to ``vae.set_tile_sample_min_size`` (latent tile = 256 // the
+VAE's 16x spatial compression); ``hyvideo/models/autoencoders/hunyuanvideo_15_vae.py``
+``spatial_tiled_decode``, ``blend_v`` and ``blend_h`` are the tiling and the linear blend that
+diffusers' ``tiled_decode`` repeats; its temporal tiling raises ("not supported for this VAE").
+
+framecast uses the large-GPU values on every device: the video a seed gives should not depend
+on the card that made it (as :meth:`FramecastHunyuan15Pipeline.starting_noise` does for the
+noise), and the official small-GPU values are a memory fallback, not another model (on a card
+of 21 GiB or less, where the 8.3B transformer alone is about 16.6 GB in bf16, the decode's
+peak with these tiles has not been measured)."""
+
+
+def enable_official_vae_tiling(vae: AutoencoderKLHunyuanVideo15) -> None:
+    """Tile the VAE's decode as the official code does (:data:`OFFICIAL_VAE_TILING`); without
+    tiles a 720p decode needs far more memory, and diffusers' default overlap of 0.25 gives a
+    different video. The pipeline encodes the conditioning image untiled regardless."""
+    vae.enable_tiling(**OFFICIAL_VAE_TILING)
 
 
 @contextlib.contextmanager
