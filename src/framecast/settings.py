@@ -169,6 +169,10 @@ class Settings(BaseSettings):
         "auto",
         description="Attention kernel of both Hunyuan models once the mask is dropped: auto (PyTorch's SDPA chooses), cudnn, flash (PyTorch's own), flash-attn (the flash-attn package), flash-attn-3 (Hopper, built from source), or sage (SageAttention 2: INT8, the fast path, labelled in results). Checked at start-up.",
     )
+    memory_check: bool = Field(
+        True,
+        description="Refuse, before they start, HunyuanVideo 1.5 requests whose computed peak GPU memory (docs/performance.md) exceeds the GPU's, and a GPU too small for any; false runs them anyway (the figures are computed, not measured).",
+    )
     linear: LinearPrecision = Field(
         "bf16",
         description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB). Both fp8 modes are the fast path: results are labelled path=fast. HunyuanVideo-I2V only so far: a worker loading HunyuanVideo 1.5 with an fp8 mode stops at start. See docs/performance.md.",

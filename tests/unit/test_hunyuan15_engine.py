@@ -8,6 +8,7 @@ stock pipeline too, and each run takes a fraction of a second on a CPU.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video 
     HunyuanVideo15ImageToVideoPipeline,
 )
 
-from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
+from framecast.engines.base import Cancelled, EngineUnavailable, GenerationRequest, NullHooks
+from framecast.engines.hunyuan15 import memory
 from framecast.engines.hunyuan15.engine import (
     Hunyuan15Engine,
     Placement,
     check_checkpoint,
     load_pipeline,
+    text_encoder_headroom,
 )
 from framecast.engines.hunyuan15.loader import availability, model_spec
 from framecast.engines.hunyuan15.options import Options
@@ -497,3 +500,46 @@ def test_a_saved_tiny_pipeline_is_complete_and_loads_with_the_official_precision
     loaded = Hunyuan15Engine.load(source, device="cpu")
     assert loaded.metadata()["model"] == str(folder)
     np.testing.assert_array_equal(run(loaded, request(image)), run(engine, request(image)))
+
+
+# -- GPU memory ---------------------------------------------------------------------------------
+
+
+def on_a_gpu_of(gib: float) -> Hunyuan15Engine:
+    """The tiny engine, checked as if it ran the real model on a GPU of ``gib`` GiB (the check
+    is off on the CPU and for the tiny model itself)."""
+    checked = Hunyuan15Engine.load(resolve_model("tiny-random"), device="cpu")
+    assert checked.gpu_memory is None
+    checked.gpu_memory = int(gib * memory.GiB)
+    return checked
+
+
+def test_a_request_too_large_for_the_gpu_fails_before_it_starts(image: PIL.Image.Image) -> None:
+    checked = on_a_gpu_of(40)
+    calls, handle = count_passes(checked)
+    try:
+        with pytest.raises(InputError) as caught:
+            run(checked, request(image, size=(1280, 720), num_frames=241))
+    finally:
+        handle.remove()
+    assert calls == []  # not a step, not an encode
+    message = caught.value.message
+    assert caught.value.details["field"] == "num_frames" and "\n" not in message
+    assert message.startswith("HunyuanVideo 1.5 at 1280x720, 241 frames, FRAMECAST_OFFLOAD=none")
+    # What would fit, by the same arithmetic.
+    assert re.search(r"it would fit with FRAMECAST_OFFLOAD=model or at most \d+ frames$", message)
+    assert run(checked, request(image)).shape == (FRAMES, H, W, 3)  # a small one runs
+
+
+def test_a_gpu_too_small_for_any_request_stops_the_worker_at_start() -> None:
+    with pytest.raises(EngineUnavailable) as caught:
+        on_a_gpu_of(16).check_fits_at_all()
+    assert "FRAMECAST_MEMORY_CHECK=false" in str(caught.value) and "\n" not in str(caught.value)
+    on_a_gpu_of(80).check_fits_at_all()
+
+
+def test_the_text_encoder_headroom_is_the_computed_one(engine: Hunyuan15Engine) -> None:
+    # The tiny model's bucket base is neither checkpoint's: it counts as 720p, the larger.
+    expected = memory.text_encoder_headroom(memory.worst_size("720p"), sizes.MAX_FRAMES)
+    assert text_encoder_headroom(engine.pipe) == expected
+    assert 30 * memory.GiB < expected < 32 * memory.GiB

@@ -23,9 +23,6 @@ from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import HunyuanV
 from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
     HunyuanVideo15ImageToVideoPipeline,
 )
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import GenerationRequest, NullHooks
@@ -44,6 +41,7 @@ from framecast.engines.hunyuan15.vae_attention import (
 from framecast.engines.hunyuan15.weights import resolve_model
 from framecast.models.hunyuan15_i2v import FPS
 
+from .live_bytes import LiveBytes
 from .tiny_inputs import gradient_image
 
 CPU = torch.device("cpu")
@@ -239,36 +237,8 @@ def test_the_default_engine_makes_stock_diffusers_video_in_float_rounding(
 # -- memory ------------------------------------------------------------------------------------
 
 
-class PeakTensorBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """The most bytes of tensor storage made within it that were alive at once (what a GPU's
-    ``max_memory_allocated`` counts, less the kernels' own scratch), for a CPU."""
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.peak = 0
-
-    def __torch_dispatch__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        # Freed storages first: a new one may reuse a freed one's address.
-        self.live = {k: v for k, v in self.live.items() if not v[0].expired()}  # type: ignore[no-untyped-call]
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                ref = StorageWeakRef(storage)  # type: ignore[no-untyped-call]
-                self.live.setdefault(storage.data_ptr(), (ref, storage.nbytes()))
-        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-        return out
-
-
 def peak_of(fn: Callable[[], object]) -> int:
-    tracker = PeakTensorBytes()
+    tracker = LiveBytes()
     with tracker:
         fn()
     return tracker.peak

@@ -43,6 +43,7 @@ from framecast.engines.hunyuan.speedups import (
     AttentionUnavailable,
     check_attention_backend,
 )
+from framecast.engines.hunyuan15 import memory
 from framecast.engines.hunyuan15.exact import ExactAttention
 from framecast.engines.hunyuan15.options import Defaults, Options
 from framecast.engines.hunyuan15.pipeline import (
@@ -59,6 +60,8 @@ from framecast.models.hunyuan15_i2v import (
     BUCKETS,
     CHECKPOINTS,
     FRAME_STEP,
+    MAX_FRAMES,
+    MIN_FRAMES,
     MODEL_ID,
     SETTING,
     checkpoint,
@@ -73,10 +76,15 @@ OFFLOAD_MODES: Final = ("none", "model", "group", "sequential")
 RESOLUTION_OF_TARGET_SIZE: Final = {base: resolution for resolution, base in BUCKET_BASE.items()}
 """diffusers stores the bucket base as the transformer's ``target_size``: which resolution it is."""
 
-TEXT_ENCODER_HEADROOM: Final = 24 * 2**30
-"""GPU memory that must stay free after loading for the 7B text encoder to stay on the GPU
-between requests (offload=none); below it the encoder moves to the GPU only to encode. An
-estimate (720p, 121 frames, tiled VAE), not a measurement."""
+
+def text_encoder_headroom(pipe: FramecastHunyuan15Pipeline) -> int:
+    """GPU memory that must stay free after loading for the 7B text encoder to stay on the GPU
+    between requests (offload=none); below it the encoder moves to the GPU only to encode.
+    Computed (:mod:`.memory`) for the checkpoint's largest request: its resolution's worst
+    bucket at the most frames (31.0 GiB at 720p); a model of another size counts as 720p."""
+    target = int(pipe.transformer.config.target_size)
+    resolution = RESOLUTION_OF_TARGET_SIZE.get(target, "720p")
+    return memory.text_encoder_headroom(memory.worst_size(resolution), MAX_FRAMES)
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,9 @@ class Hunyuan15Engine(Engine):
         self.tiny = tiny
         self.attention = attention
         self._exact = ExactAttention(pipe.transformer, attention) if exact_speedups else None
+        self.gpu_memory: int | None = None
+        """The GPU's memory in bytes, where requests are checked against the computed peak
+        (:meth:`check_memory`); None: no check (the CPU, the tiny model, or switched off)."""
         if exact_speedups:
             install_frame_causal_attention(pipe.vae)
         self.defaults = Defaults.of_pipeline(pipe)
@@ -222,6 +233,7 @@ class Hunyuan15Engine(Engine):
         exact_speedups: bool = True,
         attention: str = "auto",
         linear: str = "bf16",
+        memory_check: bool = True,
     ) -> Hunyuan15Engine:
         if linear != "bf16":
             raise EngineUnavailable(
@@ -235,7 +247,7 @@ class Hunyuan15Engine(Engine):
         except AttentionUnavailable as exc:
             raise EngineUnavailable(str(exc)) from exc
         pipe = load_pipeline(source, placement)
-        if keep_on_gpu(pipe.text_encoder, placement, TEXT_ENCODER_HEADROOM):
+        if keep_on_gpu(pipe.text_encoder, placement, text_encoder_headroom(pipe)):
             placement = replace(placement, text_encoder_resident=True)
         engine = cls(
             pipe,
@@ -255,9 +267,50 @@ class Hunyuan15Engine(Engine):
             placement.offload,
             "resident" if placement.text_encoder_resident else "moved in to encode",
         )
+        if memory_check and placement.device.type == "cuda" and not source.is_tiny:
+            engine.gpu_memory = int(torch.cuda.mem_get_info(placement.device)[1])
+            engine.check_fits_at_all()
         if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
             engine.compile()
         return engine
+
+    # -- memory -------------------------------------------------------------------------------
+
+    def memory_refusal(self, width: int, height: int, num_frames: int) -> str | None:
+        """One line saying why a request of this size cannot fit this GPU (by the computed
+        peak of :mod:`.memory`), or None where it fits or nothing is checked."""
+        if self.gpu_memory is None:
+            return None
+        placement = self.placement
+        return memory.refusal(
+            self.gpu_memory,
+            (width, height),
+            num_frames,
+            placement.offload,
+            placement.text_encoder_resident,
+        )
+
+    def check_fits_at_all(self) -> None:
+        """At start: refuse a GPU too small for even the shortest video of this checkpoint, and
+        log the longest one that fits."""
+        resolution = self.resolution or "720p"
+        smallest = memory.worst_size(resolution, MIN_FRAMES)
+        refused = self.memory_refusal(*smallest, MIN_FRAMES)
+        if refused is not None:
+            raise EngineUnavailable(f"{refused}; set FRAMECAST_MEMORY_CHECK=false to try anyway")
+        worst = memory.worst_size(resolution)
+        longest = next(
+            n
+            for n in range(MAX_FRAMES, MIN_FRAMES - 1, -FRAME_STEP)
+            if self.memory_refusal(*worst, n) is None
+        )
+        log.info(
+            "HunyuanVideo 1.5 at %s fits this GPU (%.1f GiB) up to %d frames at every aspect "
+            "ratio (computed); longer requests are refused before they start",
+            resolution,
+            (self.gpu_memory or 0) / memory.GiB,
+            longest,
+        )
 
     def compile(self) -> None:
         """Compile every repeated transformer block (diffusers' regional ``torch.compile``);
@@ -300,6 +353,10 @@ class Hunyuan15Engine(Engine):
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request, self.defaults)
         self._check_geometry(request)
+        refused = self.memory_refusal(request.width, request.height, request.num_frames)
+        if refused is not None:
+            # Before any work, rather than an out-of-memory error minutes in.
+            raise InputError(refused, field="num_frames")
         reset_peak_memory(self.placement)  # recorded by describe() for /metrics
         hooks.raise_if_cancelled()
         # The crop the pipeline (and the official code) makes: Lanczos to cover, centre crop.

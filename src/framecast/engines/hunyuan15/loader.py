@@ -47,4 +47,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         compile_mode=settings.compile,
         attention=settings.attention,
         linear=settings.linear,
+        memory_check=settings.memory_check,
     )
