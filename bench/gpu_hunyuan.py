@@ -24,31 +24,28 @@ flushed as they happen.
     python3 -u bench/gpu_hunyuan.py --paths stock,exact --out "$OUT"
     python bench/gpu_hunyuan.py --model tiny --device cpu --width 64 --height 48 --frames 5
 
-docs/performance.md ("The GPU plan") gives the commands for a GPU and what each one answers.
-The tiny CPU run checks the harness end to end; its timings say nothing about the real model.
+On a GPU, ``bench/gpu_check.sh`` runs it first (stock, exact and exact-compiled, one step each,
+at 540p) and ``bench/gpu_hunyuan15.py`` after it; docs/performance.md ("The GPU plan") says what
+each part answers and how long it should take. What the two scripts share (the report, timing,
+peak memory, SDPA kernel detection, the environment) is ``bench/gpu_common.py``. The tiny CPU
+run checks the harness end to end; its timings say nothing about the real model.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import PIL.Image
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
-from torch.nn.attention import SDPBackend
 from torch.profiler import ProfilerActivity, profile
 
 from framecast.engines.base import GenerationRequest
@@ -70,149 +67,24 @@ from framecast.engines.hunyuan.speedups import (
 )
 from framecast.engines.hunyuan.weights import ModelSource
 from framecast.models.hunyuan_i2v import FPS, SIZES
+from gpu_common import (  # a sibling module: bench/ is on the path of a script run from it
+    SDPA_OPS,
+    Report,
+    environment,
+    error_text,
+    log,
+    output_path,
+    peak_gib,
+    peak_reset,
+    sdpa_calls,
+    sig,
+    sync,
+    timed,
+)
 
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, the lamp starts to turn."
 FULL_STEPS = 50
 PATHS = ("stock", "exact", "exact-compiled", "fast", "fast-compiled")
-
-SDPA_OPS = {
-    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
-    "aten::_scaled_dot_product_flash_attention": "flash",
-    "aten::_scaled_dot_product_efficient_attention": "efficient",
-    "aten::_scaled_dot_product_attention_math": "math",
-    "aten::_scaled_dot_product_fused_attention_overrideable": "overrideable",
-    "aten::_scaled_dot_product_flash_attention_for_cpu": "cpu (flash_attention_for_cpu)",
-}
-"""The op SDPA dispatches to, as the profiler names it, and the kernel that op is."""
-
-_STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    # Flushed at once: a run killed at its time limit still shows how far it got.
-    print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", flush=True)
-
-
-def sig(x: float, digits: int = 4) -> float:
-    """``x`` to ``digits`` significant digits: a tiny model's rate on a CPU stays above zero
-    where rounding to two decimals would make it 0.0."""
-    return float(f"{x:.{digits}g}")
-
-
-class Report:
-    """The benchmark's JSON, rewritten whole after every measurement.
-
-    Each version goes to a temporary file beside the target and is renamed over it (atomic on
-    POSIX), so a reader, or a kill at any moment, finds the previous version or the new one,
-    never half a file. No fsync: the files must survive the process, not the machine.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"complete": False}
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(self) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps(self.data, indent=2) + "\n")
-        os.replace(temporary, self.path)
-
-
-def output_path(out: str | None, model: str, device: torch.device) -> Path:
-    """``--out`` as given if it names a file; a folder (existing, or written with a trailing
-    slash, like the device machine's $OUT) gets a file named after the run."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"gpu_hunyuan-{model}-{device.type}-{stamp}.json"
-    if out is None:
-        return Path(__file__).parent / "results" / name
-    if out.endswith("/") or Path(out).is_dir():
-        return Path(out) / name
-    return Path(out)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - start
-
-
-def peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_gib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-
-
-def sdpa_settings() -> dict[str, Any]:
-    """SDPA's backend priority order and which backends are enabled.
-
-    torch (2.13 included) has no public getter for the order: ``torch.nn.attention.sdpa_kernel
-    (..., set_priority=True)`` sets it, and reads it back through the private
-    ``torch._C._get_sdp_priority_order`` used here. The order alone does not settle which kernel
-    runs (each backend also checks the call's shapes, mask, dtype and GPU), hence the measured
-    choice next to it in the report.
-    """
-    names = {backend.value: name for name, backend in SDPBackend.__members__.items()}
-    getter = getattr(torch._C, "_get_sdp_priority_order", None)
-    order = [names.get(int(i), str(i)) for i in getter()] if getter is not None else None
-    cuda: Any = torch.backends.cuda  # its getters are untyped
-    return {
-        "priority_order": order,
-        "enabled": {
-            "cudnn": cuda.cudnn_sdp_enabled(),
-            "flash": cuda.flash_sdp_enabled(),
-            "efficient": cuda.mem_efficient_sdp_enabled(),
-            "math": cuda.math_sdp_enabled(),
-        },
-        # Builds differ in whether cuDNN attention comes first; these variables change it.
-        "environment": {k: v for k, v in os.environ.items() if k.startswith("TORCH_CUDNN")},
-    }
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import diffusers
-    import transformers
-
-    cudnn: Any = torch.backends.cudnn  # untyped; version() is None where torch has no cuDNN
-
-    env: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        "cudnn": cudnn.version(),
-        "sdpa": sdpa_settings(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        env["cuda"] = torch.version.cuda
-        try:
-            env["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            env["driver"] = None
-    else:
-        env["cpu"] = platform.processor() or platform.machine()
-    return env
 
 
 def build(model: str, device: torch.device) -> tuple[FramecastHunyuanPipeline, Placement]:
@@ -294,8 +166,8 @@ def sdpa_kernel_used(
             dispatch_attention_fn(q, k, v, attn_mask=mask)
             sync(q.device)
     except Exception as exc:  # out of memory, or no kernel takes this call
-        return {"tokens": q.shape[1], "error": f"{type(exc).__name__}: {exc}"[:500]}
-    ops = sorted({e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot")})
+        return {"tokens": q.shape[1], "error": error_text(exc, 500)}
+    ops = sorted(sdpa_calls(prof))
     kernels = [SDPA_OPS.get(op, op) for op in ops]
     return {
         "tokens": q.shape[1],
@@ -611,7 +483,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     device = torch.device(args.device)
-    report = Report(output_path(args.out, args.model, device))
+    report = Report(output_path(args.out, f"gpu_hunyuan-{args.model}-{device.type}"))
     data = report.data
     data["environment"] = environment(device)
     data["args"] = vars(args)
@@ -662,7 +534,7 @@ def main() -> int:
             measure(path, pipe, placement, args, shared, record, report.save)
         except Exception as exc:  # keep what the other paths measure
             traceback.print_exc()
-            record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            record["error"] = error_text(exc)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         data["summary"] = summary(data["paths"])

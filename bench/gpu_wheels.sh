@@ -1,14 +1,19 @@
 #!/bin/sh
-# The wheels a lent GPU machine lacks to run bench/gpu_hunyuan.py. Its image has torch,
-# transformers, accelerate, tokenizers, safetensors and huggingface_hub, but no diffusers and
-# no pydantic (framecast's settings), and it cannot reach PyPI. Run here, then carry the folder
-# (docs/performance.md, "The GPU plan", has the commands):
+# The wheels a lent GPU machine lacks to run the GPU check (bench/gpu_check.sh: gpu_hunyuan.py
+# and gpu_hunyuan15.py). Its image has torch, transformers, accelerate, tokenizers, safetensors
+# and huggingface_hub, but no diffusers and no pydantic (framecast's settings), and it cannot
+# reach PyPI. Run here, then carry the folder (docs/performance.md, "The GPU plan"):
 #
 #   grep -qsx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude
 #   bench/gpu_wheels.sh
-#   # there: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-#   #            --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+#   # there: bash bench/gpu_check.sh "$OUT", which installs them first, as
+#   #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+#   #       --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
 #
+# HunyuanVideo 1.5 needs nothing more: diffusers 0.42.1 has its transformer, VAE and pipeline
+# (models/transformers/transformer_hunyuan_video15.py, pipelines/hunyuan_video1_5/), and the
+# benchmark builds the transformer alone (no Qwen2.5-VL, ByT5 or SigLIP; transformers 5.17 has
+# those classes anyway).
 # Pinned to what the test suite runs with (pyproject's ranges; versions from `make test`'s venv).
 # Installed with --no-deps, so every requirement the image lacks or has too old is named:
 # pydantic 2.14 and pydantic_core need typing_extensions >= 4.16 (the image is not known to have it), and

@@ -1,13 +1,16 @@
-"""The GPU benchmark's harness runs end to end on the tiny model on the CPU.
+"""The GPU benchmarks' harness runs end to end on the tiny models on the CPU.
 
 Its timings here mean nothing; what is checked is that every figure the GPU run reports is
-produced, that the engine's path computes what the stock path does, and that a run killed
-part-way (as a device machine's time limit does) leaves every figure it finished on disk.
+produced, that the engine's path computes what the stock path does, that a run killed
+part-way (as a device machine's time limit does) leaves every figure it finished on disk, and
+that the one GPU check (bench/gpu_check.sh: HunyuanVideo-I2V, then HunyuanVideo 1.5) runs every
+part and writes every part's figures.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 BENCH = Path(__file__).parents[2] / "bench" / "gpu_hunyuan.py"
+CHECK = Path(__file__).parents[2] / "bench" / "gpu_check.sh"
 TINY = ["--model", "tiny", "--device", "cpu", "--width", "64", "--height", "48", "--frames", "5"]
 
 
@@ -185,3 +189,72 @@ def test_a_killed_run_keeps_every_finished_measurement(tmp_path: Path) -> None:
     assert len(stock["step_s"]) == 1 and stock["mean_step_s"] > 0
     assert stock["encode_s"] > 0 and stock["decode_s"] > 0 and stock["first_forward_s"] > 0
     assert "attention_tflops" not in report
+
+
+def test_the_gpu_check_runs_every_part_on_the_tiny_models(tmp_path: Path) -> None:
+    """bench/gpu_check.sh --cpu-tiny: the GPU check's parts, in its order, with the tiny models
+    at tiny sizes; every part's JSON holds its figures (peak memory is None on the CPU)."""
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["bash", str(CHECK), "--cpu-tiny", str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    check = json.loads((out / "check.json").read_text())
+    assert check["complete"] is True and check["mode"] == "cpu-tiny"
+    parts = [(p["part"], p["rc"], p["timed_out"], p["json"]) for p in check["parts"]]
+    assert parts == [
+        ("hunyuan_v1", 0, False, "hunyuan_v1.json"),
+        ("hunyuan15", 0, False, "hunyuan15.json"),
+    ]
+    assert all(0 < p["limit_s"] <= check["budget_s"] for p in check["parts"])
+    # Progress reached stdout, and each part's log, as it went.
+    assert "exact-compiled: done" in (out / "hunyuan_v1.log").read_text()
+    assert "exact-720p: done" in (out / "hunyuan15.log").read_text()
+    assert "hunyuan15: exit status 0" in run.stdout
+
+    # 1 and 2: HunyuanVideo-I2V, stock against exact and exact-compiled, one step each.
+    v1 = json.loads((out / "hunyuan_v1.json").read_text())
+    assert v1["complete"] is True and v1["summary"]["failed"] == {}
+    assert [p["path"] for p in v1["paths"]] == ["stock", "exact", "exact-compiled"]
+    for path in v1["paths"]:
+        assert len(path["step_s"]) == 1 and path["mean_step_s"] > 0
+        assert path["first_forward_s"] > 0 and path["first_forward_finite"] is True
+        assert path["denoise_peak_gib"] is None and "decode_s" not in path
+    assert v1["paths"][2]["metadata"]["compiled"] is True
+    errors = v1["summary"]["one_step_rel_error"]
+    assert set(errors) == {"exact vs stock", "exact-compiled vs stock", "exact-compiled vs exact"}
+    assert all(error < 1e-5 for error in errors.values()), errors
+    for call in ("masked", "unmasked"):
+        assert v1["sdpa_kernel"][call]["kernel"].startswith("cpu"), v1["sdpa_kernel"]
+    assert v1["attention_tflops"]["auto"] > 0
+
+    # 3: HunyuanVideo 1.5, exact then stock, at both sizes.
+    h15 = json.loads((out / "hunyuan15.json").read_text())
+    assert h15["complete"] is True and h15["summary"]["failed"] == {}
+    runs = {r["run"]: r for r in h15["runs"]}
+    assert list(runs) == ["exact-480p", "exact-720p", "stock-480p", "stock-720p"]
+    video = {"480p": 2 * 3 * 4, "720p": 2 * 4 * 6}  # latent frames x height x width
+    for name, r in runs.items():
+        path, resolution = name.split("-")
+        assert r["forward_s"] > 0 and r["first_forward_s"] > 0 and r["finite"] is True
+        assert r["step_s"] == pytest.approx(2 * r["forward_s"], rel=1e-3)  # CFG: two passes
+        assert r["peak_gib"] is None and r["achieved_tflops"] > 0
+        assert r["attention_kernel"].startswith("cpu") and sum(r["attention_kernels"].values())
+        # Text as each path passes it: 256 Qwen tokens, no ByT5 token, 729 image tokens
+        # valid; stock keeps the padding (1000 Qwen, 256 ByT5).
+        text = 256 + 729 if path == "exact" else 1000 + 256 + 729
+        assert r["tokens"] == {
+            "video": video[resolution],
+            "text": text,
+            "total": video[resolution] + text,
+        }
+        assert r["flop_per_forward"]["total_flop"] > 0
+    for resolution in ("480p", "720p"):
+        exact, stock = runs[f"exact-{resolution}"], runs[f"stock-{resolution}"]
+        assert exact["unpadded"] is True and "unpadded" not in stock  # exact ran unmasked
+        assert stock[f"rel_error_vs_exact-{resolution}"] < 1e-5
+    assert h15["summary"]["unpadded"] == {"exact-480p": True, "exact-720p": True}
