@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     )
     linear: LinearPrecision = Field(
         "bf16",
-        description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB). Both fp8 modes are the fast path: results are labelled path=fast. HunyuanVideo-I2V only so far: a worker loading HunyuanVideo 1.5 with an fp8 mode stops at start. See docs/performance.md.",
+        description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB). Both fp8 modes are the fast path: results are labelled path=fast. HunyuanVideo-I2V only so far: a worker with an fp8 mode does not serve HunyuanVideo 1.5 (it says why), or stops at start if FRAMECAST_MODELS names it. See docs/performance.md.",
     )
     lora_dir: Path | None = Field(
         None,

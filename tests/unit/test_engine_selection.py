@@ -80,3 +80,21 @@ def test_preview_engine_gets_its_step_delay_from_settings() -> None:
     engine = load_engine(Settings(engine="preview", preview_step_seconds=0.25), I2V_15)
     assert engine.name == "preview" and engine.metadata()["engine"] == "preview"
     assert getattr(engine, "step_seconds", None) == 0.25
+
+
+def test_fp8_linears_leave_15_to_other_workers_or_stop_one_told_to_serve_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("diffusers")
+
+    def fp8(models: str = "") -> Settings:
+        return Settings(
+            engine="hunyuan", hunyuan_model="tiny-random", linear="fp8-weight", models=models
+        )
+
+    with caplog.at_level(logging.WARNING, logger="framecast.engines"):
+        assert plan_engines(fp8()) == {I2V: "real"}
+    assert f"not serving {I2V_15}" in caplog.text
+    assert "FRAMECAST_LINEAR=fp8-weight is not supported by HunyuanVideo 1.5" in caplog.text
+    with pytest.raises(EngineUnavailable, match="FRAMECAST_LINEAR=fp8-weight is not supported"):
+        plan_engines(fp8(models=I2V_15))
