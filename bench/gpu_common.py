@@ -9,6 +9,7 @@ versions, so importing this costs torch alone.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -190,3 +191,14 @@ def environment(device: torch.device) -> dict[str, Any]:
     else:
         env["cpu"] = platform.processor() or platform.machine()
     return env
+
+
+def start_report(args: argparse.Namespace, stem: str, device: torch.device) -> Report:
+    """The run's report, saved at once with the environment and the arguments, so even a run
+    that dies building its model leaves them."""
+    report = Report(output_path(args.out, f"{stem}-{args.model}-{device.type}"))
+    report.data["environment"] = environment(device)
+    report.data["args"] = vars(args)
+    report.save()
+    log(f"writing {report.path}")
+    return report

@@ -69,15 +69,13 @@ from framecast.engines.hunyuan.weights import ModelSource
 from framecast.models.hunyuan_i2v import FPS, SIZES
 from gpu_common import (  # a sibling module: bench/ is on the path of a script run from it
     SDPA_OPS,
-    Report,
-    environment,
     error_text,
     log,
-    output_path,
     peak_gib,
     peak_reset,
     sdpa_calls,
     sig,
+    start_report,
     sync,
     timed,
 )
@@ -483,12 +481,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     device = torch.device(args.device)
-    report = Report(output_path(args.out, f"gpu_hunyuan-{args.model}-{device.type}"))
+    report = start_report(args, "gpu_hunyuan", device)
     data = report.data
-    data["environment"] = environment(device)
-    data["args"] = vars(args)
-    report.save()
-    log(f"writing {report.path}")
 
     torch.manual_seed(args.seed)  # the same weights in every process, not only in this one
     (pipe, placement), seconds = timed(device, lambda: build(args.model, device))

@@ -64,16 +64,14 @@ from framecast.engines.hunyuan15.exact import ExactAttention
 from framecast.models.hunyuan15_i2v import DEFAULT_FRAMES
 from framecast.models.hunyuan15_i2v import SIZES as MODEL_SIZES
 from gpu_common import (  # a sibling module: bench/ is on the path of a script run from it
-    Report,
-    environment,
     error_text,
     kernel_calls,
     log,
-    output_path,
     peak_gib,
     peak_reset,
     sdpa_calls,
     sig,
+    start_report,
     timed,
 )
 
@@ -306,12 +304,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     device = torch.device(args.device)
-    report = Report(output_path(args.out, f"gpu_hunyuan15-{args.model}-{device.type}"))
+    report = start_report(args, "gpu_hunyuan15", device)
     data = report.data
-    data["environment"] = environment(device)
-    data["args"] = vars(args)
-    report.save()
-    log(f"writing {report.path}")
 
     transformer, seconds = timed(device, lambda: build(args.model, device, args.seed))
     data["build_s"] = sig(seconds)
