@@ -26,6 +26,7 @@ from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video 
 
 from framecast.engines import EngineUnavailable
 from framecast.engines.base import GenerationRequest, NullHooks
+from framecast.engines.hunyuan15 import loader
 from framecast.engines.hunyuan15.engine import Hunyuan15Engine
 from framecast.engines.hunyuan15.exact import ExactAttention, cut_padding
 from framecast.engines.hunyuan15.pipeline import (
@@ -40,6 +41,7 @@ from framecast.engines.hunyuan15.vae_attention import (
 )
 from framecast.engines.hunyuan15.weights import resolve_model
 from framecast.models.hunyuan15_i2v import FPS
+from framecast.settings import Settings
 
 from .live_bytes import LiveBytes
 from .tiny_inputs import gradient_image
@@ -322,9 +324,10 @@ def test_an_attention_backend_that_cannot_run_here_fails_at_start(choice: str) -
 
 
 @pytest.mark.parametrize("linear", ["fp8", "fp8-weight"])
-def test_fp8_linears_are_refused_at_start_in_one_line(linear: str) -> None:
+def test_fp8_linears_are_refused_at_start_in_one_line(linear: Any) -> None:
+    settings = Settings(engine="hunyuan", hunyuan_model=TINY, device="cpu", linear=linear)
     with pytest.raises(EngineUnavailable) as caught:
-        Hunyuan15Engine.load(resolve_model(TINY), device="cpu", linear=linear)
+        loader.load(settings)
     message = str(caught.value)
     assert message.startswith(f"FRAMECAST_LINEAR={linear} is not supported by HunyuanVideo 1.5")
     assert "FRAMECAST_LINEAR=bf16" in message and "\n" not in message

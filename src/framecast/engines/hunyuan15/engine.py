@@ -62,12 +62,10 @@ from framecast.models.hunyuan15_i2v import (
     FRAME_STEP,
     MAX_FRAMES,
     MIN_FRAMES,
-    MODEL_ID,
     SETTING,
     checkpoint,
     resolution_of,
 )
-from framecast.models.hunyuan_i2v import MODEL_ID as I2V_MODEL_ID
 
 log = logging.getLogger("framecast.engines.hunyuan15")
 
@@ -203,7 +201,7 @@ class Hunyuan15Engine(Engine):
         self._exact = ExactAttention(pipe.transformer, attention) if exact_speedups else None
         self.gpu_memory: int | None = None
         """The GPU's memory in bytes, where requests are checked against the computed peak
-        (:meth:`check_memory`); None: no check (the CPU, the tiny model, or switched off)."""
+        (:meth:`memory_refusal`); None: no check (the CPU, the tiny model, or switched off)."""
         if exact_speedups:
             install_frame_causal_attention(pipe.vae)
         self.defaults = Defaults.of_pipeline(pipe)
@@ -232,15 +230,8 @@ class Hunyuan15Engine(Engine):
         compile_mode: str = "off",
         exact_speedups: bool = True,
         attention: str = "auto",
-        linear: str = "bf16",
         memory_check: bool = True,
     ) -> Hunyuan15Engine:
-        if linear != "bf16":
-            raise EngineUnavailable(
-                f"FRAMECAST_LINEAR={linear} is not supported by HunyuanVideo 1.5 yet (only by "
-                f"HunyuanVideo-I2V); set FRAMECAST_LINEAR=bf16, or FRAMECAST_MODELS="
-                f"{I2V_MODEL_ID} on this worker and serve {MODEL_ID} from another"
-            )
         placement = Placement.choose(device, offload)
         try:  # before the minutes of loading weights
             check_attention_backend(attention, placement.device, placement.transformer_dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from framecast.engines.base import EngineUnavailable
 from framecast.engines.hunyuan.loader import availability_of, require_packages
 from framecast.engines.hunyuan15.weights import TINY_RANDOM, ModelSource, resolve_model
 
@@ -52,6 +53,9 @@ def unsupported_settings(settings: Settings) -> str | None:
 def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo 1.5 engine, loaded as the settings say, or a clear EngineUnavailable."""
     require_packages()
+    unsupported = unsupported_settings(settings)
+    if unsupported is not None:
+        raise EngineUnavailable(unsupported)
     if source is None:
         source = resolve_model(model_spec(settings))  # before importing torch: fail fast
     from framecast.engines.hunyuan15.engine import Hunyuan15Engine
@@ -62,6 +66,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         offload=settings.offload,
         compile_mode=settings.compile,
         attention=settings.attention,
-        linear=settings.linear,
         memory_check=settings.memory_check,
     )
