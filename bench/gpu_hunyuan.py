@@ -49,6 +49,7 @@ from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideo
 from torch.profiler import ProfilerActivity, profile
 
 from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan.blocks import transformer_blocks
 from framecast.engines.hunyuan.engine import HunyuanEngine, Options, Placement, load_pipeline
 from framecast.engines.hunyuan.flops import step_flops, video_tokens
 from framecast.engines.hunyuan.fp8 import convert_blocks_to_fp8
@@ -62,7 +63,6 @@ from framecast.engines.hunyuan.speedups import (
     ATTENTION_BACKENDS,
     AttentionUnavailable,
     check_attention_backend,
-    transformer_blocks,
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource

@@ -48,6 +48,17 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
         ({"flow_shift": 100.5}, "flow_shift", ["less than or equal to 100"]),
         ({"seed": -1}, "seed", ["greater than or equal to 0"]),
         ({"negative_prompt": "x" * 10_001}, "negative_prompt", ["at most 10000 characters"]),
+        ({"step_cache": "teacache"}, "step_cache", ["one of 'first_block'", "got 'teacache'"]),
+        (
+            {"step_cache": "first_block", "step_cache_threshold": 0},
+            "step_cache_threshold",
+            ["greater than 0"],
+        ),
+        (
+            {"step_cache": "first_block", "step_cache_threshold": 1.5},
+            "step_cache_threshold",
+            ["less than or equal to 1"],
+        ),
     ],
 )
 async def test_a_field_out_of_its_rule_is_a_422_naming_the_field_and_the_rule(
@@ -63,21 +74,29 @@ async def test_a_field_out_of_its_rule_is_a_422_naming_the_field_and_the_rule(
     assert [d["loc"] for d in body["detail"]] == [["body", field]]
 
 
+NEGATIVE_NEEDS_GUIDANCE = "negative_prompt: only has an effect with guidance_scale > 1"
+THRESHOLD_NEEDS_CACHE = "step_cache_threshold: only has an effect with a step cache"
+
+
 @pytest.mark.parametrize(
-    "fields",
-    [{"negative_prompt": "blur"}, {"negative_prompt": "blur", "guidance_scale": 1.0}],
-    ids=["no-guidance", "guidance-1"],
+    ("fields", "says"),
+    [
+        ({"negative_prompt": "blur"}, NEGATIVE_NEEDS_GUIDANCE),
+        ({"negative_prompt": "blur", "guidance_scale": 1.0}, NEGATIVE_NEEDS_GUIDANCE),
+        ({"step_cache_threshold": 0.1}, THRESHOLD_NEEDS_CACHE),
+        ({"step_cache_threshold": 0.1, "step_cache": None}, THRESHOLD_NEEDS_CACHE),
+    ],
+    ids=["no-guidance", "guidance-1", "no-cache", "cache-null"],
 )
-async def test_a_negative_prompt_without_guidance_above_1_is_a_422_saying_so(
-    client: httpx.AsyncClient, fields: dict[str, Any]
+async def test_a_field_without_the_one_it_needs_is_a_422_saying_so(
+    client: httpx.AsyncClient, fields: dict[str, Any], says: str
 ) -> None:
-    # A distilled checkpoint's default guidance is 1, where the negative prompt is never seen.
+    # A distilled checkpoint's default guidance is 1, where the negative prompt is never seen;
+    # a threshold without a cache changes nothing. The 422 names the field that needs the other.
     r = await client.post(SUBMIT_15, json={**BODY, **fields})
     body = assert_error(r, 422, "invalid_input")
-    assert body["error"]["message"].startswith(
-        "negative_prompt: only has an effect with guidance_scale > 1"
-    ), body
-    assert [d["field"] for d in body["error"]["details"]] == ["negative_prompt"]
+    assert body["error"]["message"].startswith(says), body
+    assert [d["field"] for d in body["error"]["details"]] == [says.partition(":")[0]]
 
 
 async def test_the_edges_of_each_rule_are_accepted(client: httpx.AsyncClient) -> None:
@@ -87,6 +106,9 @@ async def test_the_edges_of_each_rule_are_accepted(client: httpx.AsyncClient) ->
         {"num_frames": 241, "num_inference_steps": 100, "guidance_scale": 20.0, "flow_shift": 100},
         {"negative_prompt": "blur", "guidance_scale": 1.01, "resolution": "720p"},
         {"aspect_ratio": "3:4", "resolution": "480p", "seed": 2**63 - 1},
+        {"step_cache": "first_block"},
+        {"step_cache": "first_block", "step_cache_threshold": 1.0},
+        {"step_cache": "first_block", "step_cache_threshold": 1e-6, "guidance_scale": 6.0},
     ):
         r = await client.post(SUBMIT_15, json={"prompt": "p", "image": image, **fields})
         assert r.status_code == 200, (fields, r.text)

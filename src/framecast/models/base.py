@@ -15,10 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.loras import LoraChoice
@@ -71,6 +71,50 @@ OUTPUT_SCHEMA: dict[str, Any] = {
     }
 }
 """RunComfy's output schema of its video models: what a declaration has unless it says otherwise."""
+
+
+StepCache = Literal["first_block"]
+"""The ``step_cache`` values: First Block Cache, the one step cache the Hunyuan engines run."""
+FIRST_BLOCK_CACHE_THRESHOLD: Final = 0.06
+"""ParaAttention's First Block Cache threshold for HunyuanVideo (its fastest_hunyuan_video.md),
+the default of every model with a step cache (none was published for HunyuanVideo 1.5)."""
+
+
+def step_cache_field() -> Any:
+    """The ``step_cache`` field of a model that offers one (declared after the model's own
+    options; :class:`ModelInput` checks it against ``step_cache_threshold``)."""
+    return Field(
+        None,
+        title="Step Cache",
+        description="first_block: First Block Cache. A transformer pass whose first block "
+        "barely changed since the last pass skips the other blocks and reuses their last "
+        'residual. Faster, but the video deviates from the model\'s; the result says "path": '
+        '"fast" and how many passes were skipped. Off by default.',
+    )
+
+
+def step_cache_threshold_field() -> Any:
+    """The ``step_cache_threshold`` field, declared right after ``step_cache``."""
+    return Field(
+        None,
+        title="Step Cache Threshold",
+        gt=0,
+        le=1.0,
+        description="Only with step_cache: the relative change of the first block's residual "
+        f"below which a pass is skipped; default {FIRST_BLOCK_CACHE_THRESHOLD:g}. Higher skips "
+        "more (faster, further from the model).",
+    )
+
+
+def step_cache_options(step_cache: StepCache | None, threshold: float | None) -> dict[str, Any]:
+    """The step cache as an engine receives it: the threshold defaulted with a cache, None
+    without one."""
+    return {
+        "step_cache": step_cache,
+        "step_cache_threshold": (
+            (threshold or FIRST_BLOCK_CACHE_THRESHOLD) if step_cache is not None else None
+        ),
+    }
 
 
 class ModelInput(BaseModel, ABC):
@@ -130,6 +174,20 @@ class ModelInput(BaseModel, ABC):
             raise ValueError(
                 f"must be {step}n+1 ({low}, {low + step}, ..., {high}); "
                 f"nearest are {lower} and {lower + step}"
+            )
+        return value
+
+    # A field validator, not a model validator, so that the 422 names the field (the later one
+    # of the pair: step_cache is validated by then, and absent from info.data if invalid).
+    @field_validator("step_cache_threshold", check_fields=False)
+    @classmethod
+    def _threshold_needs_cache(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # As with a negative prompt without guidance: a threshold alone would change nothing,
+        # silently.
+        if value is not None and "step_cache" in info.data and info.data["step_cache"] is None:
+            raise ValueError(
+                'only has an effect with a step cache; set step_cache (e.g. "first_block") or '
+                "drop step_cache_threshold"
             )
         return value
 

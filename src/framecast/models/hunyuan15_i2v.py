@@ -2,8 +2,9 @@
 
 RunComfy's input fields for it (the image is ``image``, not ``image_url``; its page shows
 ``prompt`` and ``image``), the size and length fields fal and the official code offer, then the
-official HunyuanVideo 1.5 options a self-hoster needs. Every size, frame rule, default and
-checkpoint (with its official defaults) of this model is here; the engine
+official HunyuanVideo 1.5 options a self-hoster needs, then framecast's own (the step cache, as
+HunyuanVideo-I2V's: :func:`framecast.models.base.step_cache_field`). Every size, frame rule,
+default and checkpoint (with its official defaults) of this model is here; the engine
 (``engines/hunyuan15/``) and the settings read them from this module. No torch here.
 """
 
@@ -21,7 +22,11 @@ from framecast.models.base import (
     ModelInput,
     ModelSpec,
     RealEngine,
+    StepCache,
     deferred,
+    step_cache_field,
+    step_cache_options,
+    step_cache_threshold_field,
 )
 from framecast.sizes import Buckets
 
@@ -248,6 +253,10 @@ class ImageToVideo15Input(ModelInput):
         "guidance_scale > 1.",
     )
 
+    # Beyond the official options: an opt-in speed-up that changes the video.
+    step_cache: StepCache | None = step_cache_field()
+    step_cache_threshold: float | None = step_cache_threshold_field()
+
     @field_validator("negative_prompt")
     @classmethod
     def _negative_needs_guidance(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -280,6 +289,7 @@ class ImageToVideo15Input(ModelInput):
             "guidance_scale": self.guidance_scale,
             "flow_shift": self.flow_shift,
             "negative_prompt": self.negative_prompt,
+            **step_cache_options(self.step_cache, self.step_cache_threshold),
         }
 
 

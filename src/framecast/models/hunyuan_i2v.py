@@ -21,8 +21,12 @@ from framecast.models.base import (
     ModelInput,
     ModelSpec,
     RealEngine,
+    StepCache,
     deferred,
     refuse_many_unknown_fields,
+    step_cache_field,
+    step_cache_options,
+    step_cache_threshold_field,
 )
 from framecast.sizes import Buckets
 
@@ -63,8 +67,6 @@ NEGATIVE_PROMPT_I2V: Final = (
     "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
 )
 """The official I2V default negative prompt, used only with true CFG (``cfg_scale`` > 1)."""
-FIRST_BLOCK_CACHE_THRESHOLD: Final = 0.06
-"""ParaAttention's First Block Cache threshold for HunyuanVideo (its fastest_hunyuan_video.md)."""
 
 AspectRatio = Literal["16:9", "9:16"]
 Resolution = Literal["720p", "540p", "360p"]
@@ -188,23 +190,8 @@ class ImageToVideoInput(ModelInput):
     )
 
     # Beyond the official options: an opt-in speed-up that changes the video.
-    step_cache: Literal["first_block"] | None = Field(
-        None,
-        title="Step Cache",
-        description="first_block: First Block Cache. A transformer pass whose first block "
-        "barely changed since the last pass skips the other blocks and reuses their last "
-        'residual. Faster, but the video deviates from the model\'s; the result says "path": '
-        '"fast" and how many passes were skipped. Off by default.',
-    )
-    step_cache_threshold: float | None = Field(
-        None,
-        title="Step Cache Threshold",
-        gt=0,
-        le=1.0,
-        description="Only with step_cache: the relative change of the first block's residual "
-        f"below which a pass is skipped; default {FIRST_BLOCK_CACHE_THRESHOLD:g}. Higher skips "
-        "more (faster, further from the model).",
-    )
+    step_cache: StepCache | None = step_cache_field()
+    step_cache_threshold: float | None = step_cache_threshold_field()
 
     # RunComfy's LoRA input (its Trainer LoRAs run through the same Model API endpoints).
     loras: list[LoraInput] = Field(
@@ -239,17 +226,6 @@ class ImageToVideoInput(ModelInput):
             )
         return value
 
-    @field_validator("step_cache_threshold")
-    @classmethod
-    def _threshold_needs_cache(cls, value: float | None, info: ValidationInfo) -> float | None:
-        # As with negative_prompt: a threshold alone would change nothing, silently.
-        if value is not None and "step_cache" in info.data and info.data["step_cache"] is None:
-            raise ValueError(
-                'only has an effect with a step cache; set step_cache (e.g. "first_block") or '
-                "drop step_cache_threshold"
-            )
-        return value
-
     @property
     def resolved_flow_shift(self) -> float:
         if self.flow_shift is not None:
@@ -267,12 +243,7 @@ class ImageToVideoInput(ModelInput):
                 (self.negative_prompt or NEGATIVE_PROMPT_I2V) if self.cfg_scale > 1.0 else None
             ),
             "embedded_guidance_scale": EMBEDDED_GUIDANCE_SCALE,
-            "step_cache": self.step_cache,
-            "step_cache_threshold": (
-                (self.step_cache_threshold or FIRST_BLOCK_CACHE_THRESHOLD)
-                if self.step_cache is not None
-                else None
-            ),
+            **step_cache_options(self.step_cache, self.step_cache_threshold),
             "loras": self.lora_choices,
         }
 

@@ -20,17 +20,9 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from framecast.engines import EngineUnavailable
 from framecast.engines.base import Engine, GenerationRequest, Hooks
-from framecast.engines.hunyuan.cache import Passes, step_cache
-from framecast.engines.hunyuan.fp8 import (
-    FP8_MODES,
-    Fp8Unsupported,
-    check_fp8_supported,
-    convert_blocks_to_fp8,
-    linear_label,
-    linear_mode,
-)
+from framecast.engines.hunyuan.cache import CachedRequests
+from framecast.engines.hunyuan.fp8 import convert_at_load, linear_label, linear_mode
 from framecast.engines.hunyuan.loras import LoraAdapters, LoraChoice, LoraSettings
 from framecast.engines.hunyuan.pipeline import (
     FramecastHunyuanPipeline,
@@ -49,11 +41,11 @@ from framecast.engines.hunyuan.placement import (
     visiting,
 )
 from framecast.engines.hunyuan.speedups import (
-    INEXACT_ATTENTION,
-    AttentionUnavailable,
-    check_attention_backend,
+    check_speedups,
     compile_blocks,
+    compiles,
     install_unmasked_attention,
+    path_of,
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError
@@ -179,12 +171,7 @@ def load_pipeline(
         copy_out_of_mmap(_models(pipe))
     pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
     enable_official_vae_tiling(pipe.vae)
-    if linear in FP8_MODES:
-        if placement.offload == "none":
-            pipe.transformer.to(placement.device)
-        # Before _place: offload hooks capture the modules they move. Quantised on the GPU
-        # block by block (seconds, not minutes), also where the blocks then live on the CPU.
-        convert_blocks_to_fp8(pipe.transformer, linear, placement.device)
+    convert_at_load(pipe.transformer, linear, placement.device, placement.offload)
     place(pipe, placement, _models(pipe))
     return pipe
 
@@ -246,7 +233,7 @@ class HunyuanEngine(Engine):
         )
         self.compiled = False
         self.loras = LoraAdapters(pipe, loras or LoraSettings())
-        self._passes: tuple[GenerationRequest, Passes] | None = None
+        self._cached = CachedRequests()
         """The step cache's pass counts of the last request that ran with one."""
         self.decodes = True
         """False on ranks 1..N-1 of a process group (engines/hunyuan/group.py): rank 0 decodes
@@ -255,7 +242,7 @@ class HunyuanEngine(Engine):
     @property
     def exact(self) -> bool:
         """Whether this engine computes what the model does (up to floating-point rounding)."""
-        return self.linear == "bf16" and self.attention not in INEXACT_ATTENTION
+        return path_of(self.linear, self.attention) == "exact"
 
     def compile(self) -> None:
         """Compile every transformer block (regional ``torch.compile``); the first request
@@ -278,12 +265,7 @@ class HunyuanEngine(Engine):
         loras: LoraSettings | None = None,
     ) -> HunyuanEngine:
         placement = Placement.choose(device, offload)
-        try:  # before the minutes of loading weights
-            check_attention_backend(attention, placement.device, placement.transformer_dtype)
-            if linear in FP8_MODES:
-                check_fp8_supported(placement.device, linear)
-        except (AttentionUnavailable, Fp8Unsupported) as exc:
-            raise EngineUnavailable(str(exc)) from exc
+        check_speedups(attention, linear, placement.device, placement.transformer_dtype)
         pipe = load_pipeline(source, placement, linear)
         if keep_on_gpu(pipe.text_encoder, placement, TEXT_ENCODER_HEADROOM):
             placement = replace(placement, text_encoder_resident=True)
@@ -303,15 +285,7 @@ class HunyuanEngine(Engine):
             attention=attention,
             loras=loras,
         )
-        asked = compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda")
-        if linear == "fp8" and not asked:
-            # Eagerly, the per-token casts to e4m3 cost more memory traffic than the FP8
-            # products save; compiled, each joins the kernel that makes its input.
-            log.info(
-                "FRAMECAST_LINEAR=fp8 compiles the transformer blocks (FRAMECAST_COMPILE=%s)",
-                compile_mode,
-            )
-        if asked or linear == "fp8":
+        if compiles(compile_mode, linear, placement.device, log):
             engine.compile()
         return engine
 
@@ -328,7 +302,7 @@ class HunyuanEngine(Engine):
             "linear": linear_label(self.linear, self.placement.transformer_dtype),
             "compiled": self.compiled,
             # "fast": FP8 linears or quantised attention; the video deviates from the model's.
-            "path": "exact" if self.exact else "fast",
+            "path": path_of(self.linear, self.attention),
         }
         if self.tiny:
             meta["tiny_random"] = True
@@ -344,23 +318,13 @@ class HunyuanEngine(Engine):
         described.pop("loras")
         if options.loras:
             described["loras"] = [a.as_metadata() for a in self.loras.describe(options.loras)]
-        if options.step_cache is not None:
-            # Skipped blocks are not what the model computes: this result is on the fast path,
-            # whatever the engine's own settings (metadata()) say.
-            described["path"] = "fast"
-            if self._passes is not None and self._passes[0] is request:
-                passes = self._passes[1]
-                described["transformer_passes"] = {
-                    "computed": passes.computed,
-                    "skipped": passes.skipped,
-                }
+        described.update(self._cached.describe(request, options.step_cache))
         return {**described, **peak_memory(self.placement)}
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request)
         _check_geometry(request)
         self.loras.use(options.loras)
-        self._passes = None
         reset_peak_memory(self.placement)  # recorded by describe() for /metrics
         hooks.raise_if_cancelled()
         original = request.image.convert("RGB")
@@ -424,12 +388,15 @@ class HunyuanEngine(Engine):
             conditions, self._attention.unpadded = trim_padding(conditions)
         pipe.i2v_stability = options.i2v_stability
         pipe.scheduler = scheduler_with_shift(self._base_scheduler, options.flow_shift)
-        cache = step_cache(
-            pipe.transformer, options.step_cache, options.step_cache_threshold, conditions
+        # The stock __call__ enters no cache context: the step cache tells the branches apart
+        # by their text embeddings.
+        branches = {"cond": conditions.prompt_embeds}
+        if conditions.negative_prompt_embeds is not None:
+            branches["uncond"] = conditions.negative_prompt_embeds
+        cache = self._cached.running(
+            request, pipe.transformer, options.step_cache, options.step_cache_threshold, branches
         )
-        with torch.inference_mode(), cache as passes:
-            if passes is not None:
-                self._passes = (request, passes)
+        with torch.inference_mode(), cache:
             (latents,) = pipe(
                 image=image,
                 height=request.height,

@@ -1,4 +1,6 @@
-"""The fast path's FP8 linear layers: e4m3 weights with one scale per row.
+"""The fast path's FP8 linear layers: e4m3 weights with one scale per row, for both Hunyuan
+models (which layers are converted is each model's :class:`~.blocks.TransformerSpec`: the
+linear layers of its repeated blocks, its modulation layers for ``fp8-weight`` only).
 
 Two modes, both opt-in and labelled in every result, because the video is no longer the exact
 model's: e4m3 keeps three mantissa bits, so each weight (and, with ``fp8``, each activation)
@@ -7,15 +9,18 @@ deviates by a few percent before the sums average it down.
 - ``FRAMECAST_LINEAR=fp8`` (:class:`Float8Linear`): weights and activations in e4m3, each
   token's activations cast with their own scale, the product on the FP8 tensor cores of Ada,
   Hopper and Blackwell GPUs. Converts the blocks' token-wise projections: 9.06B of the
-  transformer's 12.82B parameters, so its weights go from 23.9 to 15.4 GiB. The engine always
-  compiles the blocks in this mode: eagerly the per-token cast costs more memory traffic than
-  the FP8 product saves; compiled, it joins the kernel that makes its input (the layer norm,
-  concatenation or activation before it; checked on the CPU's generated code, see
-  docs/performance.md), though q, k and v each still write their own e4m3 copy.
+  HunyuanVideo-I2V transformer's 12.82B parameters, so its weights go from 23.9 to 15.4 GiB
+  (HunyuanVideo 1.5: 5.44B of 8.33B, 15.5 to 10.4 GiB, its modulation layers being a third of
+  its weights). The engines always compile the blocks in this mode: eagerly the per-token cast
+  costs more memory traffic than the FP8 product saves; compiled, it joins the kernel that
+  makes its input (the layer norm, concatenation or activation before it; checked on the CPU's
+  generated code for HunyuanVideo-I2V's blocks, see docs/performance.md), though q, k and v
+  each still write their own e4m3 copy.
 - ``FRAMECAST_LINEAR=fp8-weight`` (:class:`Float8WeightLinear`): weights stored in e4m3 and
   upcast to the compute dtype layer by layer at each call, as the official code's
   ``--use-fp8``; the products stay bf16. Memory, not speed, on any CUDA GPU. Converts every
-  linear layer of the blocks, the modulation too (12.46B parameters): 23.9 to 12.3 GiB.
+  linear layer of the blocks, the modulation too (12.46B parameters): 23.9 to 12.3 GiB
+  (1.5: 8.15B, 15.5 to 7.9 GiB).
 
 Why our own module and not torchao's ``Float8DynamicActivationFloat8WeightConfig``: torchao
 refuses to build it anywhere but on a CUDA GPU of compute capability 8.9 or later, so none of
@@ -24,8 +29,8 @@ row-wise scales, which torch also implements on the CPU: the tests run this modu
 arithmetic at tiny scale (tests/unit/test_hunyuan_fp8.py).
 
 The embedders, the token refiner and the final projection stay in bf16 in both modes. ``fp8``
-also leaves the modulation layers (``norm*.linear``) alone: they see one row per call, which
-gains nothing from FP8 products.
+also leaves the modulation layers (``norm*.linear`` in both models) alone: they see one row per
+call, which gains nothing from FP8 products.
 
 LoRAs work on both (loras.py): both classes are ``nn.Linear`` subclasses with a ``compute_dtype``,
 so PEFT wraps them in its own ``lora.Linear`` and keeps the adapters in the compute dtype; the
@@ -39,7 +44,7 @@ from typing import Any, Literal
 
 import torch
 
-from framecast.engines.hunyuan.speedups import transformer_blocks
+from framecast.engines.hunyuan.blocks import spec_of
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = float(torch.finfo(E4M3).max)
@@ -179,13 +184,15 @@ def check_fp8_supported(device: torch.device, linear: str = "fp8") -> None:
         raise Fp8Unsupported(f"FRAMECAST_LINEAR={linear} is not supported on {device.type}")
 
 
-def _convertible(name: str, module: torch.nn.Module, linear: str) -> bool:
+def _convertible(
+    name: str, module: torch.nn.Module, linear: str, modulation: tuple[str, ...]
+) -> bool:
     # Our own layers are nn.Linear too (for PEFT): never convert a layer twice.
     if not isinstance(module, torch.nn.Linear) or isinstance(module, tuple(_MODULES.values())):
         return False
     if linear == "fp8-weight":
         return True
-    if ".norm" in f".{name}":
+    if any(part.startswith(modulation) for part in name.split(".")):
         return False
     return module.in_features % _ALIGN == 0 and module.out_features % _ALIGN == 0
 
@@ -204,13 +211,14 @@ def convert_blocks_to_fp8(
     if linear not in _MODULES:
         raise ValueError(f"linear={linear!r} is not one of {', '.join(FP8_MODES)}")
     module_type = _MODULES[linear]
+    spec = spec_of(transformer)
     converted = 0
-    for block in transformer_blocks(transformer):
+    for block in spec.blocks(transformer):
         home = next(block.parameters()).device
         if device is not None:
             block.to(device)
         for name, module in list(block.named_modules()):
-            if not _convertible(name, module, linear):
+            if not _convertible(name, module, linear, spec.modulation):
                 continue
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name) if parent_name else block
@@ -218,6 +226,20 @@ def convert_blocks_to_fp8(
             converted += 1
         block.to(home)
     return converted
+
+
+def convert_at_load(transformer: Any, linear: str, device: torch.device, offload: str) -> None:
+    """What an engine does with a freshly loaded transformer for ``FRAMECAST_LINEAR=linear``:
+    nothing for bf16; else convert its blocks on ``device`` (the caller has checked it can run
+    them, :func:`check_fp8_supported`), before the offload hooks, which capture the modules
+    they move, are put on."""
+    if linear not in FP8_MODES:
+        return
+    if offload == "none":
+        transformer.to(device)
+    # Quantised on the GPU block by block (seconds, not minutes), also where the blocks then
+    # live on the CPU.
+    convert_blocks_to_fp8(transformer, linear, device)
 
 
 def linear_mode(transformer: Any) -> str:

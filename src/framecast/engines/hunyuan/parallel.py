@@ -46,7 +46,8 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
     HunyuanVideoTransformer3DModel,
 )
 
-from framecast.engines.hunyuan.speedups import UnmaskedAttnProcessor, transformer_blocks
+from framecast.engines.hunyuan.blocks import transformer_blocks
+from framecast.engines.hunyuan.speedups import UnmaskedAttnProcessor
 from framecast.errors import InputError
 
 log = logging.getLogger("framecast.engines.hunyuan.parallel")

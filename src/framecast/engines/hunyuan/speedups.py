@@ -12,15 +12,20 @@
   Calls that still carry a mask stay on PyTorch's SDPA, the only backend that takes one.
 - Regional compilation: diffusers' ``compile_repeated_blocks`` matches block classes by name
   and its list lacks the ``TokenReplace*`` blocks the I2V model is made of, so it compiles
-  almost nothing. :func:`compile_blocks` compiles every double- and single-stream block.
+  almost nothing. :func:`compile_blocks` compiles every repeated block its model's spec names
+  (blocks.py): I2V's double- and single-stream blocks, 1.5's dual-stream ones.
 
 Each has a CPU test at tiny scale against the stock pipeline (tests/unit/test_hunyuan_speedups.py).
+The start-up checks, the compile decision and the result's ``path`` (:func:`check_speedups`,
+:func:`compiles`, :func:`path_of`) are here for both engines too, with the compilation: the
+HunyuanVideo 1.5 engine uses them as the I2V one does (tests/unit/test_hunyuan15_speedups.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 from typing import Any
 
 import torch
@@ -30,7 +35,10 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
     HunyuanVideoTransformer3DModel,
 )
 
+from framecast.engines.base import EngineUnavailable
+from framecast.engines.hunyuan.blocks import transformer_blocks
 from framecast.engines.hunyuan.flops import FULL_SIZE
+from framecast.engines.hunyuan.fp8 import FP8_MODES, Fp8Unsupported, check_fp8_supported
 from framecast.engines.hunyuan.pipeline import Conditions
 
 ATTENTION_BACKENDS: dict[str, tuple[AttentionBackendName | None, str]] = {
@@ -106,6 +114,39 @@ def check_attention_backend(choice: str, device: torch.device, dtype: torch.dtyp
         ) from exc
 
 
+def check_speedups(attention: str, linear: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Before the minutes of loading weights: refuse, as :class:`EngineUnavailable` with what to
+    do, an attention kernel (:func:`check_attention_backend`) or FP8 linears
+    (``FRAMECAST_LINEAR``, fp8.py) that cannot run on ``device``."""
+    try:
+        check_attention_backend(attention, device, dtype)
+        if linear in FP8_MODES:
+            check_fp8_supported(device, linear)
+    except (AttentionUnavailable, Fp8Unsupported) as exc:
+        raise EngineUnavailable(str(exc)) from exc
+
+
+def compiles(compile_mode: str, linear: str, device: torch.device, log: logging.Logger) -> bool:
+    """Whether an engine compiles its transformer blocks at start: as ``FRAMECAST_COMPILE``
+    says (auto: on a GPU), and always with ``FRAMECAST_LINEAR=fp8`` (said in ``log``)."""
+    asked = compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda")
+    if linear == "fp8" and not asked:
+        # Eagerly, the per-token casts to e4m3 cost more memory traffic than the FP8
+        # products save; compiled, each joins the kernel that makes its input.
+        log.info(
+            "FRAMECAST_LINEAR=fp8 compiles the transformer blocks (FRAMECAST_COMPILE=%s)",
+            compile_mode,
+        )
+    return asked or linear == "fp8"
+
+
+def path_of(linear: str, attention: str) -> str:
+    """A result's ``path``: ``exact`` where the engine computes what the model does (up to
+    floating-point rounding), ``fast`` with FP8 linears or quantised attention, where the video
+    deviates from the model's. (A step-cached request is ``fast`` whatever this says.)"""
+    return "exact" if linear == "bf16" and attention not in INEXACT_ATTENTION else "fast"
+
+
 def _trimmed(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``embeds`` and ``mask`` without the padding at the end, or None if it is not all at the end."""
     if embeds.shape[0] != 1:
@@ -177,8 +218,9 @@ def install_unmasked_attention(
     return processor
 
 
-def compile_blocks(transformer: HunyuanVideoTransformer3DModel, **options: Any) -> int:
-    """``torch.compile`` each transformer block in place (regional compilation).
+def compile_blocks(transformer: Any, **options: Any) -> int:
+    """``torch.compile`` each repeated transformer block (of either model) in place (regional
+    compilation).
 
     One compiled graph serves all blocks of a class, so compiling takes about as long as for
     one block while the whole stack runs compiled. Returns how many blocks were compiled.
@@ -187,8 +229,3 @@ def compile_blocks(transformer: HunyuanVideoTransformer3DModel, **options: Any) 
     for block in blocks:
         block.compile(**options)
     return len(blocks)
-
-
-def transformer_blocks(transformer: HunyuanVideoTransformer3DModel) -> list[torch.nn.Module]:
-    """Every double- and single-stream block: what each speed-up (and fp8.py) works on."""
-    return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]

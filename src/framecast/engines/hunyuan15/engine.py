@@ -8,6 +8,11 @@ denoising is diffusers' own ``__call__`` on
 :class:`~framecast.engines.hunyuan15.pipeline.FramecastHunyuan15Pipeline`.
 
 The request's options and their defaults (the loaded checkpoint's) are in :mod:`.options`.
+
+The speed-ups beyond the exact path, FP8 linears (``FRAMECAST_LINEAR``), regional compilation
+(``FRAMECAST_COMPILE``) and step caching (``step_cache``), are the HunyuanVideo-I2V engine's,
+shared code in ``engines/hunyuan/`` (fp8.py, speedups.py, cache.py) that reads what is
+particular to 1.5, its blocks, from :data:`~framecast.engines.hunyuan.blocks.HUNYUAN_15`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 )
 
 from framecast.engines.base import Engine, EngineUnavailable, GenerationRequest, Hooks
+from framecast.engines.hunyuan.cache import CachedRequests
+from framecast.engines.hunyuan.fp8 import convert_at_load, linear_label, linear_mode
 from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
@@ -39,9 +46,10 @@ from framecast.engines.hunyuan.placement import (
     visiting,
 )
 from framecast.engines.hunyuan.speedups import (
-    INEXACT_ATTENTION,
-    AttentionUnavailable,
-    check_attention_backend,
+    check_speedups,
+    compile_blocks,
+    compiles,
+    path_of,
 )
 from framecast.engines.hunyuan15 import memory
 from framecast.engines.hunyuan15.exact import ExactAttention
@@ -113,8 +121,12 @@ class Placement:
         return cls(device, "none", f32, f32, f32, True)
 
 
-def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan15Pipeline:
-    """Load the weights (never from the network) and place them as ``placement`` says."""
+def load_pipeline(
+    source: ModelSource, placement: Placement, linear: str = "bf16"
+) -> FramecastHunyuan15Pipeline:
+    """Load the weights (never from the network) and place them as ``placement`` says;
+    ``linear="fp8"`` or ``"fp8-weight"`` converts the transformer blocks' linear layers first
+    (engines/hunyuan/fp8.py; the caller checks the device can run them)."""
     if source.is_tiny:
         from framecast.engines.hunyuan15.tiny import build_tiny_pipeline
 
@@ -152,6 +164,7 @@ def load_pipeline(source: ModelSource, placement: Placement) -> FramecastHunyuan
     # decode on a CPU peaks at 5.9 GB of RSS, tiled at 1.6 GB (and videos smaller than one
     # tile, as the tests make, are decoded whole either way).
     enable_official_vae_tiling(pipe.vae)
+    convert_at_load(pipe.transformer, linear, placement.device, placement.offload)
     place(pipe, placement, _models(pipe))
     return pipe
 
@@ -198,6 +211,7 @@ class Hunyuan15Engine(Engine):
         self.placement = placement
         self.tiny = tiny
         self.attention = attention
+        self.linear = linear_mode(pipe.transformer)  # "bf16", "fp8" or "fp8-weight"
         self._exact = ExactAttention(pipe.transformer, attention) if exact_speedups else None
         self.gpu_memory: int | None = None
         """The GPU's memory in bytes, where requests are checked against the computed peak
@@ -208,6 +222,8 @@ class Hunyuan15Engine(Engine):
         self.resolution = RESOLUTION_OF_TARGET_SIZE.get(int(pipe.transformer.config.target_size))
         """The checkpoint's resolution ("480p", "720p"); None for the tiny model."""
         self.compiled = False
+        self._cached = CachedRequests()
+        """The step cache's pass counts of the last request that ran with one."""
         # Each request gets its own scheduler (flow shift) and guider (guidance scale).
         self._base_scheduler = pipe.scheduler
         self._base_guider = pipe.guider
@@ -230,14 +246,12 @@ class Hunyuan15Engine(Engine):
         compile_mode: str = "off",
         exact_speedups: bool = True,
         attention: str = "auto",
+        linear: str = "bf16",
         memory_check: bool = True,
     ) -> Hunyuan15Engine:
         placement = Placement.choose(device, offload)
-        try:  # before the minutes of loading weights
-            check_attention_backend(attention, placement.device, placement.transformer_dtype)
-        except AttentionUnavailable as exc:
-            raise EngineUnavailable(str(exc)) from exc
-        pipe = load_pipeline(source, placement)
+        check_speedups(attention, linear, placement.device, placement.transformer_dtype)
+        pipe = load_pipeline(source, placement, linear)
         if keep_on_gpu(pipe.text_encoder, placement, text_encoder_headroom(pipe)):
             placement = replace(placement, text_encoder_resident=True)
         engine = cls(
@@ -261,7 +275,7 @@ class Hunyuan15Engine(Engine):
         if memory_check and placement.device.type == "cuda" and not source.is_tiny:
             engine.gpu_memory = int(torch.cuda.mem_get_info(placement.device)[1])
             engine.check_fits_at_all()
-        if compile_mode == "on" or (compile_mode == "auto" and placement.device.type == "cuda"):
+        if compiles(compile_mode, linear, placement.device, log):
             engine.compile()
         return engine
 
@@ -304,9 +318,9 @@ class Hunyuan15Engine(Engine):
         )
 
     def compile(self) -> None:
-        """Compile every repeated transformer block (diffusers' regional ``torch.compile``);
+        """Compile every transformer block (regional ``torch.compile``, as the I2V engine);
         the first request after this pays the compile time."""
-        self.pipe.transformer.compile_repeated_blocks()
+        compile_blocks(self.pipe.transformer)
         self.compiled = True
 
     def metadata(self) -> dict[str, Any]:
@@ -325,8 +339,9 @@ class Hunyuan15Engine(Engine):
             "compiled": self.compiled,
             "attention_mask": "dropped (no padding)" if self._exact else "stock",
             "attention": self.attention,
-            # "fast": quantised attention; the video deviates from the model's.
-            "path": "fast" if self.attention in INEXACT_ATTENTION else "exact",
+            "linear": linear_label(self.linear, self.placement.transformer_dtype),
+            # "fast": FP8 linears or quantised attention; the video deviates from the model's.
+            "path": path_of(self.linear, self.attention),
         }
         if self.tiny:
             meta["tiny_random"] = True
@@ -339,6 +354,7 @@ class Hunyuan15Engine(Engine):
     def describe(self, request: GenerationRequest) -> dict[str, Any]:
         options = Options.of(request, self.defaults)
         described = {k: v for k, v in options.__dict__.items() if v is not None}
+        described.update(self._cached.describe(request, options.step_cache))
         return {**described, **peak_memory(self.placement)}
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
@@ -404,7 +420,12 @@ class Hunyuan15Engine(Engine):
             hooks.raise_if_cancelled()
 
         hooked = pipe.hooked(width=request.width, height=request.height, on_step=on_step)
-        with torch.inference_mode(), hooked:
+        # The guider enters a cache context around each pass ("pred_cond", "pred_uncond"), so
+        # the step cache needs no branches told apart; a cancel (raised by on_step) removes it.
+        cache = self._cached.running(
+            request, pipe.transformer, options.step_cache, options.step_cache_threshold
+        )
+        with torch.inference_mode(), hooked, cache:
             (latents,) = pipe(
                 image=image,
                 num_frames=request.num_frames,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 from framecast.engines.base import GenerationRequest
 from framecast.errors import InputError
+from framecast.models.base import StepCache, step_cache_options
 from framecast.models.hunyuan15_i2v import CHECKPOINTS, NEGATIVE_PROMPT, STEPS_OF_KIND
 
 if TYPE_CHECKING:
@@ -68,7 +69,9 @@ class Options:
       one transformer pass per step and no negative prompt);
     - ``flow_shift``: the flow-match scheduler's shift;
     - ``negative_prompt``: what the unconditional pass is conditioned on; None here when
-      guidance is off, since nothing uses it then.
+      guidance is off, since nothing uses it then;
+    - ``step_cache``, ``step_cache_threshold``: the step cache (engines/hunyuan/cache.py) and
+      its threshold, defaulted with a cache and None without one, as the input gives them.
 
     Each default is the checkpoint's (:class:`Defaults`; the official values are in
     :data:`~framecast.models.hunyuan15_i2v.CHECKPOINTS`).
@@ -78,6 +81,8 @@ class Options:
     guidance_scale: float
     flow_shift: float
     negative_prompt: str | None
+    step_cache: StepCache | None = None
+    step_cache_threshold: float | None = None
 
     @property
     def cfg(self) -> bool:
@@ -101,6 +106,19 @@ class Options:
             )
         if not shift > 0:
             raise InputError(f"flow_shift must be positive, got {shift}", field="flow_shift")
-        negative = str(option("negative_prompt", NEGATIVE_PROMPT))
-        options = cls(steps, guidance, shift, negative)
-        return options if options.cfg else cls(steps, guidance, shift, None)
+        kind, threshold = given.get("step_cache"), given.get("step_cache_threshold")
+        if kind not in (None, *get_args(StepCache)):
+            raise InputError(
+                f"step_cache must be one of {get_args(StepCache)} or None, got {kind!r}",
+                field="step_cache",
+            )
+        if threshold is not None and kind is None:
+            raise InputError(
+                "step_cache_threshold only has an effect with a step cache",
+                field="step_cache_threshold",
+            )
+        cache = step_cache_options(kind, None if threshold is None else float(threshold))
+        options = cls(steps, guidance, shift, str(option("negative_prompt", NEGATIVE_PROMPT)))
+        if not options.cfg:
+            options = replace(options, negative_prompt=None)
+        return replace(options, **cache)

@@ -146,7 +146,8 @@ def build_tiny_pipeline(
             out_channels=LATENT_CHANNELS,
             num_attention_heads=2,
             attention_head_dim=16,
-            num_layers=1,
+            # Two blocks: First Block Cache needs a first block to decide and others to skip.
+            num_layers=2,
             num_refiner_layers=1,
             mlp_ratio=2.0,
             patch_size=1,
