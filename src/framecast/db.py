@@ -213,6 +213,32 @@ workers = Table(
     Column("reason", Text),
 )
 
+# The history /metrics reports, kept as totals by the status change that adds to them
+# (framecast.request_totals), in that change's transaction: a scrape reads these few rows, not
+# every request ever finished.
+request_totals = Table(
+    "request_totals",
+    metadata,
+    # Finished requests per model, final status and error code ("" unless failed).
+    Column("model", String(100), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("error_code", String(64), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+)
+
+request_histograms = Table(
+    "request_histograms",
+    metadata,
+    # One bucket of a /metrics histogram: how many values fell in (the bound below, le], and
+    # their sum. Not cumulative: a value adds to one row.
+    Column("histogram", String(16), primary_key=True),
+    Column("model", String(100), primary_key=True),
+    Column("status", String(16), primary_key=True),  # "run": the final status; else ""
+    Column("le", String(32), primary_key=True),  # the bucket's upper bound, e.g. "5.0", "+Inf"
+    Column("observations", BigInteger, nullable=False),
+    Column("total", Float, nullable=False),
+)
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()

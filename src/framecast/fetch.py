@@ -196,31 +196,40 @@ def _parse_http_url(url: str, *, label: str = "image_url") -> _Target:
     return _Target(
         url=url,
         scheme=scheme,
-        host=_ascii_host(parts.hostname, label),
+        host=ascii_host(parts.hostname, label),
         port=port or _DEFAULT_PORTS[scheme],
-        path=_percent_encode_non_ascii(parts.path or "/")
-        + (f"?{_percent_encode_non_ascii(parts.query)}" if parts.query else ""),
+        path=ascii_target(parts.path, parts.query),
     )
 
 
-def _percent_encode_non_ascii(text: str) -> str:
-    # httpcore sends the request target as ASCII bytes; browsers send UTF-8 escapes instead.
+def percent_encode_non_ascii(text: str) -> str:
+    """``text`` with every non-ASCII character as its UTF-8 percent-escapes (what browsers
+    send); ASCII, escapes already there included, is left as it is."""
+    # httpcore sends the request target as ASCII bytes, and refuses anything else.
     return _NON_ASCII.sub(lambda match: quote(match.group()), text)
 
 
-def _ascii_host(hostname: str, label: str) -> str:
+def ascii_target(path: str, query: str) -> str:
+    """A URL's path and query as a request target on the wire (ASCII)."""
+    target = percent_encode_non_ascii(path or "/")
+    return f"{target}?{percent_encode_non_ascii(query)}" if query else target
+
+
+def ascii_host(hostname: str, label: str, code: str = "image_url_invalid") -> str:
+    """A URL's host as it goes on the wire: IDNA (``xn--``) labels for a name, the canonical
+    form of an IPv6 address. :class:`InputError` (``code``) when it is neither."""
     if ":" in hostname:
         try:
             return str(ipaddress.IPv6Address(hostname))
         except ValueError:
-            raise _invalid(f"{label} has an invalid IPv6 host [{hostname}].") from None
+            raise InputError(f"{label} has an invalid IPv6 host [{hostname}].", code=code) from None
     try:
-        ascii_host = hostname.encode("idna").decode("ascii")
+        encoded = hostname.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise _invalid(f"{label} has an invalid host name {hostname!r}.") from None
-    if not _HOSTNAME.fullmatch(ascii_host):
-        raise _invalid(f"{label} has an invalid host name {hostname!r}.")
-    return ascii_host
+        raise InputError(f"{label} has an invalid host name {hostname!r}.", code=code) from None
+    if not _HOSTNAME.fullmatch(encoded):
+        raise InputError(f"{label} has an invalid host name {hostname!r}.", code=code)
+    return encoded
 
 
 # --- data: URIs ---------------------------------------------------------------------------------

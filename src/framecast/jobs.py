@@ -5,8 +5,9 @@ one UPDATE, written by :meth:`JobStore._transition` alone, guarded by the state 
 come from (see :mod:`framecast.states`) and, for a worker's writes, by its lease token; the row
 it returns says whether it took effect. A worker whose lease was taken away therefore cannot
 complete, fail or overwrite a request: its token no longer matches.
-Whatever must happen together with a status change (a NOTIFY, a row in another table) runs in
-that UPDATE's transaction: see :data:`StatusListener`.
+Whatever must happen together with a status change (a NOTIFY, /metrics' totals in
+:mod:`framecast.request_totals`, a row in another table) runs in that UPDATE's transaction: see
+:data:`StatusListener`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from framecast import states
+from framecast import request_totals, states
 from framecast.db import requests, utcnow
 from framecast.results import VideoResult
 from framecast.states import Status
@@ -401,14 +402,17 @@ class JobStore:
         states.check(source, target)
         now = utcnow()
         with self.engine.begin() as conn:
-            request_id = conn.execute(
+            row = conn.execute(
                 update(requests)
                 .where(which, requests.c.status == source, *guards)
                 .values(status=target, updated_at=now, **values)
-                .returning(requests.c.id)
-            ).scalar_one_or_none()
-            if request_id is None:
+                .returning(*request_totals.RETURNED)
+            ).one_or_none()
+            if row is None:
                 return None
+            request_id = row.id
+            # /metrics' totals move with the status, in its transaction: exact on every node.
+            request_totals.record(conn, source, target, row)
             if target is Status.IN_QUEUE:
                 self._notify(conn)
             change = StatusChange(request_id, source, target, now)

@@ -18,6 +18,9 @@ from framecast.jobs import Job
 from framecast.states import Status
 
 _CURSOR_PREFIX = "v1:"
+_MAX_SEQ = 2**63 - 1
+"""``seq`` is a BIGINT: a larger position is not one this server handed out, and PostgreSQL
+would refuse to compare with it."""
 
 
 class BadCursor(ValueError):
@@ -36,7 +39,11 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadCursor(cursor) from exc
     number = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not number.isdigit():
+    # isdigit() alone takes "²" and other digits int() refuses; ASCII ones only, and few
+    # enough that int() never meets Python's limit on digits.
+    if not text.startswith(_CURSOR_PREFIX) or not (number.isascii() and number.isdigit()):
+        raise BadCursor(cursor)
+    if len(number) > len(str(_MAX_SEQ)) or int(number) > _MAX_SEQ:
         raise BadCursor(cursor)
     return int(number)
 

@@ -3,11 +3,12 @@
 The queue, the requests and the workers all live in the database, so every API node answers
 ``/metrics`` with the same, fleet-wide figures, and nothing is lost when a node restarts: no
 counter is kept in process memory. Aggregate over nodes with ``max`` (or scrape one), not
-``sum``. Histograms are computed by the database from each request's timestamps (wait: submit to
-start; run: start to finish) and from the peak GPU memory its engine recorded in the result's
-metadata (``peak_gpu_memory_bytes``), so a scrape reads the whole requests table: cheap at the
-rate a GPU fleet finishes videos, and the reason ``/metrics`` is not meant to be scraped every
-second.
+``sum``. The history (finished requests, the wait, run and peak GPU memory histograms) is kept
+as totals by each status change (:mod:`framecast.request_totals`); the queue and running gauges
+count the unfinished requests through the index on status. So a scrape's cost follows the
+number of models, buckets and unfinished requests, never the number of requests ever finished.
+The one exception is ``render``'s ``node``: counters of events that leave nothing in the
+database (slow bodies cut off), kept by each process (:mod:`framecast.node_metrics`).
 """
 
 from __future__ import annotations
@@ -24,34 +25,23 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, Engine, Float, and_, case, cast, func, select
+from sqlalchemy import Engine, func, select
 
+from framecast import request_totals
 from framecast.db import requests, utcnow, workers
-from framecast.engines.base import PEAK_GPU_MEMORY_KEY
+from framecast.request_totals import (
+    GPU_MEMORY_BUCKETS,
+    RUN_BUCKETS,
+    WAIT_BUCKETS,
+    Histogram,
+)
 from framecast.states import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
-"""Seconds from submit to a worker starting it."""
-RUN_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0)
-"""Seconds from start to finish: a preview takes seconds, the model at 720p most of an hour."""
-GIB = 1024.0**3
-GPU_MEMORY_BUCKETS = tuple(g * GIB for g in (8, 16, 24, 32, 40, 48, 64, 80, 96, 141))
-"""Bytes: the cards' sizes (24 GB consumer, 40/80 GB A100, 80 GB H100, 141 GB H200)."""
-
-
 WORKER_STATES = ("loading", "idle", "busy", "failed")
 FAILED_WORKERS_FOR = dt.timedelta(days=1)
 """A worker that gave up loading its engine counts as ``failed`` this long (as /readyz says)."""
-
-
-@dataclass(frozen=True)
-class Histogram:
-    labels: tuple[str, ...]
-    cumulative: tuple[int, ...]
-    """Observations at or below each bucket bound, then the total (the +Inf bucket)."""
-    total: float
 
 
 @dataclass(frozen=True)
@@ -70,37 +60,6 @@ class Snapshot:
     workers: dict[str, int]
 
 
-def _seconds(
-    engine: Engine, later: ColumnElement[dt.datetime], earlier: ColumnElement[dt.datetime]
-) -> ColumnElement[float]:
-    if engine.dialect.name == "sqlite":  # stored as text; julianday counts days
-        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-    return cast(func.extract("epoch", later - earlier), Float)
-
-
-def _histograms(
-    engine: Engine,
-    value: ColumnElement[float],
-    bounds: Sequence[float],
-    group: Sequence[ColumnElement[str]],
-    where: ColumnElement[bool],
-) -> list[Histogram]:
-    columns = [func.sum(case((value <= bound, 1), else_=0)) for bound in bounds]
-    query = (
-        select(*group, func.count(), func.coalesce(func.sum(value), 0.0), *columns)
-        .where(where)
-        .group_by(*group)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    out = []
-    for row in rows:
-        labels = tuple(str(v or "") for v in row[: len(group)])
-        count, total, *below = row[len(group) :]
-        out.append(Histogram(labels, (*(int(b or 0) for b in below), int(count)), float(total)))
-    return out
-
-
 def read_snapshot(
     engine: Engine, models: Iterable[str], heartbeat_window: dt.timedelta
 ) -> Snapshot:
@@ -108,18 +67,13 @@ def read_snapshot(
     now = utcnow()
     r = requests.c
     with engine.connect() as conn:
+        # Through ix_requests_status_model_seq: the unfinished requests only.
         queue_rows = conn.execute(
             select(r.model, r.status, func.count(), func.min(r.created_at))
             .where(r.status.in_([Status.IN_QUEUE.value, Status.IN_PROGRESS.value]))
             .group_by(r.model, r.status)
         ).all()
-        finished_rows = conn.execute(
-            select(r.model, r.status, r.error_code, func.count())
-            .where(
-                r.status.in_([s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)])
-            )
-            .group_by(r.model, r.status, r.error_code)
-        ).all()
+        totals = request_totals.read(conn)
         w = workers.c
         live = conn.execute(
             select(w.state, func.count())
@@ -142,30 +96,11 @@ def read_snapshot(
             oldest[model] = max(0.0, (now - first).total_seconds()) if first else 0.0
         else:
             running[model] = int(count)
-    finished = {(m, s, code or ""): int(n) for m, s, code, n in finished_rows}
+    finished = totals.finished
     known = tuple(dict.fromkeys([*models, *queued, *running, *(k[0] for k in finished)]))
-    wait = _histograms(
-        engine,
-        _seconds(engine, r.started_at, r.created_at),
-        WAIT_BUCKETS,
-        [r.model],
-        r.started_at.is_not(None),
-    )
-    run = _histograms(
-        engine,
-        _seconds(engine, r.finished_at, r.started_at),
-        RUN_BUCKETS,
-        [r.model, r.status],
-        and_(r.started_at.is_not(None), r.finished_at.is_not(None)),
-    )
-    peak = cast(r.result[("metadata", PEAK_GPU_MEMORY_KEY)].as_float(), Float)
-    gpu_memory = _histograms(
-        engine,
-        peak,
-        GPU_MEMORY_BUCKETS,
-        [r.model],
-        and_(r.status == Status.COMPLETED.value, peak.is_not(None)),
-    )
+    wait = totals.histograms[request_totals.WAIT]
+    run = totals.histograms[request_totals.RUN]
+    gpu_memory = totals.histograms[request_totals.GPU_MEMORY]
     states = (
         dict.fromkeys(WORKER_STATES, 0) | {s: int(n) for s, n in live} | {"failed": int(failed)}
     )
@@ -256,8 +191,16 @@ class DatabaseCollector(Collector):
         yield from families(read_snapshot(self.engine, self.models, self.heartbeat_window))
 
 
-def render(engine: Engine, models: Sequence[str], heartbeat_window: dt.timedelta) -> bytes:
-    """The text exposition format of the current figures."""
+def render(
+    engine: Engine,
+    models: Sequence[str],
+    heartbeat_window: dt.timedelta,
+    node: Collector | None = None,
+) -> bytes:
+    """The text exposition format of the current figures; ``node``: this process's own
+    counters (``framecast.node_metrics``), beside the database's."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, models, heartbeat_window))
+    if node is not None:
+        registry.register(node)
     return generate_latest(registry)

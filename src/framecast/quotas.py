@@ -2,9 +2,12 @@
 submit. Both are counted in the database, so they hold however many API nodes share it.
 
 The rate limit is a fixed window per owner: one row, bumped by a single upsert, whose result is
-the count so far in the current window. The active-request limit is checked in the
-transaction that inserts the request (see :meth:`QuotaStore.active_guard`), after locking the
-owner's row, so two concurrent submits cannot both take the last slot.
+the count so far in the current window. It counts requests made, not submits tried: the count
+is bumped in the transaction that inserts the request (:meth:`QuotaStore.insert_guard`), so a
+submit refused for its input (a 422), by a limit or by its Idempotency-Key uses none of it;
+before the image is fetched, a submit is only checked against the count so far. The
+active-request limit is checked in that same transaction, after locking the owner's row, so two
+concurrent submits cannot both take the last slot (nor the last submit of the window).
 """
 
 from __future__ import annotations
@@ -131,28 +134,48 @@ class QuotaStore:
 
     # -- the checks -----------------------------------------------------------------------
 
-    def count_submit(self, owner: str, rate: Rate, now: float | None = None) -> None:
-        """Count one submit in the owner's current window; :class:`QuotaExceeded` when it is
-        one too many. A single upsert, so concurrent nodes never lose a count."""
+    def check_rate(self, owner: str, rate: Rate, now: float | None = None) -> None:
+        """:class:`QuotaExceeded` when the owner's current window is already full; counts
+        nothing (:meth:`count_submit` does, with the INSERT)."""
         now = time.time() if now is None else now
+        table = submit_counters
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(table.c.window_start, table.c.submits).where(table.c.owner == owner)
+            ).one_or_none()
+        if row is not None and row.window_start == rate.window_of(now):
+            self._check_count(rate, row.submits + 1, now)
+
+    def count_submit(
+        self, owner: str, rate: Rate, now: float | None = None, conn: Connection | None = None
+    ) -> None:
+        """Count one submit in the owner's current window; :class:`QuotaExceeded` when it is
+        one too many. A single upsert, so concurrent nodes never lose a count. ``conn``: the
+        INSERT's transaction, which the count then joins (and is rolled back with); the
+        upsert locks the owner's row until it ends."""
+        now = time.time() if now is None else now
+        if conn is None:
+            with self.engine.begin() as own:
+                self.count_submit(owner, rate, now, own)
+            return
         window = rate.window_of(now)
         table = submit_counters
-        with self.engine.begin() as conn:
-            statement = (
-                _upsert(conn)(table)
-                .values(owner=owner, window_start=window, submits=1)
-                .on_conflict_do_update(
-                    index_elements=[table.c.owner],
-                    set_={
-                        "submits": case(
-                            (table.c.window_start == window, table.c.submits + 1), else_=1
-                        ),
-                        "window_start": window,
-                    },
-                )
-                .returning(table.c.submits)
+        statement = (
+            _upsert(conn)(table)
+            .values(owner=owner, window_start=window, submits=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.owner],
+                set_={
+                    "submits": case((table.c.window_start == window, table.c.submits + 1), else_=1),
+                    "window_start": window,
+                },
             )
-            submits = conn.execute(statement).scalar_one()
+            .returning(table.c.submits)
+        )
+        self._check_count(rate, conn.execute(statement).scalar_one(), now)
+
+    def _check_count(self, rate: Rate, submits: int, now: float) -> None:
+        """:class:`QuotaExceeded` when ``submits``, counting this one, is over ``rate``."""
         if submits > rate.count:
             retry = rate.retry_after(now)
             raise QuotaExceeded(
@@ -206,5 +229,19 @@ class QuotaStore:
             )
             # After the INSERT: the count includes the new request.
             self.check_active(max_active, self.active(owner, conn))
+
+        return guard
+
+    def insert_guard(self, owner: str, limits: Limits) -> Callable[[Connection, object], None]:
+        """For :meth:`framecast.jobs.JobStore.submit`'s ``also``: counts the submit against the
+        rate and checks the active-request limit, in the INSERT's transaction (either refusal
+        rolls the INSERT back, and the count with it)."""
+        check_active = self.active_guard(owner, limits.max_active) if limits.max_active else None
+
+        def guard(conn: Connection, job: object) -> None:
+            if limits.rate is not None:
+                self.count_submit(owner, limits.rate, conn=conn)
+            if check_active is not None:
+                check_active(conn, job)
 
         return guard

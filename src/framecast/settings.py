@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
     public_base_url: str | None = Field(
         None,
-        description="Base URL used in returned links (e.g. https://api.example.com); default: taken from each request.",
+        description="Base URL used in returned links (e.g. https://api.example.com); default: taken from each request (its Host header, refused with a 400 when it is not a host and port). Set it behind a proxy or load balancer: then no Host header a client sends reaches a link.",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     )
     link_ttl_seconds: int = Field(
         24 * 3600, gt=0, description="How long an output link stays valid."
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="When set, GET /metrics needs 'Authorization: Bearer <token>' (401 otherwise); unset, it is open to anyone who can reach the API.",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long each API process serves the same rendered /metrics scrape before reading the database again; 0: read it at every scrape.",
     )
 
     # Inputs
@@ -121,6 +130,21 @@ class Settings(BaseSettings):
         gt=0,
         description="Bytes of request bodies the API holds at once (each reserves its Content-Length before it is read, until it is answered); a request that finds no room within 30 s is answered 503 with Retry-After. Bounds the API's memory under many large data: URI submits.",
     )
+    max_inflight_body_bytes_per_key: int | None = Field(
+        None,
+        gt=0,
+        description="Bytes of request bodies one API key holds at once, out of FRAMECAST_MAX_INFLIGHT_BODY_BYTES (a key holding none may always send one body); a request over it that finds no room within 30 s is answered 429 with Retry-After. Default: half the budget, so one key cannot starve the others: the other half (96 MiB by default) always has room for a body at the cap.",
+    )
+    body_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest a request body may take to arrive (the time spent waiting for its bytes); a slower one is answered 408 and its connection closed. Default: 30 minutes, in which a 67 MB body (a 50 MB image as a data: URI) arrives at 300 kbit/s.",
+    )
+    body_min_bytes_per_second: float = Field(
+        8192.0,
+        gt=0,
+        description="Slowest a request body may arrive on average, after its first 10 s; a slower one is answered 408 and its connection closed. Each byte buys time, so a stall after a good start is tolerated. Default: 8 KiB/s (64 kbit/s), well under any link that can send a large body within FRAMECAST_BODY_TIMEOUT_SECONDS.",
+    )
 
     # Limits per API key (a key's own, from `framecast keys set-limits`, replace these)
     max_active_per_key: int | None = Field(
@@ -131,6 +155,17 @@ class Settings(BaseSettings):
     submit_rate: str | None = Field(
         None,
         description="Most submits per key in each fixed window, e.g. 60/minute, 10/second or 1000/hour; counted in the database, so it holds across API nodes. One more is answered 429 with Retry-After (the seconds until the window ends). Default: no limit.",
+    )
+    # Waits: counted by each API process in memory (api/wait_slots.py), not per key in the DB.
+    max_streams_per_key: int = Field(
+        16,
+        ge=1,
+        description="Most status streams and `Prefer: wait` answers one key may have open at once on one API process; one more is answered 429 `too_many_streams` with Retry-After (framecast's client then polls instead).",
+    )
+    max_streams: int = Field(
+        1000,
+        ge=1,
+        description="Most status streams and `Prefer: wait` answers one API process holds open at once, all keys together; one more is answered 429 `server_streams_full` with Retry-After.",
     )
 
     # Workers and the queue
@@ -175,7 +210,7 @@ class Settings(BaseSettings):
     )
     linear: LinearPrecision = Field(
         "bf16",
-        description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB). Both fp8 modes are the fast path: results are labelled path=fast. HunyuanVideo-I2V only so far: a worker with an fp8 mode does not serve HunyuanVideo 1.5 (it says why), or stops at start if FRAMECAST_MODELS names it. See docs/performance.md.",
+        description="Precision of the hunyuan transformer's linear layers: bf16 (exact); fp8 (faster: e4m3 weights and activations with row-wise scales, GPUs of compute capability 8.9 or later, always compiled, transformer weights 23.9 -> 15.4 GiB, HunyuanVideo 1.5's 15.5 -> 10.4); or fp8-weight (less memory, not faster: e4m3 weights upcast to bf16 layer by layer, any CUDA GPU, 23.9 -> 12.3 GiB, 1.5's 15.5 -> 7.9). Both fp8 modes are the fast path: results are labelled path=fast. Both models. See docs/performance.md.",
     )
     lora_dir: Path | None = Field(
         None,
@@ -306,6 +341,13 @@ class Settings(BaseSettings):
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        from framecast.api.public_url import checked_public_base_url
+
+        return checked_public_base_url(value) if value else None
+
     @field_validator("submit_rate")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
@@ -340,6 +382,13 @@ class Settings(BaseSettings):
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return self.max_image_bytes * 3 // 2 + 1024 * 1024
+
+    @property
+    def inflight_body_share(self) -> int:
+        """FRAMECAST_MAX_INFLIGHT_BODY_BYTES_PER_KEY, or half the in-flight budget."""
+        if self.max_inflight_body_bytes_per_key is not None:
+            return self.max_inflight_body_bytes_per_key
+        return self.max_inflight_body_bytes // 2
 
     @property
     def media_dir(self) -> Path:

@@ -125,6 +125,10 @@ def test_serve_with_a_read_only_data_folder_says_what_to_do(
     assert_one_line_error(proc, EXIT_CONFIG, str(data), "cannot be written", "FRAMECAST_DATA_DIR")
 
 
+LOCAL = ("127.0.0.1", 50000)
+"""A TestClient's address on this machine (its default, "testclient", is no address)."""
+
+
 def test_a_worker_that_cannot_load_its_engine_retries_then_stops_and_readyz_says_why(
     tmp_path: Path,
 ) -> None:
@@ -146,7 +150,8 @@ def test_a_worker_that_cannot_load_its_engine_retries_then_stops_and_readyz_says
     retries = [line for line in proc.stderr.splitlines() if "loading the engine failed" in line]
     assert len(retries) == 2 and "try 1 of 3" in retries[0] and "try 2 of 3" in retries[1]
 
-    with TestClient(create_app(Settings(data_dir=data))) as client:
+    # From this machine: /readyz gives the reason only to local or keyed callers.
+    with TestClient(create_app(Settings(data_dir=data)), client=LOCAL) as client:
         r = client.get("/readyz")
     assert r.status_code == 503
     message = r.json()["error"]["message"]
@@ -189,7 +194,7 @@ def test_readyz_names_the_reason_of_a_worker_still_retrying_its_engine(
 ) -> None:
     """While it retries: with its models known (its load failed), or not even those (its plan
     failed, e.g. no weights for any model)."""
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data")), client=LOCAL) as client:
         registry = client.app.state.services.registry  # type: ignore[attr-defined]
         registry.register("gpu-1", "host", 1, serves=serves)
         retrying = "loading the engine failed (try 1 of 3): CUDA busy; trying again in 5 s"

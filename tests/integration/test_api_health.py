@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from framecast.api.app import create_app
 from framecast.api.services import build_services
 
-from .inprocess import assert_error, client_for, make_app, services_of, settings_for
+from .inprocess import KEY, assert_error, client_for, make_app, services_of, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -101,3 +102,74 @@ async def test_not_ready_when_the_database_is_unreachable_yet_still_alive(tmp_pa
         body = assert_error(await c.get("/readyz"), 503, "database_unreachable")
         assert body["error"]["message"] == "the database is unreachable: OperationalError"
         assert (await c.get("/healthz")).status_code == 200
+
+
+# --- what /readyz tells whom ------------------------------------------------------------------
+
+WEIGHTS = "/srv/framecast/weights/HunyuanVideo-I2V"
+HOST = "gpu-node-17.internal"
+
+
+def remote(app: FastAPI, key: str | None = None) -> httpx.AsyncClient:
+    """A client calling from another machine (not loopback), with ``key`` if given."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50123)),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+    )
+
+
+def add_failing_workers(app: FastAPI) -> None:
+    registry = services_of(app).registry
+    why = f"OSError: {WEIGHTS}/transformer: no such file or directory"
+    registry.register(f"{HOST}-41-a1b2c3", HOST, 41, serves=[I2V])
+    registry.beat(f"{HOST}-41-a1b2c3", state="failed", reason=why)
+
+
+async def test_readyz_keeps_paths_and_host_names_from_anonymous_remote_callers(
+    app: FastAPI,
+) -> None:
+    add_failing_workers(app)
+    async with remote(app) as anonymous, remote(app, key="not-a-key") as wrong:
+        for c in (anonymous, wrong):  # a wrong key is no key here, not a 401
+            r = await c.get("/readyz")
+            body = assert_error(r, 503, "no_ready_worker")
+            assert WEIGHTS not in r.text and HOST not in r.text, r.text
+            assert "1 gave up loading their engine" in body["error"]["message"]
+    async with remote(app, key=KEY) as keyed, client_for(app, key=None) as local:
+        for c in (keyed, local):
+            body = assert_error(await c.get("/readyz"), 503, "no_ready_worker")
+            assert WEIGHTS in body["error"]["message"] and HOST in body["error"]["message"]
+
+
+async def test_readyz_keeps_a_retrying_worker_s_reason_and_id_for_keyed_callers(
+    app: FastAPI,
+) -> None:
+    registry = services_of(app).registry
+    worker = f"{HOST}-42-d4e5f6"
+    registry.register(worker, HOST, 42, serves=[I2V])
+    registry.beat(worker, reason=f"try 1 of 3 failed: {WEIGHTS} is not readable; retrying")
+    async with remote(app) as anonymous:
+        r = await anonymous.get("/readyz")
+    body = assert_error(r, 503, "no_ready_worker")
+    assert WEIGHTS not in r.text and HOST not in r.text, r.text
+    assert body["error"]["workers"] == [{"state": "loading", "engine": None, "serves": [I2V]}]
+    assert "some report an error" in body["error"]["message"]
+    async with remote(app, key=KEY) as keyed:
+        body = assert_error(await keyed.get("/readyz"), 503, "no_ready_worker")
+    assert WEIGHTS in body["error"]["message"]
+    assert [w["id"] for w in body["error"]["workers"]] == [worker]
+
+
+async def test_a_ready_answer_names_workers_only_to_keyed_or_local_callers(app: FastAPI) -> None:
+    registry = services_of(app).registry
+    registry.register(f"{HOST}-43-abcdef", HOST, 43, serves=[I2V])
+    registry.beat(f"{HOST}-43-abcdef", state="idle", engine="hunyuan", model=WEIGHTS)
+    async with remote(app) as anonymous:
+        r = await anonymous.get("/readyz")
+    assert r.status_code == 200 and WEIGHTS not in r.text and HOST not in r.text, r.text
+    assert r.json()["workers"] == [{"state": "idle", "engine": "hunyuan", "serves": [I2V]}]
+    async with remote(app, key=KEY) as keyed, client_for(app, key=None) as local:
+        for c in (keyed, local):
+            (worker,) = (await c.get("/readyz")).json()["workers"]
+            assert (worker["id"], worker["model"]) == (f"{HOST}-43-abcdef", WEIGHTS)

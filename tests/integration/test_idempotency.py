@@ -12,10 +12,17 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from framecast.db import create_db_engine, idempotency_keys, migrate, requests, utcnow
-from framecast.idempotency import ABANDONED_AFTER, KEY_TTL, IdempotencyStore
+from framecast.idempotency import (
+    KEY_TTL,
+    SUBMIT_MARGIN,
+    IdempotencyConflict,
+    IdempotencyStore,
+    body_hash,
+    submit_deadline,
+)
 
 from .inprocess import (
     OTHER_KEY,
@@ -132,7 +139,7 @@ async def test_a_claim_whose_submit_died_is_taken_over(
     services = services_of(app)
     owner = services.keys.owner_for("in-process-test-key")
     assert owner is not None
-    stale = dt.datetime.now(dt.UTC) - ABANDONED_AFTER - dt.timedelta(seconds=5)
+    stale = dt.datetime.now(dt.UTC) - services.idempotency.abandoned_after - dt.timedelta(seconds=5)
     with services.db.begin() as conn:
         conn.execute(
             idempotency_keys.insert().values(
@@ -192,5 +199,104 @@ def test_keys_past_their_24_hours_are_swept_and_younger_ones_kept(db_url: str) -
         with engine.connect() as conn:
             left = conn.execute(select(idempotency_keys.c.key)).scalars().all()
         assert left == ["young"]
+    finally:
+        engine.dispose()
+
+
+def test_a_claim_is_abandoned_after_about_the_submits_own_deadline(tmp_path: Path) -> None:
+    """Not minutes: the image download's limit and a margin for the rest of the submit."""
+    app = make_app(tmp_path, fetch_timeout_seconds=7)
+    assert services_of(app).idempotency.abandoned_after == submit_deadline(7)
+    assert submit_deadline(7) == dt.timedelta(seconds=7) + SUBMIT_MARGIN
+
+
+async def test_a_retry_after_the_api_died_mid_submit_waits_out_the_claim_and_is_made(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Issue 21: such a retry hung, then got 409 idempotency_key_in_progress for minutes. It
+    now waits until the dead submit's claim counts as abandoned, takes it over and answers."""
+    services = services_of(app)
+    services.idempotency.abandoned_after = dt.timedelta(seconds=0.5)  # the test's own deadline
+    owner = services.keys.owner_for("in-process-test-key")
+    assert owner is not None
+    claimed_at = utcnow()  # the killed submit's claim: just now, and no request ever made
+    with services.db.begin() as conn:
+        conn.execute(
+            idempotency_keys.insert().values(
+                owner=owner,
+                key="killed",
+                body_hash=body_hash(SUBMIT.removeprefix("/v1/models/"), body(), []),
+                request_id="never-made",
+                created_at=claimed_at,
+            )
+        )
+    r = await post(client, "killed")
+    assert r.status_code == 200, r.text
+    request_id = r.json()["request_id"]
+    assert request_id != "never-made"
+    job = services.jobs.get(request_id)
+    assert job is not None and job.created_at >= claimed_at + dt.timedelta(seconds=0.5)
+    again = await post(client, "killed")
+    assert again.json()["request_id"] == request_id and again.headers["idempotent-replayed"]
+
+
+def test_a_submit_whose_claim_was_taken_over_makes_nothing(db_url: str) -> None:
+    """A submit that was only slow, not dead, past the window: the one that took its key over
+    makes the request, and the slow one's INSERT is refused rather than make a second."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    store = IdempotencyStore(engine, abandoned_after=dt.timedelta(seconds=30))
+    try:
+        assert store.claim("owner", "k", "digest", "slow") is not None
+        with engine.begin() as conn:
+            conn.execute(
+                update(idempotency_keys).values(created_at=utcnow() - dt.timedelta(minutes=1))
+            )
+        taken = store.claim("owner", "k", "digest", "retry")
+        assert taken is not None and (taken.request_id, taken.replay) == ("retry", False)
+        with pytest.raises(IdempotencyConflict) as refused, engine.begin() as conn:
+            store.insert_guard("owner", "k", "slow")(conn, None)
+        assert refused.value.code == "idempotency_key_in_progress"
+        with engine.begin() as conn:
+            store.insert_guard("owner", "k", "retry")(conn, None)  # the claim's owner: made
+        with engine.connect() as conn:
+            row = conn.execute(select(idempotency_keys)).one()
+        assert row.request_id == "retry" and row.created_at > utcnow() - dt.timedelta(minutes=1)
+    finally:
+        engine.dispose()
+
+
+def test_a_takeover_decided_before_the_slow_submits_insert_committed_does_not_happen(
+    pg_schema_url: str,
+) -> None:
+    """The race the guard's touch settles, on PostgreSQL (SQLite runs one writing transaction
+    at a time, so there it cannot interleave): a takeover that read the claim as abandoned just
+    before the slow submit's INSERT committed finds the claim changed, and waits instead."""
+    engine = create_db_engine(pg_schema_url)
+    migrate(engine)
+    store = IdempotencyStore(engine, abandoned_after=dt.timedelta(seconds=30))
+    try:
+        assert store.claim("owner", "k", "digest", "slow") is not None
+        with engine.begin() as conn:
+            conn.execute(
+                update(idempotency_keys).values(created_at=utcnow() - dt.timedelta(minutes=1))
+            )
+        committed: list[bool] = []
+
+        def slow_insert_commits_first(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+            # Between the takeover's read and its UPDATE: the slow submit's INSERT commits.
+            if statement.startswith("UPDATE idempotency_keys") and not committed:
+                committed.append(True)
+                with engine.begin() as other:
+                    store.insert_guard("owner", "k", "slow")(other, None)
+
+        event.listen(engine, "before_cursor_execute", slow_insert_commits_first)
+        try:
+            assert store.claim("owner", "k", "digest", "retry") is None  # wait, not take over
+        finally:
+            event.remove(engine, "before_cursor_execute", slow_insert_commits_first)
+        assert committed
+        with engine.connect() as conn:
+            assert conn.execute(select(idempotency_keys.c.request_id)).scalar_one() == "slow"
     finally:
         engine.dispose()

@@ -177,3 +177,51 @@ def test_keys_create_and_set_limits_on_the_command_line(tmp_path: Path) -> None:
     unknown = runner.invoke(cli_app, ["keys", "set-limits", "key_nope", "--max-active", "1", *data])
     assert unknown.exit_code == 1 and "no key with id key_nope" in unknown.output
     db.dispose()
+
+
+async def test_only_requests_made_count_against_the_rate(tmp_path: Path, db_url: str) -> None:
+    """Issue 21: submits refused with 422 used up the key's rate. Now a refusal of any kind
+    (its input; the active limit, before the INSERT or in its transaction) counts nothing."""
+    app = make_app(tmp_path, database_url=db_url, submit_rate="2/hour", max_active_per_key=1)
+    not_an_image = {**BODY, "image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}
+    _window_with_room(10)
+    answers: list[httpx.Response] = []
+    async with client_for(app) as client:
+        for _ in range(3):
+            assert_error(await client.post(SUBMIT, json=not_an_image), 422, "image_not_decodable")
+
+        async def one() -> None:
+            answers.append(await post(client))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+        (made,) = [r.json()["request_id"] for r in answers if r.status_code == 200]
+        for refused in (r for r in answers if r.status_code != 200):
+            assert_429(refused, "too_many_active_requests", 60)
+        assert (await client.post(f"/v1/requests/{made}/cancel")).status_code == 200
+        second = await post(client)  # the second of two: nothing else was counted
+        assert second.status_code == 200, second.text
+        cancelled = await client.post(f"/v1/requests/{second.json()['request_id']}/cancel")
+        assert cancelled.status_code == 200
+        assert_429(await post(client), "rate_limited", 3600)  # the window is full now
+
+
+async def test_concurrent_submits_never_pass_the_rate(tmp_path: Path, db_url: str) -> None:
+    """Counted with the INSERT, after locking the key's counter: six at once through two
+    nodes, with room for two in the window, make exactly two requests."""
+    node_a = make_app(tmp_path, database_url=db_url, submit_rate="2/hour")
+    node_b = make_app(tmp_path, database_url=db_url, submit_rate="2/hour")
+    _window_with_room(10)
+    answers: list[httpx.Response] = []
+    async with client_for(node_a) as a, client_for(node_b) as b:
+
+        async def one(client: httpx.AsyncClient) -> None:
+            answers.append(await post(client))
+
+        async with anyio.create_task_group() as tg:
+            for client in (a, b, a, b, a, b):
+                tg.start_soon(one, client)
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200, 429, 429, 429, 429], [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 429} == {"rate_limited"}

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from framecast.db import api_keys, request_webhooks, requests
 from framecast.keys import KeyStore
 from framecast.webhooks.dispatcher import build_dispatcher
+from framecast.webhooks.targets import check_webhook_url, parse_webhook_url
 from tests.integration.inprocess import (
     KEY,
     SMALL,
@@ -116,3 +117,57 @@ async def test_a_submitted_webhook_is_delivered_when_the_request_completes(
             assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     finally:
         receiver.stop()
+
+
+async def test_a_non_ascii_webhook_is_stored_as_sent_and_delivered(tmp_path: Path) -> None:
+    """Issue 21: such a URL was accepted, then every attempt died in the sender, uncounted."""
+    app = make_app(tmp_path, allow_private_urls=True)
+    services = services_of(app)
+    ((_, secret),) = services.keys.env_webhook_secrets([KEY])
+    receiver = Receiver(secret).start()
+    sent = f"http://127.0.0.1:{receiver.port}/hooks/ünïcode/✓?name=Zoë&ok=%20#fragment"
+    encoded = "/hooks/%C3%BCn%C3%AFcode/%E2%9C%93?name=Zo%C3%AB&ok=%20"
+    try:
+        async with client_for(app) as client:
+            r = await client.post(SUBMIT, params={"webhook": sent}, json=BODY)
+            assert r.status_code == 200, r.text
+        with services.db.connect() as conn:
+            stored = conn.execute(select(request_webhooks.c.url)).scalar_one()
+        assert stored == f"http://127.0.0.1:{receiver.port}{encoded}"  # no fragment: never sent
+        await asyncio.to_thread(run_worker, app)
+        dispatcher = build_dispatcher(services.settings, services.db)
+        try:
+            (outcome,) = await dispatcher.dispatch_due()
+        finally:
+            await dispatcher.sender.aclose()
+        assert outcome.result.ok, outcome.result.error
+        (got,) = receiver.wait_for(1).values()
+        assert got.path == encoded
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("webhook", "normalised"),
+    [
+        ("https://Bücher.Example/hook", "https://xn--bcher-kva.example/hook"),
+        ("HTTPS://example.com:443", "https://example.com/"),
+        ("http://example.com:8080/a%2Fb?x=1", "http://example.com:8080/a%2Fb?x=1"),
+        ("http://[2001:DB8::1]:80/ä", "http://[2001:db8::1]/%C3%A4"),
+    ],
+)
+async def test_webhook_urls_are_normalised_at_submit(webhook: str, normalised: str) -> None:
+    """The IDN host cannot resolve here: the check is given an answer, as DNS would give."""
+
+    async def public(host: str, port: int) -> list[str]:
+        return ["2001:db8::1"] if host == "2001:db8::1" else ["93.184.215.14"]
+
+    checked = await check_webhook_url(webhook, allow_private=True, resolver=public)
+    assert checked.url == normalised
+    assert parse_webhook_url(checked.url) == checked  # normalising again changes nothing
+
+
+async def test_a_host_that_is_no_name_is_refused(tmp_path: Path) -> None:
+    async with client_for(make_app(tmp_path)) as client:
+        r = await client.post(SUBMIT, params={"webhook": "http://a..b/hook"}, json=BODY)
+    assert_error(r, 422, "webhook_url_invalid")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
 from framecast.client import verify_webhook
-from framecast.db import create_db_engine, migrate, webhook_deliveries
+from framecast.db import create_db_engine, migrate, utcnow, webhook_deliveries
 from framecast.job_stores import build_job_store
 from framecast.jobs import JobStore
 from framecast.keys import KeyStore
@@ -27,7 +28,8 @@ from framecast.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.dispatcher import Dispatcher, build_dispatcher, run_dispatcher
 from framecast.webhooks.outbox import WebhookTarget, register
-from framecast.webhooks.sender import WebhookSender
+from framecast.webhooks.sender import AttemptResult, WebhookSender
+from framecast.webhooks.store import DeliveryStore, RetryPolicy
 from tests.integration.webhook_receiver import Receiver
 
 MODEL = "tencent/hunyuan/image-to-video"
@@ -236,3 +238,75 @@ def test_several_dispatchers_share_the_outbox(tmp_path: Path, db_url: str) -> No
         receiver.stop()
         setup.db.dispose()
     assert len(receiver.received) == 20 and set(receiver.accepted.values()) == {1}
+
+
+def test_a_non_ascii_path_stored_before_normalising_is_sent_encoded(
+    setup: Setup, receiver: Receiver
+) -> None:
+    """A URL stored raw (by a server before submit normalised it) is encoded when sent."""
+    setup.completed(f"http://127.0.0.1:{receiver.port}/hooks/ünïcode?name=Zoë")
+    (outcome,) = _dispatch(setup.dispatcher())
+    assert outcome.result.ok, outcome.result.error
+    (got,) = receiver.wait_for(1).values()
+    assert got.path == "/hooks/%C3%BCn%C3%AFcode?name=Zo%C3%AB"
+
+
+def test_an_idn_host_is_resolved_and_sent_in_its_ascii_form(
+    setup: Setup, receiver: Receiver
+) -> None:
+    asked: list[str] = []
+
+    async def dns(host: str, port: int) -> list[str]:  # what DNS would answer for the name
+        asked.append(host)
+        return ["127.0.0.1"] if host == "xn--bcher-kva.example" else []
+
+    setup.completed(f"http://bücher.example:{receiver.port}/hook")
+    dispatcher = setup.dispatcher()
+    dispatcher.sender = WebhookSender(allow_private=True, resolver=dns)
+    (outcome,) = _dispatch(dispatcher)
+    assert outcome.result.ok, outcome.result.error
+    (got,) = receiver.wait_for(1).values()
+    assert asked == ["xn--bcher-kva.example"]
+    assert got.headers["host"] == f"xn--bcher-kva.example:{receiver.port}"
+
+
+class BrokenSender(WebhookSender):
+    """Raises what the sender raised for a non-ASCII target: a bug, not a failed delivery."""
+
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> AttemptResult:
+        raise TypeError("target strings may not include unicode characters")
+
+
+def test_an_attempt_that_raises_is_a_failed_attempt_and_the_window_ends_it(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup.completed("http://127.0.0.1:9/hook")
+    now = [utcnow()]
+    window = dt.timedelta(hours=24)
+    dispatcher = setup.dispatcher()
+    dispatcher.sender = BrokenSender()
+    dispatcher.store = DeliveryStore(
+        setup.db,
+        lease=dt.timedelta(seconds=40),
+        retry=RetryPolicy(dt.timedelta(seconds=5), dt.timedelta(hours=1), window),
+        clock=lambda: now[0],
+    )
+    reason = "the attempt broke off: TypeError: target strings may not include unicode characters"
+    with caplog.at_level(logging.INFO, logger="framecast.webhooks"):
+        (first,) = _dispatch(dispatcher)
+        assert first.result.error == reason
+        (row,) = setup.rows()
+        assert (row.state, row.attempts, row.last_error) == ("pending", 1, reason)
+        assert row.lease_token is None and row.next_attempt_at > now[0]  # backed off
+        assert dispatcher.store.claim(1) == []  # not due again at once, as an expired claim was
+
+        now[0] += window + dt.timedelta(minutes=1)
+        (last,) = _dispatch(dispatcher)
+    assert last.result.error == reason
+    (row,) = setup.rows()
+    assert (row.state, row.attempts, row.last_error) == ("failed", 2, reason)
+    assert row.finished_at == now[0]
+    assert _dispatch(dispatcher) == []  # ended: never attempted again
+    # The traceback once, at the first attempt; the second in one line.
+    broke = [r for r in caplog.records if "broke off" in r.getMessage()]
+    assert [bool(r.exc_info) for r in broke] == [True, False]

@@ -20,7 +20,7 @@ from framecast.results import VideoResult
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.webhooks.outbox import WebhookTarget, new_delivery_id, record_change, register
-from framecast.webhooks.store import DeliveryState, DeliveryStore, RetryPolicy
+from framecast.webhooks.store import BROKE_OFF, DeliveryState, DeliveryStore, RetryPolicy
 
 MODEL = "tencent/hunyuan/image-to-video"
 TARGET = WebhookTarget("https://hooks.example.com/x", intermediate=False, base_url="http://api")
@@ -227,6 +227,41 @@ def test_a_failed_attempt_backs_off_and_the_window_ends_in_failed(db: Engine) ->
     assert store.attempt_failed(delivery, None, "no answer within 10 s")
     (failed,) = store.recent(state=DeliveryState.FAILED)
     assert failed.id == delivery_id and failed.attempts == 2
+    assert failed.last_error == "no answer within 10 s" and store.claim(1) == []
+
+
+def test_a_delivery_whose_attempts_never_come_back_ends_at_the_window(db: Engine) -> None:
+    """Each claim expires with no outcome (the attempt kills its dispatcher, say): retried
+    while the window lasts, then failed by the next claim, with the last reason kept."""
+    (delivery_id,) = _pending(db, 1)
+    now = [utcnow()]
+    lease = dt.timedelta(minutes=1)
+    store = DeliveryStore(db, lease=lease, retry=RETRY, clock=lambda: now[0])
+    (first,) = store.claim(1)
+    assert store.attempt_failed(first, 503, "answered 503")  # one recorded failure first
+    now[0] += dt.timedelta(seconds=2)
+    (second,) = store.claim(1)  # ... then an attempt that never records anything
+    now[0] += lease + dt.timedelta(seconds=1)
+    (third,) = store.claim(1)  # its claim ran out inside the window: at least once
+    assert third.id == second.id == delivery_id and third.lease_token != second.lease_token
+
+    now[0] = first.created_at + RETRY.give_up_after + lease  # past the window, lease run out
+    assert store.claim(1) == []
+    (failed,) = store.recent()
+    assert failed.state is DeliveryState.FAILED and failed.finished_at == now[0]
+    assert failed.last_error == f"answered 503; then {BROKE_OFF}"
+    assert failed.last_status_code == 503 and failed.lease_token is None
+    assert not store.delivered(third, 200)  # a late outcome changes nothing
+
+
+def test_past_the_window_an_unclaimed_delivery_gets_one_last_attempt(db: Engine) -> None:
+    """A dispatcher down longer than the window (no claim ran out): one try, then it ends."""
+    _pending(db, 1)
+    later = utcnow() + RETRY.give_up_after + dt.timedelta(minutes=5)
+    store = DeliveryStore(db, lease=dt.timedelta(minutes=1), retry=RETRY, clock=lambda: later)
+    (delivery,) = store.claim(1)
+    assert store.attempt_failed(delivery, None, "no answer within 10 s")
+    (failed,) = store.recent(state=DeliveryState.FAILED)
     assert failed.last_error == "no answer within 10 s" and store.claim(1) == []
 
 

@@ -27,6 +27,8 @@ class Received:
     id: str
     headers: dict[str, str]
     body: bytes
+    path: str = ""
+    """The request target as it arrived (path and query, escapes and all)."""
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -81,7 +83,9 @@ class Receiver:
                     return
                 time.sleep(receiver.delay)
                 with receiver._lock:
-                    receiver.received.append(Received(headers["webhook-id"], headers, body))
+                    receiver.received.append(
+                        Received(headers["webhook-id"], headers, body, self.path)
+                    )
                     if 200 <= receiver.answer < 300:
                         receiver.accepted[headers["webhook-id"]] += 1
                 self.send_response(receiver.answer)

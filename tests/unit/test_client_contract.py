@@ -203,3 +203,22 @@ def test_the_event_decoder() -> None:
         ("status", '{"a":\n1}', "4"),
         ("message", "x", "4"),
     ]
+
+
+def test_a_stream_refused_by_the_streams_cap_is_polled_instead() -> None:
+    refused = {
+        "error": {"code": "too_many_streams", "message": "limit", "retry_after": 5},
+        "error_code": 429001,
+        "error_message": "limit",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/status/stream"):
+            return httpx.Response(429, json=refused, headers={"Retry-After": "5"})
+        if request.url.path.endswith("/status"):
+            return httpx.Response(200, json=STATES[-1])
+        return httpx.Response(200, json=RESULT)
+
+    client, paths = client_for(handler)
+    assert client.wait(RID, poll_interval=0).status == "completed"
+    assert paths[:2] == [f"/v1/requests/{RID}/status/stream", f"/v1/requests/{RID}/status"]

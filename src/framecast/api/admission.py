@@ -4,7 +4,8 @@ key's limits (429 with Retry-After), and ``Prefer: wait`` on the answer.
 The order is chosen so that a refusal costs little: a replayed key answers before any limit
 is counted; the limits are checked before the image is downloaded; the active-request limit is
 checked once more in the transaction that inserts the request (the first check is cheap but
-can race with a concurrent submit; that one cannot).
+can race with a concurrent submit; that one cannot), and the submit is counted against the rate
+there: a submit refused for any reason uses none of the key's rate.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
 from framecast.api.views import request_urls, result_body
+from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
 from framecast.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
 from framecast.jobs import Job
@@ -37,6 +39,8 @@ Submitter = Callable[[str | None, InsertHook | None], Awaitable[dict[str, Any]]]
 transaction; answers the submit body (``request_id`` and its URLs)."""
 
 _CLAIM_POLL_S = 0.1
+_CLAIM_SLACK_S = 5.0
+"""A wait for a claim outlasts its abandonment by this much (the nodes' clocks may differ)."""
 
 
 def idempotency_key(
@@ -63,8 +67,12 @@ SUBMIT_LIMIT_ERRORS = error_responses(
         "(`idempotency_key_in_progress`).",
         429: "A limit of this key: too many requests queued or running "
         "(`too_many_active_requests`, FRAMECAST_MAX_ACTIVE_PER_KEY) or too many submits in "
-        "the current window (`rate_limited`, FRAMECAST_SUBMIT_RATE). `Retry-After` says in "
-        "how many seconds to try again.",
+        "the current window (`rate_limited`, FRAMECAST_SUBMIT_RATE); with `Prefer: wait`, too "
+        "many waits open (`too_many_streams`, FRAMECAST_MAX_STREAMS_PER_KEY; "
+        "`server_streams_full`, FRAMECAST_MAX_STREAMS), refused before the request is made; "
+        "or this key's bodies in flight fill its share (`too_many_bodies_in_flight`, "
+        "FRAMECAST_MAX_INFLIGHT_BODY_BYTES_PER_KEY), refused before the body is read. "
+        "`Retry-After` says in how many seconds to try again.",
     }
 )
 SUBMIT_LIMIT_ERRORS[429]["headers"] = {
@@ -101,6 +109,25 @@ async def admit(
     make: Submitter,
 ) -> JSONResponse:
     """Submit through ``make`` unless the key replays an earlier submit or a limit refuses."""
+    if not wait:
+        return await _admit(request, model, body, owner, services, base_url, key, wait, make, None)
+    # A wait's slot is taken before anything is made: a 429 past its cap leaves no request.
+    with services.waits.take(owner) as slot:
+        return await _admit(request, model, body, owner, services, base_url, key, wait, make, slot)
+
+
+async def _admit(
+    request: Request,
+    model: str,
+    body: BaseModel,
+    owner: str,
+    services: Services,
+    base_url: str,
+    key: str | None,
+    wait: int | None,
+    make: Submitter,
+    slot: WaitSlot | None,
+) -> JSONResponse:
     claim: Claim | None = None
     if key is not None:
         # In a thread: the body may hold a 70 MB data: URI, too much to hash on the loop.
@@ -114,10 +141,19 @@ async def admit(
         claim = await _claim(services, owner, key, digest)
         if claim.replay:
             return await _answer(
-                services, claim.request_id, owner, base_url, wait, {"Idempotent-Replayed": "true"}
+                services,
+                claim.request_id,
+                owner,
+                base_url,
+                wait,
+                {"Idempotent-Replayed": "true"},
+                slot,
             )
     try:
         guard = await run_in_threadpool(_check_limits, services, owner)
+        if claim is not None and key is not None:
+            # Made only while the claim is still this submit's (see IdempotencyStore).
+            guard = chain(services.idempotency.insert_guard(owner, key, claim.request_id), guard)
         submitted = await make(claim.request_id if claim else None, guard)
     except BaseException:
         if claim is not None and key is not None:
@@ -126,26 +162,31 @@ async def admit(
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(services.idempotency.release, owner, key, claim.request_id)
         raise
-    return await _answer(services, str(submitted["request_id"]), owner, base_url, wait, {})
+    return await _answer(services, str(submitted["request_id"]), owner, base_url, wait, {}, slot)
 
 
 def _check_limits(services: Services, owner: str) -> InsertHook | None:
-    """Refuse the submit (QuotaExceeded) when a limit already says no; the hook that checks the
-    active-request limit again with the INSERT."""
+    """Refuse the submit (QuotaExceeded) when a limit already says no; the hook that counts it
+    against the rate and checks the active-request limit again with the INSERT (so only a
+    request made is counted: a 422 for its image, say, uses none of the key's rate)."""
     quotas = services.quotas
     limits = quotas.limits_for(owner)
     if limits.max_active is not None:
         quotas.check_active(limits.max_active, quotas.active(owner) + 1)
     if limits.rate is not None:
-        quotas.count_submit(owner, limits.rate)
-    return quotas.active_guard(owner, limits.max_active) if limits.max_active else None
+        quotas.check_rate(owner, limits.rate)
+    if limits.max_active is None and limits.rate is None:
+        return None
+    return quotas.insert_guard(owner, limits)
 
 
 async def _claim(services: Services, owner: str, key: str, digest: str) -> Claim:
     """The key's claim: ours for a new request, or the request an earlier submit made (waiting
     while a concurrent submit with the same key and body is still making it)."""
     request_id = str(uuid.uuid4())
-    patience = services.settings.fetch_timeout_seconds + 10
+    # Longer than a claim takes to be abandoned: a retry after the API died mid-submit waits
+    # for that, then takes the key over, rather than answering 409 while the claim ages.
+    patience = services.idempotency.abandoned_after.total_seconds() + _CLAIM_SLACK_S
     deadline = time.monotonic() + patience
     while True:
         claim = await run_in_threadpool(services.idempotency.claim, owner, key, digest, request_id)
@@ -167,12 +208,13 @@ async def _answer(
     base_url: str,
     wait: int | None,
     headers: dict[str, str],
+    slot: WaitSlot | None,
 ) -> JSONResponse:
     """The submit answer; with ``Prefer: wait``, once the request has ended (or the wait is
     over) with its status, or its result when completed, beside the submit fields."""
     body: dict[str, Any] = {"request_id": request_id, **request_urls(base_url, request_id)}
     if wait is not None:
-        read = await wait_for_end(services, request_id, owner, base_url, wait)
+        read = await wait_for_end(services, request_id, owner, base_url, wait, slot)
         if read is not None:
             job, state = read
             if job.status is Status.COMPLETED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html
@@ -16,8 +17,9 @@ from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 
 from framecast import __version__
+from framecast.api.auth import owner_for_header
 from framecast.api.errors import document_error_shape, install_error_handlers
-from framecast.api.limits import BodySizeLimit
+from framecast.api.limits import BodySizeLimit, BodyTiming
 from framecast.api.request_ids import RequestIdContext
 from framecast.api.routes import files, health, listing, metrics, models, requests, stream
 from framecast.api.services import Services, build_services
@@ -65,6 +67,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         BodySizeLimit,
         limit=settings.body_limit,
         inflight_limit=settings.max_inflight_body_bytes,
+        key_share=settings.inflight_body_share,
+        # The key is checked before a body is read or any of the budget reserved.
+        authenticate=partial(owner_for_header, services.keys),
+        timing=BodyTiming(settings.body_timeout_seconds, settings.body_min_bytes_per_second),
+        on_slow_body=services.node_counters.count_slow_body,
     )
     app.add_middleware(RequestIdContext)
     install_error_handlers(app, {f"/v1/models/{spec.id}": spec.fields for spec in services.models})

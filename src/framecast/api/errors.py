@@ -29,6 +29,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",  # a body that arrived too slowly (api/limits.py)
     409: "conflict",
     413: "request_too_large",
     415: "unsupported_media_type",

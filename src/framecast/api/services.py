@@ -4,21 +4,25 @@ the store, the fetcher and the settings (``AppServices``, read off ``app.state``
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from framecast.api.public_url import base_url
+from framecast.api.scrape_cache import ScrapeCache
+from framecast.api.wait_slots import WaitSlots
 from framecast.db import create_db_engine
 from framecast.engines.hunyuan.loras import LoraFolder
 from framecast.fetch import UrlFetcher
-from framecast.idempotency import IdempotencyStore
+from framecast.idempotency import IdempotencyStore, submit_deadline
 from framecast.job_stores import build_job_store
 from framecast.jobs import JobStore
 from framecast.keys import KeyStore
 from framecast.models import ModelSpec, all_models
+from framecast.node_metrics import NodeCounters
 from framecast.quotas import QuotaStore
 from framecast.registry import WorkerRegistry
 from framecast.settings import Settings
@@ -42,8 +46,14 @@ class Services:
     """The models this API takes requests for, in the order /v1/models lists them."""
     watch: StatusWatch
     """Waits for a request to change: status streams and ``Prefer: wait``."""
+    waits: WaitSlots
+    """Caps those waits: FRAMECAST_MAX_STREAMS_PER_KEY and FRAMECAST_MAX_STREAMS."""
     quotas: QuotaStore
     idempotency: IdempotencyStore
+    metrics_cache: ScrapeCache
+    """This process's last /metrics scrape, reused for FRAMECAST_METRICS_CACHE_SECONDS."""
+    node_counters: NodeCounters = field(default_factory=NodeCounters)
+    """What this process counts in memory (slow bodies cut off), for ``/metrics``."""
 
     @property
     def heartbeat_window(self) -> dt.timedelta:
@@ -78,13 +88,17 @@ def build_services(settings: Settings) -> Services:
         decode_limiter=decode_limiter,
         loras=LoraFolder(settings.lora_dir),
         models=tuple(all_models()),
-        watch=StatusWatch(settings.resolved_database_url, settings.poll_seconds),
+        watch=StatusWatch(
+            db, settings.poll_seconds, dt.timedelta(seconds=3 * settings.heartbeat_seconds)
+        ),
+        waits=WaitSlots(settings.max_streams_per_key, settings.max_streams),
         quotas=QuotaStore(
             db,
             default_max_active=settings.max_active_per_key,
             default_rate=settings.submit_rate,
         ),
-        idempotency=IdempotencyStore(db),
+        idempotency=IdempotencyStore(db, submit_deadline(settings.fetch_timeout_seconds)),
+        metrics_cache=ScrapeCache(settings.metrics_cache_seconds),
     )
 
 
@@ -97,9 +111,9 @@ AppServices = Annotated[Services, Depends(get_services)]
 
 
 async def get_base_url(request: Request, services: AppServices) -> str:
-    """The root of the URLs handed out: FRAMECAST_PUBLIC_BASE_URL, else what the client used."""
-    configured = services.settings.public_base_url
-    return configured.rstrip("/") if configured else str(request.base_url).rstrip("/")
+    """The root of the URLs handed out: FRAMECAST_PUBLIC_BASE_URL, else what the client used
+    (a Host header that is no host is a 400, never echoed: :mod:`framecast.api.public_url`)."""
+    return base_url(request, services.settings.public_base_url)
 
 
 BaseUrl = Annotated[str, Depends(get_base_url)]

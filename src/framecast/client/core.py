@@ -158,8 +158,9 @@ class _ModelList(BaseModel):
 
 def stream_unavailable(response: httpx.Response) -> bool:
     """The server has no status stream (an older framecast, RunComfy): poll instead. A 404 is
-    also an unknown request once the route exists; polling then reports that properly."""
-    if response.status_code in {404, 405, 406, 501}:
+    also an unknown request once the route exists; polling then reports that properly. A 429:
+    the key (or server) has as many streams open as it may; polling is not refused by that."""
+    if response.status_code in {404, 405, 406, 429, 501}:
         return True
     kind = response.headers.get("content-type", "")
     return response.is_success and not kind.startswith("text/event-stream")

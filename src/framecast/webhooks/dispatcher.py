@@ -46,6 +46,18 @@ SECRETS_TTL_S = 5.0
 it during the overlap, so no receiver notices)."""
 
 
+MAX_REASON_CHARS = 500
+"""Of an unexpected exception's text kept as a delivery's ``last_error``."""
+
+
+def broke_off(exc: BaseException) -> str:
+    """A failed attempt's reason for an exception nothing expected."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3] + "..."
+    return f"the attempt broke off: {text}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     delivery: Delivery
@@ -112,32 +124,50 @@ class Dispatcher:
         return cached[1]
 
     async def attempt(self, delivery: Delivery) -> Outcome:
-        """Send one claimed delivery and record what happened."""
-        secrets = await anyio.to_thread.run_sync(self.secrets, delivery.owner)
-        if not secrets:
-            error = f"the key {delivery.owner} has no webhook secret; nothing to sign with"
-            await anyio.to_thread.run_sync(self.store.give_up, delivery, error)
-            return Outcome(delivery, AttemptResult(None, error))
-        body = await anyio.to_thread.run_sync(self.body, delivery)
-        timestamp = int(dt.datetime.now(dt.UTC).timestamp())
-        headers = {
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(secrets, delivery.id, timestamp, body),
-        }
-        result = await self.sender.send(delivery.url, headers, body)
-        if result.ok:
-            assert result.status_code is not None
-            await anyio.to_thread.run_sync(self.store.delivered, delivery, result.status_code)
-        else:
-            assert result.error is not None
-            log.info(
+        """Send one claimed delivery and record what happened. Whatever breaks the attempt off
+        (a bug here or in a library) is a failed attempt with its reason, backed off like any
+        other: left to its claim's expiry it would come back at once, fail the same way, and
+        never be counted, recorded or given up."""
+        try:
+            secrets = await anyio.to_thread.run_sync(self.secrets, delivery.owner)
+            if not secrets:
+                error = f"the key {delivery.owner} has no webhook secret; nothing to sign with"
+                await anyio.to_thread.run_sync(self.store.give_up, delivery, error)
+                return Outcome(delivery, AttemptResult(None, error))
+            body = await anyio.to_thread.run_sync(self.body, delivery)
+            timestamp = int(dt.datetime.now(dt.UTC).timestamp())
+            headers = {
+                "webhook-id": delivery.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature_header(secrets, delivery.id, timestamp, body),
+            }
+            result = await self.sender.send(delivery.url, headers, body)
+        except Exception as exc:
+            result = AttemptResult(None, broke_off(exc))
+            # A bug: a warning, with the traceback at the delivery's first attempt only (the
+            # later ones fail the same way, in one line each).
+            log.warning(
                 "webhook %s for request %s (attempt %d) failed: %s",
                 delivery.id,
                 delivery.request_id,
                 delivery.attempts + 1,
                 result.error,
+                exc_info=delivery.attempts == 0,
             )
+        else:
+            if not result.ok:
+                log.info(
+                    "webhook %s for request %s (attempt %d) failed: %s",
+                    delivery.id,
+                    delivery.request_id,
+                    delivery.attempts + 1,
+                    result.error,
+                )
+        if result.ok:
+            assert result.status_code is not None
+            await anyio.to_thread.run_sync(self.store.delivered, delivery, result.status_code)
+        else:
+            assert result.error is not None
             await anyio.to_thread.run_sync(
                 self.store.attempt_failed, delivery, result.status_code, result.error
             )

@@ -5,6 +5,11 @@ nodes, or ``framecast webhooks dispatch`` beside ``serve``) never send the same 
 once: on PostgreSQL each skips the rows another is locking (``FOR UPDATE SKIP LOCKED``), and
 SQLite runs the statement under its single write lock. A dispatcher that dies mid-attempt
 leaves its lease to expire; the row is then due again (at least once, never lost).
+
+The retry window ends every delivery: an attempt that fails after it is the last, and so is
+one that never recorded an outcome (its dispatcher died, or the attempt kills it each time):
+once the window is over and its lease has run out, a claim marks it failed (claims look for
+such deliveries once a minute).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import datetime as dt
 import random
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy.engine import Connection
 
 from framecast.db import utcnow, webhook_deliveries
 
@@ -89,11 +96,31 @@ def _delivery(row: Any) -> Delivery:
     return Delivery(**values)
 
 
+BROKE_OFF = (
+    "an attempt recorded no outcome (its dispatcher stopped during it) and the retry window is over"
+)
+
+
+SWEEP_EVERY = dt.timedelta(minutes=1)
+"""How often claims look for deliveries to end (see :meth:`DeliveryStore._end_broken_off`)."""
+
+
 class DeliveryStore:
-    def __init__(self, engine: Engine, *, lease: dt.timedelta, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease: dt.timedelta,
+        retry: RetryPolicy,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        """``clock``: the time leases, back-off and the retry window are reckoned in (tests
+        move it on rather than wait)."""
         self.engine = engine
         self.lease = lease
         self.retry = retry
+        self.clock = clock
+        self._next_sweep = dt.datetime.min.replace(tzinfo=dt.UTC)
         # SQLite has one writer at a time, and a connection that finds the file locked sleeps
         # in growing steps before it tries again: a dispatcher's own attempts, recording their
         # outcomes from many threads at once, would mostly sleep. They take turns here instead.
@@ -102,8 +129,9 @@ class DeliveryStore:
         )
 
     def claim(self, limit: int) -> list[Delivery]:
-        """Take up to ``limit`` due deliveries (oldest due first) for one attempt each."""
-        now = utcnow()
+        """Take up to ``limit`` due deliveries (oldest due first) for one attempt each; first
+        mark failed those past the retry window whose last claim ran out without an outcome."""
+        now = self.clock()
         due = (
             select(_d.seq)
             .where(
@@ -118,6 +146,12 @@ class DeliveryStore:
             due = due.with_for_update(skip_locked=True)
         token = secrets.token_hex(16)
         with self._write_lock, self.engine.begin() as conn:
+            if now >= self._next_sweep:
+                # Not at every claim: with a large backlog (a receiver down for hours) the
+                # scan of the pending rows would slow each claim; a day's window can end a
+                # minute late.
+                self._next_sweep = now + SWEEP_EVERY
+                self._end_broken_off(conn, now)
             rows = conn.execute(
                 update(webhook_deliveries)
                 .where(_d.seq.in_(due.scalar_subquery()))
@@ -126,18 +160,43 @@ class DeliveryStore:
             ).all()
         return sorted((_delivery(r) for r in rows), key=lambda d: d.next_attempt_at)
 
+    def _end_broken_off(self, conn: Connection, now: dt.datetime) -> None:
+        """Fail the pending deliveries past the window whose lease ran out: each was claimed,
+        and its attempt never came back. One that was never claimed after the window (a
+        dispatcher down all that time) still gets its one last attempt."""
+        stale = select(_d.seq).where(
+            _d.state == DeliveryState.PENDING,
+            _d.created_at < now - self.retry.give_up_after,
+            _d.lease_expires_at < now,
+        )
+        if self.engine.dialect.name == "postgresql":
+            stale = stale.with_for_update(skip_locked=True)  # as claim: no waiting, no deadlock
+        conn.execute(
+            update(webhook_deliveries)
+            .where(_d.seq.in_(stale.scalar_subquery()))
+            .values(
+                state=DeliveryState.FAILED,
+                finished_at=now,
+                attempts=_d.attempts + 1,
+                lease_token=None,
+                lease_expires_at=None,
+                # The last recorded reason, if any, then why it ended.
+                last_error=func.coalesce(_d.last_error + "; then ", "") + BROKE_OFF,
+            )
+        )
+
     def delivered(self, delivery: Delivery, status_code: int) -> bool:
         return self._record(
             delivery,
             state=DeliveryState.DELIVERED,
-            finished_at=utcnow(),
+            finished_at=self.clock(),
             last_status_code=status_code,
             last_error=None,
         )
 
     def attempt_failed(self, delivery: Delivery, status_code: int | None, error: str) -> bool:
         """Schedule the next attempt, or give up once the next would start after the window."""
-        now = utcnow()
+        now = self.clock()
         failures = delivery.attempts + 1
         retry_at = now + self.retry.delay(failures)
         if retry_at > delivery.created_at + self.retry.give_up_after:
@@ -155,7 +214,7 @@ class DeliveryStore:
     def give_up(self, delivery: Delivery, error: str) -> bool:
         """Fail it now: no attempt could ever succeed (e.g. its key has no secret)."""
         return self._record(
-            delivery, state=DeliveryState.FAILED, finished_at=utcnow(), last_error=error
+            delivery, state=DeliveryState.FAILED, finished_at=self.clock(), last_error=error
         )
 
     def _record(self, delivery: Delivery, **values: Any) -> bool:

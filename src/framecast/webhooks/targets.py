@@ -5,16 +5,20 @@ it could aim the server at its own network (``http://169.254.169.254/``, an admi
 localhost). It is checked at submit, to refuse early with a clear 422, and again when each
 delivery connects (:mod:`.sender`), because a DNS answer may change in between. Refusals name
 the rule broken, never an internal address.
+
+It is normalised at submit as well, and stored so: an IDNA (``xn--``) host, non-ASCII in the
+path and query percent-encoded (UTF-8, as browsers send them), no fragment. The URL stored is
+then exactly the one each attempt sends, in ASCII as HTTP needs it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from framecast.errors import InputError
-from framecast.fetch import Resolver, refusal_reason, system_resolver
+from framecast.fetch import Resolver, ascii_host, ascii_target, refusal_reason, system_resolver
 
 MAX_URL_CHARS = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -25,6 +29,7 @@ class WebhookUrl:
     """A syntactically valid http(s) URL, split the way a connection needs it."""
 
     url: str
+    """Normalised: what is stored, and what the attempts send."""
     scheme: str
     host: str
     """ASCII, lower case; an IPv6 address without brackets."""
@@ -43,7 +48,8 @@ def invalid(message: str, code: str = "webhook_url_invalid") -> InputError:
 
 
 def parse_webhook_url(url: str) -> WebhookUrl:
-    """Check the URL's form (not yet its address); :class:`InputError` says what is wrong."""
+    """Check the URL's form (not yet its address) and normalise it; :class:`InputError` says
+    what is wrong."""
     if len(url) > MAX_URL_CHARS:
         raise invalid(f"webhook is longer than {MAX_URL_CHARS} characters")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
@@ -63,16 +69,17 @@ def parse_webhook_url(url: str) -> WebhookUrl:
         raise invalid("webhook must not contain a user name or password")
     if not parts.hostname or port == 0:
         raise invalid("webhook needs a host (and a real port, if any)")
-    try:
-        host = (
-            str(ipaddress.IPv6Address(parts.hostname))
-            if ":" in parts.hostname
-            else parts.hostname.encode("idna").decode("ascii").lower()
+    host = ascii_host(parts.hostname, "webhook", code="webhook_url_invalid")
+    port = port or _DEFAULT_PORTS[scheme]
+    target = ascii_target(parts.path, parts.query)
+    parsed = WebhookUrl("", scheme, host, port, target)
+    normalised = f"{scheme}://{parsed.host_header}{target}"
+    if len(normalised) > MAX_URL_CHARS:
+        raise invalid(
+            f"webhook is longer than {MAX_URL_CHARS} characters once its non-ASCII characters "
+            "are percent-encoded"
         )
-    except (ValueError, UnicodeError):
-        raise invalid(f"webhook has an invalid host name {parts.hostname!r}") from None
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return WebhookUrl(url, scheme, host, port or _DEFAULT_PORTS[scheme], target)
+    return replace(parsed, url=normalised)
 
 
 async def checked_addresses(

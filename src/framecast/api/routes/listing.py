@@ -60,8 +60,9 @@ def _page(
         **error_responses(
             {
                 422: "A parameter out of range: `limit` outside 1 to "
-                f"{MAX_LIMIT}, an unknown `status`, or a `cursor` this server did not hand "
-                "out (`invalid_input`; `detail` names the parameter)."
+                f"{MAX_LIMIT}, an unknown `status`, a `model` with control characters, or a "
+                "`cursor` this server did not hand out (`invalid_input`; `detail` names the "
+                "parameter)."
             }
         ),
     },
@@ -73,7 +74,13 @@ async def requests_page(
     status: Annotated[Status | None, Query(description="Only requests in this state.")] = None,
     model: Annotated[
         str | None,
-        Query(max_length=200, description="Only requests for this model id."),
+        # No control characters: PostgreSQL refuses a NUL in a text parameter (a 500 unless
+        # refused here), and no model id has any.
+        Query(
+            max_length=200,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="Only requests for this model id.",
+        ),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Requests per page.")

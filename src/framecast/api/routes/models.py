@@ -35,6 +35,9 @@ _SUBMIT_ERRORS = {
     **error_responses(
         {
             400: "A body that is not JSON text at all (`bad_request`).",
+            408: "The body arrived too slowly (`request_timeout`: under "
+            "FRAMECAST_BODY_MIN_BYTES_PER_SECOND, or not within FRAMECAST_BODY_TIMEOUT_SECONDS); "
+            "the connection is closed.",
             413: "The body is larger than FRAMECAST_MAX_BODY_BYTES (`request_too_large`).",
             503: "Too many large bodies in flight (`server_busy`, "
             "FRAMECAST_MAX_INFLIGHT_BODY_BYTES); `Retry-After` says when to try again.",

@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse
 
 from framecast.api.auth import KEYED, Owner
 from framecast.api.errors import error_response, error_responses
+from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.services import AppServices, BaseUrl, Services
+from framecast.api.status_schema import StatusBody
 from framecast.api.views import result_body, status_body
-from framecast.api.waiting import PreferWait, preference_applied, wait_for_end
+from framecast.api.waiting import WAIT_LIMIT, PreferWait, preference_applied, wait_for_end
 from framecast.errors import FramecastError
 from framecast.jobs import CancelOutcome, Job
 
@@ -39,9 +41,22 @@ def _owned_job(services: Services, request_id: str, owner: str) -> Job:
     return job
 
 
-@router.get("/v1/requests/{request_id}/status", responses={**KEYED, **NO_REQUEST})
+@router.get(
+    "/v1/requests/{request_id}/status",
+    responses={
+        200: {"model": StatusBody, "description": "The request's state."},
+        **KEYED,
+        **NO_REQUEST,
+        **MALFORMED_ID,
+        **WAIT_LIMIT,
+    },
+)
 async def status(
-    request_id: str, owner: Owner, services: AppServices, base_url: BaseUrl, wait: PreferWait
+    request_id: RequestIdPath,
+    owner: Owner,
+    services: AppServices,
+    base_url: BaseUrl,
+    wait: PreferWait,
 ) -> JSONResponse:
     """The request's state; with `Prefer: wait=N`, once it has ended or after N seconds."""
     read = await wait_for_end(services, request_id, owner, base_url, wait or 0)
@@ -50,9 +65,9 @@ async def status(
     return JSONResponse(read[1], headers=preference_applied(wait))
 
 
-@router.get("/v1/requests/{request_id}/result", responses={**KEYED, **NO_REQUEST})
+@router.get("/v1/requests/{request_id}/result", responses={**KEYED, **NO_REQUEST, **MALFORMED_ID})
 def result(
-    request_id: str, owner: Owner, services: AppServices, base_url: BaseUrl
+    request_id: RequestIdPath, owner: Owner, services: AppServices, base_url: BaseUrl
 ) -> dict[str, Any]:
     job = _owned_job(services, request_id, owner)
     return result_body(
@@ -75,6 +90,7 @@ def result(
         },
         **KEYED,
         **NO_REQUEST,
+        **MALFORMED_ID,
         **error_responses(
             {
                 409: "Already finished (`request_already_finished`, "
@@ -83,7 +99,9 @@ def result(
         ),
     },
 )
-def cancel(request_id: str, owner: Owner, services: AppServices, base_url: BaseUrl) -> JSONResponse:
+def cancel(
+    request_id: RequestIdPath, owner: Owner, services: AppServices, base_url: BaseUrl
+) -> JSONResponse:
     """Cancel: a queued request never runs; a running one stops at its next step."""
     outcome = services.jobs.cancel(request_id, owner)
     if outcome is None:

@@ -2,26 +2,36 @@
 events, one ``status`` event per change (each progress step included), until it has ended.
 
 Every event is read from the database, so a stream served by one API node follows a request
-that workers and other nodes change; between reads it waits on the node's
-:class:`~framecast.status_watch.StatusWatch` (PostgreSQL NOTIFY, or short polling on SQLite).
+that workers and other nodes change. The reading is not the stream's: the process's one
+:class:`~framecast.status_watch.StatusWatch` reads every followed request (woken by PostgreSQL
+NOTIFY, or polling on SQLite) and hands each stream the row, so an open stream costs no thread
+and no query of its own. Open streams count against FRAMECAST_MAX_STREAMS_PER_KEY and
+FRAMECAST_MAX_STREAMS (:mod:`framecast.api.wait_slots`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from framecast import states
 from framecast.api.auth import KEYED, Owner
+from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.routes.requests import NO_REQUEST, request_not_found
-from framecast.api.services import AppServices, BaseUrl, Services
-from framecast.api.waiting import read_status
+from framecast.api.services import AppServices, BaseUrl
+from framecast.api.status_schema import STATUS_EVENT_STREAM
+from framecast.api.views import status_body
+from framecast.api.wait_slots import WaitSlot
+from framecast.api.waiting import WAIT_LIMIT, snapshot_body
+from framecast.status_watch import StatusWatch
 
 router = APIRouter(tags=["requests"])
 
@@ -41,26 +51,47 @@ def status_event(body: dict[str, Any]) -> str:
     return f"event: status\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
 
 
-async def _events(
-    services: Services, request_id: str, owner: str, base_url: str
-) -> AsyncIterator[str]:
+async def _once(body: dict[str, Any]) -> AsyncIterator[str]:
+    yield status_event(body)
+
+
+async def _events(watch: StatusWatch, request_id: str, base_url: str) -> AsyncGenerator[str, None]:
     last: dict[str, Any] | None = None
     sent_at = time.monotonic()
-    with services.watch.follow(request_id) as following:
+    with watch.follow(request_id) as following:
         while True:
-            read = await run_in_threadpool(read_status, services, request_id, owner, base_url)
-            if read is None:  # pragma: no cover - requests are never deleted
-                return
-            job, body = read
+            snapshot = await following.next(KEEPALIVE_S - (time.monotonic() - sent_at))
+            if snapshot is None:
+                yield ": keep-alive\n\n"
+                sent_at = time.monotonic()
+                continue
+            body = snapshot_body(snapshot, base_url)
             if body != last:
                 yield status_event(body)
                 last, sent_at = body, time.monotonic()
-            if job.status in states.TERMINAL:
+            if snapshot.job.status in states.TERMINAL:
                 return
-            if time.monotonic() - sent_at >= KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                sent_at = time.monotonic()
-            await following.changed(KEEPALIVE_S - (time.monotonic() - sent_at))
+
+
+class _HeldStream(StreamingResponse):
+    """The stream, holding its wait slot until the response is over however it ends: the
+    request ended, the client went away (the server cancels the response), or the events never
+    started (a client gone before the first byte cancels before the generator runs)."""
+
+    def __init__(self, events: AsyncGenerator[str, None], slot: WaitSlot) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=_HEADERS)
+        self.events = events
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+            # A generator left at a yield by the cancel stops following its request now, not
+            # whenever it is collected.
+            with anyio.CancelScope(shield=True):
+                await self.events.aclose()
 
 
 @router.get(
@@ -73,21 +104,25 @@ async def _events(
             "(queue position, status, each progress step); the stream ends after an event "
             f"with a final status (completed, failed, cancelled). Comment lines every "
             f"{KEEPALIVE_S:g} s keep idle connections open.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": STATUS_EVENT_STREAM},
         },
         **KEYED,
         **NO_REQUEST,
+        **MALFORMED_ID,
+        **WAIT_LIMIT,
     },
 )
 async def status_stream(
-    request_id: str, owner: Owner, services: AppServices, base_url: BaseUrl
+    request_id: RequestIdPath, owner: Owner, services: AppServices, base_url: BaseUrl
 ) -> StreamingResponse:
     """Follow a request's status as server-sent events until it has ended."""
-    # Checked before the stream starts, so an unknown id is a plain 404 like status's.
-    if await run_in_threadpool(services.jobs.get, request_id, owner) is None:
+    # Read before the stream starts, so an unknown id is a plain 404 like status's.
+    job = await run_in_threadpool(services.jobs.get, request_id, owner)
+    if job is None:
         raise request_not_found(request_id)
-    return StreamingResponse(
-        _events(services, request_id, owner, base_url),
-        media_type="text/event-stream",
-        headers=_HEADERS,
-    )
+    if job.status in states.TERMINAL:
+        # Nothing to wait for: its one event, and no slot taken.
+        body = status_body(job, base_url, None)
+        return StreamingResponse(_once(body), media_type="text/event-stream", headers=_HEADERS)
+    slot = services.waits.take(owner)  # a 429 past a cap, before anything is sent
+    return _HeldStream(_events(services.watch, request_id, base_url), slot)
