@@ -26,32 +26,6 @@ PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-LONGEST_FIRST = (
-    "tests/integration/test_parallel_worker.py",
-    "tests/acceptance/test_hunyuan.py",
-    "tests/acceptance/test_gpu_bench_harness.py",
-    "tests/acceptance/test_lifecycle.py",
-    "tests/acceptance/test_stream.py",
-    "tests/acceptance/test_playground.py",
-    "tests/acceptance/test_webhooks.py",
-    "tests/acceptance/test_fleet.py",
-    "tests/unit/test_hunyuan_loras.py",
-)
-"""The files that take longest (``--durations=0``, summed per file), run first. ``make test``
-hands whole files to its processes (``--dist loadfile``) in collection order; one of these
-handed out last kept one process busy for a minute after the other had finished."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent.parent
-
-    def rank(item: pytest.Item) -> int:
-        path = item.path.relative_to(root).as_posix()
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each file's tests keep their order
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """A PostgreSQL server for tests: FRAMECAST_TEST_DATABASE_URL, else the local default.

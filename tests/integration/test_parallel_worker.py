@@ -44,7 +44,9 @@ def queue(tmp_path: Path) -> Iterator[Worker]:
     worker.db.dispose()
 
 
-def _wait(what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
+def _wait(what: str, check: Callable[[], bool], timeout_s: float = 180) -> None:
+    # A guard against a hang, not a bound on speed: two ranks importing torch and loading the
+    # model beside the rest of the suite on two cores have taken over a minute to start.
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
