@@ -68,6 +68,15 @@ from PIL import Image
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
 API_KEY = "bench-key-0123456789abcdef"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's result JSON to ``out`` (making its folder) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_RATE = 300.0

@@ -53,10 +53,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from api_load import API_KEY, latency_summary, machine, running_server
+from api_load import API_KEY, RESULTS_DIR, latency_summary, machine, running_server, write_result
 
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
@@ -292,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     out = args.json or RESULTS_DIR / f"hostile_images-{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 

@@ -50,7 +50,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from api_load import API_KEY, RESULTS_DIR, Server, latency_summary, machine, running_server
+from api_load import (
+    API_KEY,
+    RESULTS_DIR,
+    Server,
+    latency_summary,
+    machine,
+    running_server,
+    write_result,
+)
 from framecast.db import create_db_engine, migrate, requests
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 
@@ -404,9 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     stamp = now.strftime("%Y-%m-%d")
     out = args.json or RESULTS_DIR / f"metrics_scale-{stamp}-{args.database}-{args.label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 

@@ -43,10 +43,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from api_load import API_KEY, machine, running_server
+from api_load import API_KEY, RESULTS_DIR, machine, running_server, write_result
 
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ATTACKER_KEY = "bench-attacker-key-0123456789"
 DECLARED = (79_691_776, 79_691_776, 41_943_040)
 """The issue's three declared sizes: the body cap twice, then the rest of the 192 MiB budget."""
@@ -262,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     out = args.json or RESULTS_DIR / f"slow_bodies-{now.strftime('%Y-%m-%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 
