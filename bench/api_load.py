@@ -70,6 +70,20 @@ API_KEY = "bench-key-0123456789abcdef"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def add_server_settings(parser: argparse.ArgumentParser, example: str) -> None:
+    """The attack benchmarks' ``--env NAME=VALUE`` (a server setting; ``example`` shows one)
+    and ``--pythonpath`` (the server run from another source tree, for a before figure)."""
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        metavar="NAME=VALUE",
+        help=f"a server setting, e.g. {example} (repeatable)",
+    )
+    parser.add_argument("--pythonpath", help="run the server from another source tree")
+
+
 def write_result(out: Path, result: dict[str, Any]) -> None:
     """Write a benchmark's result JSON to ``out`` (making its folder) and say where."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,15 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from api_load import API_KEY, RESULTS_DIR, latency_summary, machine, running_server, write_result
+from api_load import (
+    API_KEY,
+    RESULTS_DIR,
+    add_server_settings,
+    latency_summary,
+    machine,
+    running_server,
+    write_result,
+)
 
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,15 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--concurrent", "-n", type=int, default=8, help="submits at once")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before the last read")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        type=lambda text: tuple(text.split("=", 1)),
-        metavar="NAME=VALUE",
-        help="a server setting, e.g. FRAMECAST_DECODE_CONCURRENCY=1 (repeatable)",
-    )
-    parser.add_argument("--pythonpath", help="run the server from another source tree")
+    add_server_settings(parser, "FRAMECAST_DECODE_CONCURRENCY=1")
     parser.add_argument(
         "--probe",
         choices=["own-process", "same-process"],

@@ -43,7 +43,14 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from api_load import API_KEY, RESULTS_DIR, machine, running_server, write_result
+from api_load import (
+    API_KEY,
+    RESULTS_DIR,
+    add_server_settings,
+    machine,
+    running_server,
+    write_result,
+)
 
 MODEL_PATH = "/v1/models/tencent/hunyuan/image-to-video"
 ATTACKER_KEY = "bench-attacker-key-0123456789"
@@ -219,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between body bytes")
     parser.add_argument("--lead", type=float, default=1.0, help="seconds before the submit")
     parser.add_argument("--hold", type=float, default=40.0, help="longest the attack lasts")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        type=lambda text: tuple(text.split("=", 1)),
-        metavar="NAME=VALUE",
-        help="a server setting, e.g. FRAMECAST_BODY_MIN_BYTES_PER_SECOND=1 (repeatable)",
-    )
-    parser.add_argument("--pythonpath", help="run the server from another source tree")
+    add_server_settings(parser, "FRAMECAST_BODY_MIN_BYTES_PER_SECOND=1")
     parser.add_argument("--json", type=Path, help="default: bench/results/slow_bodies-<date>")
     args = parser.parse_args(argv)
     now = dt.datetime.now(dt.UTC)
