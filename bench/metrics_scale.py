@@ -64,7 +64,7 @@ from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 
 MODELS = ("tencent/hunyuan/image-to-video", "tencent/hunyuan-video-v1.5/image-to-video")
 OWNER = "env_" + hashlib.sha256(API_KEY.encode()).hexdigest()[:16]
-"""The owner id framecast gives FRAMECAST_API_KEYS' key (framecast.keys)."""
+"""The owner id framecast gives FRAMECAST_API_KEYS' key (framecast.admission.keys)."""
 QUEUED, RUNNING = 10, 2
 BATCH = 10_000
 GIB = 1024**3

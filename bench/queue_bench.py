@@ -32,9 +32,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from framecast.db import create_db_engine, migrate
-from framecast.jobs import JobStore
-from framecast.results import VideoResult
-from framecast.wakeup import PollingWaiter, waiter_for
+from framecast.queue.jobs import JobStore
+from framecast.queue.results import VideoResult
+from framecast.queue.wakeup import PollingWaiter, waiter_for
 
 MODEL = "tencent/hunyuan/image-to-video"
 

@@ -38,10 +38,10 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from standardwebhooks import Webhook
 
+from framecast.admission.keys import KeyStore
 from framecast.db import create_db_engine, migrate
-from framecast.job_stores import build_job_store
-from framecast.keys import KeyStore
-from framecast.results import VideoResult
+from framecast.queue.job_stores import build_job_store
+from framecast.queue.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.outbox import WebhookTarget, register
 from queue_bench import fresh_pg  # bench/ is on the path: scripts run from it

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from framecast.cli import app
+from framecast.cli.main import app
 
 app()

@@ -1,7 +1,7 @@
 """Database tables, engine creation and migrations.
 
 The tables are SQLAlchemy Core objects: every status change is a single guarded UPDATE written
-in :mod:`framecast.jobs`, which reads more plainly in Core than through an ORM unit of work.
+in :mod:`framecast.queue.jobs`, which reads more plainly in Core than through an ORM unit of work.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from framecast.states import Status
+from framecast.queue.states import Status
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -214,7 +214,7 @@ workers = Table(
 )
 
 # The history /metrics reports, kept as totals by the status change that adds to them
-# (framecast.request_totals), in that change's transaction: a scrape reads these few rows, not
+# (framecast.queue.request_totals), in that change's transaction: a scrape reads these few rows, not
 # every request ever finished.
 request_totals = Table(
     "request_totals",

@@ -351,7 +351,7 @@ class Settings(BaseSettings):
     @field_validator("submit_rate")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
-        from framecast.rates import parse_rate
+        from framecast.admission.rates import parse_rate
 
         return str(parse_rate(value)) if value else None
 

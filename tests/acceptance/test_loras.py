@@ -103,7 +103,7 @@ def test_a_request_with_known_loras_runs(server: Server) -> None:
 def test_generate_takes_lora_flags_and_refuses_an_unknown_name(
     lora_dir: Path, tmp_path: Path
 ) -> None:
-    from framecast.cli import _lora_flag
+    from framecast.cli.main import _lora_flag
 
     assert _lora_flag("watercolor:0.5") == {"path": "watercolor", "scale": 0.5}
     assert _lora_flag("watercolor") == {"path": "watercolor"}

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from framecast.api.app import create_app
-from framecast.cli import app as cli
+from framecast.cli.main import app as cli
 from framecast.settings import Settings
 from framecast.startup import EXIT_CONFIG, EXIT_ENGINE_UNAVAILABLE
 

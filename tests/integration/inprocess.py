@@ -18,7 +18,7 @@ from framecast.api.errors import runcomfy_error_code
 from framecast.api.services import Services
 from framecast.engines.preview import PreviewEngine
 from framecast.settings import Settings
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
 
 KEY = "in-process-test-key"
 OTHER_KEY = "in-process-other-key"

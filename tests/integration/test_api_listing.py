@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from framecast.listing import encode_cursor
+from framecast.queue.listing import encode_cursor
 
 from .inprocess import (
     OTHER_KEY,

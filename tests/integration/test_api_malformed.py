@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from framecast.api.waiting import MAX_WAIT_S, parse_prefer_wait
-from framecast.listing import BadCursor, decode_cursor, encode_cursor
+from framecast.queue.listing import BadCursor, decode_cursor, encode_cursor
 
 from .inprocess import SUBMIT, assert_error, make_app, submit
 

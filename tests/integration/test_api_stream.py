@@ -20,7 +20,7 @@ from framecast.api.routes import stream
 from framecast.api.waiting import MAX_WAIT_S, parse_prefer_wait
 from framecast.client.sse import EventDecoder
 from framecast.engines.preview import PreviewEngine
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
 
 from .inprocess import (
     OTHER_KEY,

@@ -17,9 +17,9 @@ import anyio
 import pytest
 from sqlalchemy import Engine, event
 
-from framecast import status_watch
-from framecast.jobs import JobStore
-from framecast.status_watch import StatusWatch
+from framecast.queue import status_watch
+from framecast.queue.jobs import JobStore
+from framecast.queue.status_watch import StatusWatch
 
 from .inprocess import client_for, make_app, services_of, submit
 

@@ -23,10 +23,10 @@ from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import FPS, MODEL_ID
+from framecast.queue.states import Status
 from framecast.settings import Settings
-from framecast.states import Status
 from framecast.video import probe_mp4
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
 
 from .tiny_jobs import stored_path, submit
 

@@ -14,8 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, func, select, update
 
-from framecast.db import create_db_engine, idempotency_keys, migrate, requests, utcnow
-from framecast.idempotency import (
+from framecast.admission.idempotency import (
     KEY_TTL,
     SUBMIT_MARGIN,
     IdempotencyConflict,
@@ -23,6 +22,7 @@ from framecast.idempotency import (
     body_hash,
     submit_deadline,
 )
+from framecast.db import create_db_engine, idempotency_keys, migrate, requests, utcnow
 
 from .inprocess import (
     OTHER_KEY,

@@ -10,9 +10,9 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.engine import make_url
 
 from framecast.db import create_db_engine, migrate, requests, utcnow
-from framecast.jobs import CancelOutcome, Job, JobStore, Lease, StatusChange, StepAck
-from framecast.results import MalformedResult, VideoResult
-from framecast.states import Status
+from framecast.queue.jobs import CancelOutcome, Job, JobStore, Lease, StatusChange, StepAck
+from framecast.queue.results import MalformedResult, VideoResult
+from framecast.queue.states import Status
 
 MODEL = "tencent/hunyuan/image-to-video"
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select
 
+from framecast.admission.keys import KeyStore, hash_key
 from framecast.db import api_keys
-from framecast.keys import KeyStore, hash_key
 
 
 def test_created_key_authenticates_and_only_its_hash_is_stored(db: Engine) -> None:

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, update
 
-from framecast import metrics
+from framecast.api import metrics
 from framecast.db import requests, utcnow
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
-from framecast.jobs import JobStore
-from framecast.registry import WorkerRegistry
-from framecast.results import VideoResult
+from framecast.queue.jobs import JobStore
+from framecast.queue.registry import WorkerRegistry
+from framecast.queue.results import VideoResult
 from tests.integration.inprocess import SUBMIT, client_for, make_app, run_worker, submit
 
 MODEL = "tencent/hunyuan/image-to-video"

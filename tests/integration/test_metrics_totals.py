@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, insert, select, text, update
 
-from framecast import metrics
+from framecast.api import metrics
 from framecast.api.scrape_cache import ScrapeCache
 from framecast.db import create_db_engine, migrate, requests, utcnow
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
-from framecast.jobs import JobStore, Lease
-from framecast.results import VideoResult
-from framecast.states import Status
+from framecast.queue.jobs import JobStore, Lease
+from framecast.queue.results import VideoResult
+from framecast.queue.states import Status
 from tests.integration.inprocess import (
     KEY,
     SUBMIT,

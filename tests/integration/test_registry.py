@@ -5,7 +5,7 @@ import datetime as dt
 from sqlalchemy import Engine, update
 
 from framecast.db import utcnow, workers
-from framecast.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry
 
 
 def _age(db: Engine, worker_id: str, seconds: float) -> None:

@@ -33,7 +33,9 @@ async def test_every_line_about_a_request_carries_its_id(tmp_path: Path) -> None
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     about = [line for line in lines if line.get("request_id") == request_id]
     messages = " | ".join(line["message"] for line in about)
-    assert {"framecast.api", "framecast.worker"} <= {line["logger"] for line in about}, messages
+    assert {"framecast.api", "framecast.worker.loop"} <= {line["logger"] for line in about}, (
+        messages
+    )
     assert "queued" in messages and "claimed" in messages and "completed" in messages
     # Nothing that names the request lacks its id (or carries another one).
     named = [line for line in lines if request_id in line["message"]]

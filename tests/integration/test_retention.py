@@ -10,10 +10,10 @@ from sqlalchemy import Engine, update
 
 from framecast.api.views import result_body
 from framecast.db import requests, utcnow
-from framecast.jobs import JobStore
-from framecast.results import VideoResult
-from framecast.retention import sweep, sweep_orphan_inputs
-from framecast.states import Status
+from framecast.queue.jobs import JobStore
+from framecast.queue.results import VideoResult
+from framecast.queue.retention import sweep, sweep_orphan_inputs
+from framecast.queue.states import Status
 from framecast.storage import LocalStorage
 
 MODEL = "tencent/hunyuan/image-to-video"

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from framecast.engines.preview import PreviewEngine
 from framecast.models import all_models
-from framecast.scratch import Scratch, clear_stale
 from framecast.settings import Settings
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
+from framecast.worker.scratch import Scratch, clear_stale
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from framecast.scratch import Scratch
+    from framecast.worker.scratch import Scratch
     folder = Scratch(Path(sys.argv[1]), sys.argv[2]).claim()
     (folder / "req-1234abcd").mkdir()
     (folder / "req-1234abcd" / "video.mp4").write_bytes(b"half a video")

@@ -295,7 +295,7 @@ def test_the_package_needs_boto3_only_for_a_bucket() -> None:
     import subprocess
 
     code = (
-        "import sys; import framecast.storage, framecast.api.app, framecast.worker; "
+        "import sys; import framecast.storage, framecast.api.app, framecast.worker.loop; "
         "assert 'boto3' not in sys.modules and 'framecast.storage.s3' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

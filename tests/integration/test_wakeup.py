@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from framecast.db import create_db_engine, migrate
-from framecast.jobs import JobStore
-from framecast.wakeup import ListenWaiter, PollingWaiter, Waiter, waiter_for
+from framecast.queue.jobs import JobStore
+from framecast.queue.wakeup import ListenWaiter, PollingWaiter, Waiter, waiter_for
 
 MODEL = "tencent/hunyuan/image-to-video"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from framecast.admission.keys import KeyStore
 from framecast.db import api_keys, request_webhooks, requests
-from framecast.keys import KeyStore
 from framecast.webhooks.dispatcher import build_dispatcher
 from framecast.webhooks.targets import check_webhook_url, parse_webhook_url
 from tests.integration.inprocess import (

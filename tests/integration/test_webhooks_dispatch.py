@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
+from framecast.admission.keys import KeyStore
 from framecast.client import verify_webhook
 from framecast.db import create_db_engine, migrate, utcnow, webhook_deliveries
-from framecast.job_stores import build_job_store
-from framecast.jobs import JobStore
-from framecast.keys import KeyStore
-from framecast.results import VideoResult
+from framecast.queue.job_stores import build_job_store
+from framecast.queue.jobs import JobStore
+from framecast.queue.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.dispatcher import Dispatcher, build_dispatcher, run_dispatcher
 from framecast.webhooks.outbox import WebhookTarget, register

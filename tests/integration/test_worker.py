@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 from framecast.db import requests
 from framecast.engines.base import Engine, GenerationRequest, Hooks
 from framecast.engines.preview import PreviewEngine
-from framecast.jobs import CancelOutcome, JobStore
+from framecast.queue.jobs import CancelOutcome, JobStore
+from framecast.queue.states import Status
 from framecast.settings import Settings
-from framecast.states import Status
 from framecast.video import probe_mp4
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
 
 MODEL = "tencent/hunyuan/image-to-video"
 

@@ -12,7 +12,7 @@ from PIL import Image
 from framecast.engines.base import GenerationRequest
 from framecast.models.hunyuan_i2v import FPS, MODEL_ID
 from framecast.storage import LocalStorage
-from framecast.worker import Worker
+from framecast.worker.loop import Worker
 
 
 def submit(worker: Worker, **inputs: Any) -> str:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import framecast.parallel.launch as launch
-from framecast.cli import app
+from framecast.cli.main import app
 from framecast.settings import get_settings
 
 SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from framecast.cli import app
+from framecast.cli.main import app
 
 SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast import serve as serve_module
+from framecast.cli import serve as serve_module
 from framecast.settings import Settings
 
 

@@ -38,7 +38,7 @@ def test_no_module_outside_the_model_engines_imports_torch() -> None:
 def test_starting_the_api_worker_and_cli_does_not_load_torch() -> None:
     code = (
         "import sys\n"
-        "import framecast.api.app, framecast.worker, framecast.cli, framecast.engines\n"
+        "import framecast.api.app, framecast.worker.loop, framecast.cli.main, framecast.engines\n"
         "import framecast.engines.hunyuan, framecast.engines.hunyuan.weights\n"
         "import framecast.engines.hunyuan15.loader, framecast.engines.hunyuan15.weights\n"
         "import framecast.engines.selection, framecast.models\n"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from framecast.worker import overall_progress
+from framecast.worker.loop import overall_progress
 
 
 def test_overall_progress_only_goes_up_across_model_phases() -> None:

@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
+from framecast.admission.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
 from framecast.api.views import request_urls, result_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
-from framecast.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
-from framecast.jobs import Job
-from framecast.states import Status
+from framecast.queue.jobs import Job
+from framecast.queue.states import Status
 
 InsertHook = Callable[[Connection, Job], None]
 """Runs in the transaction that inserts a request (``JobStore.submit``'s ``also``)."""

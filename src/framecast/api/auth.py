@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from framecast.admission.keys import KeyStore
 from framecast.api.errors import error_responses
 from framecast.api.services import AppServices
 from framecast.errors import FramecastError
-from framecast.keys import KeyStore
 
 # Declares the bearer scheme in the OpenAPI document (the docs' Authorize button); the header is
 # still read below, so a missing or malformed one gets framecast's own 401.

@@ -11,22 +11,22 @@ import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from framecast.admission.idempotency import IdempotencyStore, submit_deadline
+from framecast.admission.keys import KeyStore
+from framecast.admission.quotas import QuotaStore
+from framecast.api.node_metrics import NodeCounters
 from framecast.api.public_url import base_url
 from framecast.api.scrape_cache import ScrapeCache
 from framecast.api.wait_slots import WaitSlots
 from framecast.db import create_db_engine
 from framecast.engines.hunyuan.loras import LoraFolder
 from framecast.fetch import UrlFetcher
-from framecast.idempotency import IdempotencyStore, submit_deadline
-from framecast.job_stores import build_job_store
-from framecast.jobs import JobStore
-from framecast.keys import KeyStore
 from framecast.models import ModelSpec, all_models
-from framecast.node_metrics import NodeCounters
-from framecast.quotas import QuotaStore
-from framecast.registry import WorkerRegistry
+from framecast.queue.job_stores import build_job_store
+from framecast.queue.jobs import JobStore
+from framecast.queue.registry import WorkerRegistry
+from framecast.queue.status_watch import StatusWatch
 from framecast.settings import Settings
-from framecast.status_watch import StatusWatch
 from framecast.storage import Storage, open_storage
 
 

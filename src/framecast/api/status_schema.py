@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from framecast.states import Status
+from framecast.queue.states import Status
 
 
 class StatusError(TypedDict):

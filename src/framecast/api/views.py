@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from framecast.jobs import Job
-from framecast.states import Status
+from framecast.queue.jobs import Job
+from framecast.queue.states import Status
 from framecast.storage import Storage
 
 

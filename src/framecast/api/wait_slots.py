@@ -1,7 +1,7 @@
 """Caps on the waits an API process holds open: status streams and ``Prefer: wait`` answers,
 per key (FRAMECAST_MAX_STREAMS_PER_KEY) and all keys together (FRAMECAST_MAX_STREAMS).
 
-A wait does no database work of its own (:mod:`framecast.status_watch` reads for all of them),
+A wait does no database work of its own (:mod:`framecast.queue.status_watch` reads for all of them),
 but each holds a connection, a task and a request followed by the watcher's sweeps; without a
 cap one key could open them by the thousand. Past a cap the answer is a 429 with Retry-After.
 Counted in this process only: a key may hold the per-key number on each API node.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from framecast.quotas import QuotaExceeded
+from framecast.admission.quotas import QuotaExceeded
 
 RETRY_AFTER_S = 5
 """Retry-After of a refused wait: a slot frees when one of the waits ends, which nobody can

@@ -2,7 +2,7 @@
 status (Replicate's header), and the status stream.
 
 A wait holds neither a database connection, a thread nor the event loop: it awaits the
-process's :class:`~framecast.status_watch.StatusWatch`, which reads for every wait at once and
+process's :class:`~framecast.queue.status_watch.StatusWatch`, which reads for every wait at once and
 hands each the row it read. Each wait holds a slot (:mod:`framecast.api.wait_slots`): 429 past
 FRAMECAST_MAX_STREAMS_PER_KEY or FRAMECAST_MAX_STREAMS.
 """
@@ -15,14 +15,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Header
 from fastapi.concurrency import run_in_threadpool
 
-from framecast import states
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
 from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
-from framecast.jobs import Job
-from framecast.states import Status
-from framecast.status_watch import Snapshot
+from framecast.queue import states
+from framecast.queue.jobs import Job
+from framecast.queue.states import Status
+from framecast.queue.status_watch import Snapshot
 
 MAX_WAIT_S = 60
 """The longest ``Prefer: wait`` honoured; a longer one is cut to this (as Replicate does)."""

@@ -1,7 +1,7 @@
 """Starting a group: ``framecast worker --gpus 0,1,2,3`` and ``framecast generate --parallel N``.
 
 The calling process becomes rank 0; ranks 1..N-1 are spawned. Rank 0 of a worker is an
-ordinary :class:`~framecast.worker.Worker` whose one engine is the group's. When the group
+ordinary :class:`~framecast.worker.loop.Worker` whose one engine is the group's. When the group
 breaks (a rank died, a collective failed or timed out), rank 0 prints one line saying so and
 exits with :data:`GROUP_BROKEN`, taking the other ranks with it, for a supervisor to restart;
 the request it was running goes back to the queue when its lease runs out.
@@ -115,7 +115,7 @@ def run_group_worker(settings: Settings) -> None:
     """Entry point of ``framecast worker --gpus``: one worker, its engine the whole group;
     runs until SIGTERM/SIGINT. Serves HunyuanVideo-I2V only."""
     from framecast.models.hunyuan_i2v import MODEL_ID
-    from framecast.worker import Worker, run_until_signalled
+    from framecast.worker.loop import Worker, run_until_signalled
 
     check_group_models(
         settings.models,

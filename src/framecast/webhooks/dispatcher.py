@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import anyio
 from sqlalchemy import Engine, select
 
+from framecast.admission.keys import KeyStore
 from framecast.api.views import result_body
 from framecast.db import create_db_engine, migrate, request_webhooks, requests
-from framecast.jobs import Job
-from framecast.keys import KeyStore
+from framecast.queue.jobs import Job
+from framecast.queue.states import TERMINAL, Status
+from framecast.queue.wakeup import Waiter, waiter_for
 from framecast.settings import Settings
-from framecast.states import TERMINAL, Status
 from framecast.storage import Storage, open_storage
-from framecast.wakeup import Waiter, waiter_for
 from framecast.webhooks.outbox import WEBHOOK_CHANNEL
 from framecast.webhooks.sender import AttemptResult, WebhookSender
 from framecast.webhooks.signing import signature_header

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection
 
 from framecast.api.views import status_body
 from framecast.db import request_webhooks, requests, utcnow, webhook_deliveries
-from framecast.jobs import Job, StatusChange
-from framecast.states import TERMINAL, Status
+from framecast.queue.jobs import Job, StatusChange
+from framecast.queue.states import TERMINAL, Status
 
 WEBHOOK_CHANNEL = "framecast_webhooks"
 """PostgreSQL NOTIFY channel: a delivery is waiting (dispatchers LISTEN on it)."""
@@ -94,7 +94,7 @@ def register(conn: Connection, job: Job, target: WebhookTarget) -> None:
 
 
 def record_change(conn: Connection, change: StatusChange) -> None:
-    """A :data:`framecast.jobs.StatusListener`: one delivery for a change worth reporting of a
+    """A :data:`framecast.queue.jobs.StatusListener`: one delivery for a change worth reporting of a
     request that has a webhook. Its exceptions roll the change back, by design: a change whose
     delivery cannot be recorded must not commit without it."""
     row = conn.execute(

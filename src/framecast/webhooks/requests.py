@@ -7,9 +7,9 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import Query
 
+from framecast.admission.keys import KeyStore
 from framecast.errors import InputError
 from framecast.fetch import Resolver, system_resolver
-from framecast.keys import KeyStore
 from framecast.webhooks.outbox import WebhookTarget
 from framecast.webhooks.targets import check_webhook_url
 

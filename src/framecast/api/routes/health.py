@@ -18,7 +18,7 @@ from sqlalchemy import text
 from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, Services
 from framecast.db import utcnow
-from framecast.registry import WorkerInfo
+from framecast.queue.registry import WorkerInfo
 
 router = APIRouter(tags=["health"])
 

@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus' text format, read from the database (``framecast.metrics``),
+"""``GET /metrics``: Prometheus' text format, read from the database (``framecast.api.metrics``),
 so every API node gives the fleet's figures; each process reuses a scrape for
 FRAMECAST_METRICS_CACHE_SECONDS, and FRAMECAST_METRICS_TOKEN, when set, is the key to it."""
 
@@ -9,7 +9,7 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from framecast import metrics
+from framecast.api import metrics
 from framecast.api.errors import error_responses
 from framecast.api.services import AppServices
 from framecast.errors import FramecastError

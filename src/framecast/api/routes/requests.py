@@ -16,7 +16,7 @@ from framecast.api.status_schema import StatusBody
 from framecast.api.views import result_body, status_body
 from framecast.api.waiting import WAIT_LIMIT, PreferWait, preference_applied, wait_for_end
 from framecast.errors import FramecastError
-from framecast.jobs import CancelOutcome, Job
+from framecast.queue.jobs import CancelOutcome, Job
 
 router = APIRouter(tags=["requests"])
 

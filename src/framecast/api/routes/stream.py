@@ -3,7 +3,7 @@ events, one ``status`` event per change (each progress step included), until it 
 
 Every event is read from the database, so a stream served by one API node follows a request
 that workers and other nodes change. The reading is not the stream's: the process's one
-:class:`~framecast.status_watch.StatusWatch` reads every followed request (woken by PostgreSQL
+:class:`~framecast.queue.status_watch.StatusWatch` reads every followed request (woken by PostgreSQL
 NOTIFY, or polling on SQLite) and hands each stream the row, so an open stream costs no thread
 and no query of its own. Open streams count against FRAMECAST_MAX_STREAMS_PER_KEY and
 FRAMECAST_MAX_STREAMS (:mod:`framecast.api.wait_slots`).
@@ -22,7 +22,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from framecast import states
 from framecast.api.auth import KEYED, Owner
 from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.routes.requests import NO_REQUEST, request_not_found
@@ -31,7 +30,8 @@ from framecast.api.status_schema import STATUS_EVENT_STREAM
 from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import WAIT_LIMIT, snapshot_body
-from framecast.status_watch import StatusWatch
+from framecast.queue import states
+from framecast.queue.status_watch import StatusWatch
 
 router = APIRouter(tags=["requests"])
 

@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 # Written out rather than imported: a migration builds the same schema whatever the code is
-# later. framecast.status_watch listens on this channel.
+# later. framecast.queue.status_watch listens on this channel.
 STATUS_CHANNEL = "framecast_status"
 
 # Fired by whichever process writes the row (worker, API, another node), so an API node waiting

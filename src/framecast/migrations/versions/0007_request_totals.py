@@ -1,4 +1,4 @@
-"""/metrics' history as totals kept by each status change (framecast.request_totals), filled
+"""/metrics' history as totals kept by each status change (framecast.queue.request_totals), filled
 here from the requests already recorded, so a scrape no longer reads the whole requests table.
 
 Revision ID: 0007
@@ -61,7 +61,7 @@ def _seconds(dialect: str, later: Any, earlier: Any) -> Any:
 
 
 def _fill(name: str, bounds: tuple[float, ...], value: Any, status: Any, where: Any) -> None:
-    """Bucket every request ``where`` selects as framecast.request_totals.record would have."""
+    """Bucket every request ``where`` selects as framecast.queue.request_totals.record would have."""
     r = _requests.c
     le = sa.case(*[(value <= b, sa.literal(repr(b))) for b in bounds], else_=sa.literal("+Inf"))
     rows = (

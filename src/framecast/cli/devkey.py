@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from framecast.admission.keys import KeyStore
 from framecast.db import create_db_engine, migrate
-from framecast.keys import KeyStore
 from framecast.models import all_models
 from framecast.settings import Settings
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any, get_args
 import typer
 from pydantic import BaseModel
 
-from framecast.settings import Settings, get_settings
-from framecast.webhooks.cli import webhooks_app
+from framecast.cli.common import DataDir, configure_cli_logging, settings_from_flags
+from framecast.cli.webhooks import webhooks_app
 
 app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -22,7 +22,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(weights_app, name="weights")
 app.add_typer(webhooks_app, name="webhooks")
 
-DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
 Engine = Annotated[
     str | None, typer.Option(help="FRAMECAST_ENGINE: auto, preview or hunyuan", show_default=False)
 ]
@@ -34,25 +33,6 @@ Parallel = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _settings(**flags: Any) -> Settings:
-    """Settings from the environment, with the flags given on the command line on top.
-
-    Flags are written to the environment (as FRAMECAST_*) so worker processes started from
-    here see exactly the same configuration.
-    """
-    for name, value in flags.items():
-        if value is not None:
-            os.environ[f"FRAMECAST_{name.upper()}"] = str(value)
-    get_settings.cache_clear()
-    return get_settings()
-
-
-def _logging(settings: Settings) -> None:
-    from framecast.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -70,14 +50,16 @@ def serve(
     ] = False,
 ) -> None:
     """Start the API and its worker processes."""
-    settings = _settings(host=host, port=port, workers=workers, engine=engine, data_dir=data_dir)
-    _logging(settings)
-    from framecast.serve import serve as run_serve
+    settings = settings_from_flags(
+        host=host, port=port, workers=workers, engine=engine, data_dir=data_dir
+    )
+    configure_cli_logging(settings)
+    from framecast.cli.serve import serve as run_serve
     from framecast.startup import StartupError, check_data_dir
 
     try:
         if dev:
-            from framecast.devkey import print_dev_banner
+            from framecast.cli.devkey import print_dev_banner
 
             check_data_dir(settings)  # the dev key is kept there
             print_dev_banner(settings)
@@ -103,10 +85,10 @@ def worker(
     exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start one worker process (no API); with --gpus, one worker made of a process per GPU."""
-    settings = _settings(engine=engine, data_dir=data_dir, gpus=gpus, parallel=parallel)
-    _logging(settings)
+    settings = settings_from_flags(engine=engine, data_dir=data_dir, gpus=gpus, parallel=parallel)
+    configure_cli_logging(settings)
     from framecast.startup import StartupError
-    from framecast.worker import run_worker
+    from framecast.worker.loop import run_worker
 
     if settings.gpus or settings.parallel:
         from framecast.parallel.launch import GroupError, run_group_worker
@@ -125,10 +107,10 @@ def worker(
 
 
 def _key_store(data_dir: Path | None) -> Any:
+    from framecast.admission.keys import KeyStore
     from framecast.db import create_db_engine, migrate
-    from framecast.keys import KeyStore
 
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from_flags(data_dir=data_dir)
     db = create_db_engine(settings.resolved_database_url)
     migrate(db)
     return KeyStore(db, settings.api_keys, server_key=settings.signing_key())
@@ -154,7 +136,7 @@ SubmitRate = Annotated[
 
 def _limit_changes(max_active: str | None, rate: str | None) -> dict[str, int | str | None]:
     """The limits given on the command line, checked (exit 2 with the reason otherwise)."""
-    from framecast.quotas import limit_value, rate_value
+    from framecast.admission.quotas import limit_value, rate_value
 
     changes: dict[str, int | str | None] = {}
     try:
@@ -169,7 +151,7 @@ def _limit_changes(max_active: str | None, rate: str | None) -> dict[str, int | 
 
 
 def _quotas(store: Any) -> Any:
-    from framecast.quotas import QuotaStore
+    from framecast.admission.quotas import QuotaStore
 
     # The defaults do not matter here: only a key's own limits are read and written.
     return QuotaStore(store.engine, default_max_active=None, default_rate=None)
@@ -213,7 +195,7 @@ def keys_rotate_webhook_secret(
 ) -> None:
     """Give a key a new webhook secret, printed once; deliveries carry both signatures while
     the old one overlaps, so receivers can switch without missing one."""
-    from framecast.keys import UnknownKey
+    from framecast.admission.keys import UnknownKey
     from framecast.settings import parse_duration
 
     try:
@@ -234,7 +216,7 @@ def keys_rotate_webhook_secret(
 def keys_env_webhook_secrets(data_dir: DataDir = None) -> None:
     """The webhook secret of each FRAMECAST_API_KEYS key (derived from the server's secret, so
     run this with the server's FRAMECAST_SECRET_KEY or data folder)."""
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from_flags(data_dir=data_dir)
     for prefix, secret in _key_store(data_dir).env_webhook_secrets(settings.api_keys):
         typer.echo(f"{prefix}...\t{secret}")
 
@@ -281,7 +263,7 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply database migrations (serve and worker also do this at start)."""
     from framecast.db import create_db_engine, migrate
 
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from_flags(data_dir=data_dir)
     migrate(create_db_engine(settings.resolved_database_url))
     typer.echo("database is up to date")
 
@@ -355,7 +337,7 @@ def generate(
     from framecast.video import encode_mp4
 
     try:
-        settings = _settings(
+        settings = settings_from_flags(
             engine=engine,
             hunyuan_model=hunyuan_model,
             hunyuan15_model=hunyuan15_model,
@@ -366,7 +348,7 @@ def generate(
     except ValidationError as exc:
         typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
         raise typer.Exit(2) from exc
-    _logging(settings)
+    configure_cli_logging(settings)
     try:
         spec = get_model(model) if model else all_models()[0]
         if settings.gpus or settings.parallel:
@@ -610,8 +592,8 @@ def _checkpoint_repo(model_id: str, names: Mapping[str, str], checkpoint: str | 
     )
 
 
-# submit, status, result, cancel, list: a running server's API (framecast.remote_cli).
-from framecast.remote_cli import register as _register_remote  # noqa: E402
+# submit, status, result, cancel, list: a running server's API (framecast.cli.remote).
+from framecast.cli.remote import register as _register_remote  # noqa: E402
 
 _register_remote(app)
 

@@ -21,10 +21,10 @@ from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from framecast.admission.rates import UNLIMITED, Rate, parse_rate
 from framecast.db import api_keys, requests, submit_counters
 from framecast.errors import FramecastError
-from framecast.rates import UNLIMITED, Rate, parse_rate
-from framecast.states import Status
+from framecast.queue.states import Status
 
 ACTIVE_RETRY_AFTER_S = 10
 """Retry-After of a submit refused for too many active requests: nobody knows when one ends,
@@ -212,7 +212,7 @@ class QuotaStore:
             )
 
     def active_guard(self, owner: str, max_active: int) -> Callable[[Connection, object], None]:
-        """For :meth:`framecast.jobs.JobStore.submit`'s ``also``: runs after the new request's
+        """For :meth:`framecast.queue.jobs.JobStore.submit`'s ``also``: runs after the new request's
         INSERT, in its transaction, and raises (rolling the INSERT back) when it is one too
         many. Locking the owner's counter row first makes one owner's submits take turns
         here, and each counts the others' committed requests (PostgreSQL's READ COMMITTED
@@ -233,7 +233,7 @@ class QuotaStore:
         return guard
 
     def insert_guard(self, owner: str, limits: Limits) -> Callable[[Connection, object], None]:
-        """For :meth:`framecast.jobs.JobStore.submit`'s ``also``: counts the submit against the
+        """For :meth:`framecast.queue.jobs.JobStore.submit`'s ``also``: counts the submit against the
         rate and checks the active-request limit, in the INSERT's transaction (either refusal
         rolls the INSERT back, and the count with it)."""
         check_active = self.active_guard(owner, limits.max_active) if limits.max_active else None

@@ -2,11 +2,11 @@
 
 A request is born ``in_queue`` (:meth:`JobStore.submit`'s INSERT); every change after that is
 one UPDATE, written by :meth:`JobStore._transition` alone, guarded by the state the request may
-come from (see :mod:`framecast.states`) and, for a worker's writes, by its lease token; the row
+come from (see :mod:`framecast.queue.states`) and, for a worker's writes, by its lease token; the row
 it returns says whether it took effect. A worker whose lease was taken away therefore cannot
 complete, fail or overwrite a request: its token no longer matches.
 Whatever must happen together with a status change (a NOTIFY, /metrics' totals in
-:mod:`framecast.request_totals`, a row in another table) runs in that UPDATE's transaction: see
+:mod:`framecast.queue.request_totals`, a row in another table) runs in that UPDATE's transaction: see
 :data:`StatusListener`.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from framecast import request_totals, states
 from framecast.db import requests, utcnow
-from framecast.results import VideoResult
-from framecast.states import Status
+from framecast.queue import request_totals, states
+from framecast.queue.results import VideoResult
+from framecast.queue.states import Status
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.engine import Connection
 
 from framecast.db import requests
-from framecast.jobs import Job
-from framecast.registry import WorkerRegistry
-from framecast.states import Status
+from framecast.queue.jobs import Job
+from framecast.queue.registry import WorkerRegistry
+from framecast.queue.states import Status
 
-log = logging.getLogger("framecast.status_watch")
+log = logging.getLogger("framecast.queue.status_watch")
 
 STATUS_CHANNEL = "framecast_status"
 """The NOTIFY channel of migration 0006's trigger; the payload is the request id."""

@@ -17,10 +17,10 @@ import logging
 from sqlalchemy import select
 
 from framecast.db import requests, utcnow
-from framecast.jobs import Job, JobStore
+from framecast.queue.jobs import Job, JobStore
 from framecast.storage import Storage
 
-log = logging.getLogger("framecast.retention")
+log = logging.getLogger("framecast.queue.retention")
 
 
 def files_of(job: Job) -> list[str]:

@@ -2,7 +2,7 @@
 
 Counting the finished requests and bucketing their durations at each scrape read the whole
 requests table, whose finished rows only ever grow: 1.6-2.2 s per scrape at 200k requests.
-Instead, :meth:`framecast.jobs.JobStore._transition` calls :func:`record` in the transaction of
+Instead, :meth:`framecast.queue.jobs.JobStore._transition` calls :func:`record` in the transaction of
 every status change it makes, and the change adds to a few rows here (one per model, status,
 error code and histogram bucket): they commit with the change or not at all, so the totals stay
 exact whichever process (API node, worker) made it, and a scrape reads a table whose size does
@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from framecast.db import request_histograms, request_totals, requests
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
-from framecast.states import TERMINAL, Status
+from framecast.queue.states import TERMINAL, Status
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 """Seconds from submit to a worker starting it."""

@@ -21,30 +21,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
 
-from framecast import outcomes
+from framecast.admission.idempotency import IdempotencyStore
 from framecast.db import create_db_engine, migrate
-from framecast.engine_loading import EngineLoadFailed, Plan, load_with_retries, try_plan
 from framecast.engines import Engine
 from framecast.engines.base import Cancelled
 from framecast.errors import FramecastError
-from framecast.idempotency import IdempotencyStore
 from framecast.images import decode_image
-from framecast.job_stores import build_job_store
-from framecast.jobs import JobStore, Lease, StepAck
 from framecast.logs import request_context
 from framecast.models import get_model
-from framecast.outcomes import Outcome
-from framecast.registry import WorkerRegistry
-from framecast.results import VideoResult
-from framecast.retention import sweep, sweep_orphan_inputs
-from framecast.scratch import Scratch, clear_stale
+from framecast.queue import outcomes
+from framecast.queue.job_stores import build_job_store
+from framecast.queue.jobs import JobStore, Lease, StepAck
+from framecast.queue.outcomes import Outcome
+from framecast.queue.registry import WorkerRegistry
+from framecast.queue.results import VideoResult
+from framecast.queue.retention import sweep, sweep_orphan_inputs
+from framecast.queue.wakeup import waiter_for
 from framecast.settings import Settings
 from framecast.startup import check_data_dir
 from framecast.storage import open_storage
 from framecast.video import encode_mp4
-from framecast.wakeup import waiter_for
+from framecast.worker.engine_loading import EngineLoadFailed, Plan, load_with_retries, try_plan
+from framecast.worker.scratch import Scratch, clear_stale
 
-log = logging.getLogger("framecast.worker")
+log = logging.getLogger("framecast.worker.loop")
 
 PROGRESS_INTERVAL_S = 0.2
 """Progress is written at most this often (and at the last step): the preview engine makes a

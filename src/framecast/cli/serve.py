@@ -18,7 +18,7 @@ from framecast.settings import Settings
 from framecast.startup import EXIT_ENGINE_UNAVAILABLE, bind_socket, check_data_dir, uses_data_dir
 from framecast.webhooks.dispatcher import DispatcherThread
 
-log = logging.getLogger("framecast.serve")
+log = logging.getLogger("framecast.cli.serve")
 
 STOP_GRACE_S = 30.0
 """How long stopping workers get to give their request back before they are killed."""

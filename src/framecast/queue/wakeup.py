@@ -1,6 +1,6 @@
 """How an idle worker waits for work: woken by PostgreSQL NOTIFY, or by polling.
 
-With PostgreSQL a worker LISTENs on :data:`framecast.jobs.QUEUE_CHANNEL`, so a submitted
+With PostgreSQL a worker LISTENs on :data:`framecast.queue.jobs.QUEUE_CHANNEL`, so a submitted
 request is claimed within milliseconds instead of up to a poll interval later. Polling stays
 as the fallback: a notification can be missed while the listening connection reconnects, so
 the wait never lasts longer than ``FRAMECAST_POLL_SECONDS`` either way.
@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
-from framecast.jobs import QUEUE_CHANNEL
+from framecast.queue.jobs import QUEUE_CHANNEL
 
-log = logging.getLogger("framecast.wakeup")
+log = logging.getLogger("framecast.queue.wakeup")
 
 _STOP_CHECK_S = 1.0
 """The longest a wait goes without looking at the stop flag (shutdown latency)."""

@@ -153,7 +153,7 @@ class IdempotencyStore:
     def insert_guard(
         self, owner: str, key: str, request_id: str
     ) -> Callable[[Connection, object], None]:
-        """For :meth:`framecast.jobs.JobStore.submit`'s ``also``: in the INSERT's transaction,
+        """For :meth:`framecast.queue.jobs.JobStore.submit`'s ``also``: in the INSERT's transaction,
         check that the key's claim still names ``request_id``, and touch it (its 24 hours
         count from here), which a takeover racing with this commit then sees. A submit that
         outlived :attr:`abandoned_after` and was taken over makes nothing: the submit that took

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from framecast.cli.common import DataDir, configure_cli_logging, settings_from_flags
+
 webhooks_app = typer.Typer(
     help="Webhook deliveries: send them, or see what was sent.", no_args_is_help=True
 )
-
-DataDir = Annotated[Path | None, typer.Option(help="FRAMECAST_DATA_DIR", show_default=False)]
 
 
 @webhooks_app.command("dispatch")
 def dispatch(data_dir: DataDir = None) -> None:
     """Send webhook deliveries until SIGTERM/SIGINT (for fleets: as many as you like, on any
     host that reaches the database; `framecast serve` runs one already)."""
-    from framecast.cli import _logging, _settings
     from framecast.webhooks.dispatcher import run_dispatcher
 
-    settings = _settings(data_dir=data_dir)
-    _logging(settings)
+    settings = settings_from_flags(data_dir=data_dir)
+    configure_cli_logging(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -46,7 +44,6 @@ def list_deliveries(
     """Deliveries, newest first: id, request, status reported, state, attempts, last error."""
     import datetime as dt
 
-    from framecast.cli import _settings
     from framecast.db import create_db_engine, migrate
     from framecast.webhooks.store import DeliveryState, DeliveryStore, RetryPolicy
 
@@ -55,7 +52,7 @@ def list_deliveries(
     except ValueError:
         typer.echo(f"--state must be one of {', '.join(DeliveryState)}", err=True)
         raise typer.Exit(2) from None
-    settings = _settings(data_dir=data_dir)
+    settings = settings_from_flags(data_dir=data_dir)
     db = create_db_engine(settings.resolved_database_url)
     migrate(db)
     # Only read: the lease and retry policy do not matter here.

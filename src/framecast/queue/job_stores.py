@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from framecast.jobs import JobStore
+from framecast.queue.jobs import JobStore
 from framecast.settings import Settings
 from framecast.webhooks.outbox import record_change
 

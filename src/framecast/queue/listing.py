@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from framecast.db import requests
-from framecast.jobs import Job
-from framecast.states import Status
+from framecast.queue.jobs import Job
+from framecast.queue.states import Status
 
 _CURSOR_PREFIX = "v1:"
 _MAX_SEQ = 2**63 - 1

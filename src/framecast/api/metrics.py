@@ -4,11 +4,11 @@ The queue, the requests and the workers all live in the database, so every API n
 ``/metrics`` with the same, fleet-wide figures, and nothing is lost when a node restarts: no
 counter is kept in process memory. Aggregate over nodes with ``max`` (or scrape one), not
 ``sum``. The history (finished requests, the wait, run and peak GPU memory histograms) is kept
-as totals by each status change (:mod:`framecast.request_totals`); the queue and running gauges
+as totals by each status change (:mod:`framecast.queue.request_totals`); the queue and running gauges
 count the unfinished requests through the index on status. So a scrape's cost follows the
 number of models, buckets and unfinished requests, never the number of requests ever finished.
 The one exception is ``render``'s ``node``: counters of events that leave nothing in the
-database (slow bodies cut off), kept by each process (:mod:`framecast.node_metrics`).
+database (slow bodies cut off), kept by each process (:mod:`framecast.api.node_metrics`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from framecast import request_totals
 from framecast.db import requests, utcnow, workers
-from framecast.request_totals import (
+from framecast.queue import request_totals
+from framecast.queue.request_totals import (
     GPU_MEMORY_BUCKETS,
     RUN_BUCKETS,
     WAIT_BUCKETS,
     Histogram,
 )
-from framecast.states import Status
+from framecast.queue.states import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -198,7 +198,7 @@ def render(
     node: Collector | None = None,
 ) -> bytes:
     """The text exposition format of the current figures; ``node``: this process's own
-    counters (``framecast.node_metrics``), beside the database's."""
+    counters (``framecast.api.node_metrics``), beside the database's."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(engine, models, heartbeat_window))
     if node is not None:

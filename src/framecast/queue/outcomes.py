@@ -1,14 +1,14 @@
 """How one attempt at a request ended, as the worker hands it to the code that records it.
 
 One small value per ending, matched exhaustively where the final status is written
-(:meth:`framecast.worker.Worker._finish`), so a new kind of ending cannot be forgotten there.
+(:meth:`framecast.worker.loop.Worker._finish`), so a new kind of ending cannot be forgotten there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from framecast.results import VideoResult
+from framecast.queue.results import VideoResult
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Counters an API process keeps in its own memory, for events that leave no row in the
 database: each node counts its own, and a restart starts them again from 0 (Prometheus reads
-that as a counter reset). Unlike the database's figures (``framecast.metrics``), sum these over
+that as a counter reset). Unlike the database's figures (``framecast.api.metrics``), sum these over
 the API nodes."""
 
 from __future__ import annotations

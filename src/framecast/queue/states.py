@@ -6,7 +6,7 @@
        │                    │
        └──cancel──> cancelled   └──lease expired / worker stopping──> in_queue
 
-Every change of ``requests.status`` is made by :meth:`framecast.jobs.JobStore._transition`,
+Every change of ``requests.status`` is made by :meth:`framecast.queue.jobs.JobStore._transition`,
 checked against :data:`TRANSITIONS` and written as an UPDATE guarded by the state it may come
 from; the database's CHECK constraint (migration 0003) refuses any value not in :class:`Status`.
 """

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger("framecast.scratch")
+log = logging.getLogger("framecast.worker.scratch")
 
 LOCK_SUFFIX = ".lock"
 GUARD = ".scratch.lock"

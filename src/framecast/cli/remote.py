@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 from pydantic import JsonValue
 
+from framecast.cli.progress import ProgressView
 from framecast.client import APIError, Client, ModelCard
 from framecast.client.core import DEFAULT_MODEL, DEFAULT_SERVER
 from framecast.client.inputs import image_reference, is_url
-from framecast.remote_progress import ProgressView
 
 Server = Annotated[
     str,

@@ -19,7 +19,7 @@ from framecast.errors import FramecastError
 from framecast.settings import Settings
 from framecast.startup import EXIT_ENGINE_UNAVAILABLE, StartupError
 
-log = logging.getLogger("framecast.worker")
+log = logging.getLogger("framecast.worker.loop")
 
 Plan = Mapping[str, EngineKind]
 
