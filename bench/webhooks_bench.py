@@ -40,7 +40,7 @@ from standardwebhooks import Webhook
 
 from framecast.admission.keys import KeyStore
 from framecast.db import create_db_engine, migrate
-from framecast.queue.job_stores import build_job_store
+from framecast.webhooks.job_stores import build_job_store
 from framecast.queue.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.outbox import WebhookTarget, register

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from framecast.queue.states import Status
+from framecast.states import Status
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from framecast.queue.states import Status
+from framecast.states import Status
 
 from .inprocess import (
     SUBMIT,

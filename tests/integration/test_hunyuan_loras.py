@@ -18,8 +18,8 @@ from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import MODEL_ID
-from framecast.queue.states import Status
 from framecast.settings import Settings
+from framecast.states import Status
 from framecast.worker.loop import Worker
 
 from .tiny_jobs import submit as submit_tiny

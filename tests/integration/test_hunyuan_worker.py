@@ -23,8 +23,8 @@ from framecast.engines.base import GenerationRequest, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import FPS, MODEL_ID
-from framecast.queue.states import Status
 from framecast.settings import Settings
+from framecast.states import Status
 from framecast.video import probe_mp4
 from framecast.worker.loop import Worker
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from framecast.db import create_db_engine, migrate, requests, utcnow
 from framecast.queue.jobs import CancelOutcome, Job, JobStore, Lease, StatusChange, StepAck
 from framecast.queue.results import MalformedResult, VideoResult
-from framecast.queue.states import Status
+from framecast.states import Status
 
 MODEL = "tencent/hunyuan/image-to-video"
 

@@ -22,7 +22,7 @@ from framecast.db import create_db_engine, migrate, requests, utcnow
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 from framecast.queue.jobs import JobStore, Lease
 from framecast.queue.results import VideoResult
-from framecast.queue.states import Status
+from framecast.states import Status
 from tests.integration.inprocess import (
     KEY,
     SUBMIT,

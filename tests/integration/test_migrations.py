@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 import framecast.db
 from framecast.db import create_db_engine, metadata, migrate, requests, utcnow
-from framecast.queue.states import Status
+from framecast.states import Status
 
 
 def _head() -> str | None:

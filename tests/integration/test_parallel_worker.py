@@ -24,8 +24,8 @@ from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import MODEL_ID
 from framecast.parallel.launch import GROUP_BROKEN
 from framecast.queue.jobs import Job
-from framecast.queue.states import Status
 from framecast.settings import Settings
+from framecast.states import Status
 from framecast.worker.loop import Worker
 
 from .tiny_jobs import submit

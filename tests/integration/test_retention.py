@@ -13,7 +13,7 @@ from framecast.db import requests, utcnow
 from framecast.queue.jobs import JobStore
 from framecast.queue.results import VideoResult
 from framecast.queue.retention import sweep, sweep_orphan_inputs
-from framecast.queue.states import Status
+from framecast.states import Status
 from framecast.storage import LocalStorage
 
 MODEL = "tencent/hunyuan/image-to-video"

@@ -22,11 +22,11 @@ from standardwebhooks import Webhook
 from framecast.admission.keys import KeyStore
 from framecast.client import verify_webhook
 from framecast.db import create_db_engine, migrate, utcnow, webhook_deliveries
-from framecast.queue.job_stores import build_job_store
 from framecast.queue.jobs import JobStore
 from framecast.queue.results import VideoResult
 from framecast.settings import Settings
 from framecast.webhooks.dispatcher import Dispatcher, build_dispatcher, run_dispatcher
+from framecast.webhooks.job_stores import build_job_store
 from framecast.webhooks.outbox import WebhookTarget, register
 from framecast.webhooks.sender import AttemptResult, WebhookSender
 from framecast.webhooks.store import DeliveryStore, RetryPolicy

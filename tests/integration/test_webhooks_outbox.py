@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 
 from framecast.db import request_webhooks, requests, utcnow, webhook_deliveries
-from framecast.queue.job_stores import build_job_store
 from framecast.queue.jobs import Job, JobStore, StatusChange, StatusListener
 from framecast.queue.results import VideoResult
-from framecast.queue.states import Status
 from framecast.settings import Settings
+from framecast.states import Status
+from framecast.webhooks.job_stores import build_job_store
 from framecast.webhooks.outbox import WebhookTarget, new_delivery_id, record_change, register
 from framecast.webhooks.store import BROKE_OFF, DeliveryState, DeliveryStore, RetryPolicy
 

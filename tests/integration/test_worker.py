@@ -16,8 +16,8 @@ from framecast.db import requests
 from framecast.engines.base import Engine, GenerationRequest, Hooks
 from framecast.engines.preview import PreviewEngine
 from framecast.queue.jobs import CancelOutcome, JobStore
-from framecast.queue.states import Status
 from framecast.settings import Settings
+from framecast.states import Status
 from framecast.video import probe_mp4
 from framecast.worker.loop import Worker
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from framecast.queue.states import TERMINAL, TRANSITIONS, IllegalTransition, Status, check
+from framecast.states import TERMINAL, TRANSITIONS, IllegalTransition, Status, check
 
 
 def test_terminal_states_are_exactly_the_finished_ones() -> None:

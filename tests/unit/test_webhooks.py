@@ -9,9 +9,10 @@ import datetime as dt
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from framecast.admission.keys import env_key_secret, new_secret
 from framecast.errors import InputError
 from framecast.fetch import Resolver
-from framecast.webhooks.signing import env_key_secret, new_secret, signature_header
+from framecast.webhooks.signing import signature_header
 from framecast.webhooks.targets import check_webhook_url, parse_webhook_url
 
 

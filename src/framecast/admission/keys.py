@@ -6,6 +6,7 @@ to brute-force, and a slow password hash would add its cost to every API call.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -15,8 +16,23 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
 
+from framecast.client.webhooks import SECRET_PREFIX
 from framecast.db import api_keys, utcnow
-from framecast.webhooks.signing import env_key_secret, new_secret
+
+SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def env_key_secret(server_key: bytes, owner: str) -> str:
+    """The webhook secret of a key given in FRAMECAST_API_KEYS (it has no database row to keep
+    one in): derived from the server's secret and the key's owner id, so every node derives the
+    same one and nobody without the server's secret can."""
+    digest = hmac.new(server_key, b"framecast webhook secret\x00" + owner.encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(digest.digest()).decode()
+
 
 KEY_PREFIX = "fc_"
 ENV_OWNER_PREFIX = "env_"

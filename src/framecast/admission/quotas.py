@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from framecast.admission.rates import UNLIMITED, Rate, parse_rate
 from framecast.db import api_keys, requests, submit_counters
 from framecast.errors import FramecastError
-from framecast.queue.states import Status
+from framecast.states import Status
 
 ACTIVE_RETRY_AFTER_S = 10
 """Retry-After of a submit refused for too many active requests: nobody knows when one ends,

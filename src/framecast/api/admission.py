@@ -29,7 +29,7 @@ from framecast.api.views import request_urls, result_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
 from framecast.queue.jobs import Job
-from framecast.queue.states import Status
+from framecast.states import Status
 
 InsertHook = Callable[[Connection, Job], None]
 """Runs in the transaction that inserts a request (``JobStore.submit``'s ``also``)."""

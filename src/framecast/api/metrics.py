@@ -35,7 +35,7 @@ from framecast.queue.request_totals import (
     WAIT_BUCKETS,
     Histogram,
 )
-from framecast.queue.states import Status
+from framecast.states import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -22,12 +22,12 @@ from framecast.db import create_db_engine
 from framecast.engines.hunyuan.loras import LoraFolder
 from framecast.fetch import UrlFetcher
 from framecast.models import ModelSpec, all_models
-from framecast.queue.job_stores import build_job_store
 from framecast.queue.jobs import JobStore
 from framecast.queue.registry import WorkerRegistry
 from framecast.queue.status_watch import StatusWatch
 from framecast.settings import Settings
 from framecast.storage import Storage, open_storage
+from framecast.webhooks.job_stores import build_job_store
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from framecast.queue.states import Status
+from framecast.states import Status
 
 
 class StatusError(TypedDict):

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from framecast.queue.jobs import Job
-from framecast.queue.states import Status
+from framecast.states import Status
 from framecast.storage import Storage
 
 

@@ -15,14 +15,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Header
 from fastapi.concurrency import run_in_threadpool
 
+from framecast import states
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
 from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
-from framecast.queue import states
 from framecast.queue.jobs import Job
-from framecast.queue.states import Status
 from framecast.queue.status_watch import Snapshot
+from framecast.states import Status
 
 MAX_WAIT_S = 60
 """The longest ``Prefer: wait`` honoured; a longer one is cut to this (as Replicate does)."""

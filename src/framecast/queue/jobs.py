@@ -2,7 +2,7 @@
 
 A request is born ``in_queue`` (:meth:`JobStore.submit`'s INSERT); every change after that is
 one UPDATE, written by :meth:`JobStore._transition` alone, guarded by the state the request may
-come from (see :mod:`framecast.queue.states`) and, for a worker's writes, by its lease token; the row
+come from (see :mod:`framecast.states`) and, for a worker's writes, by its lease token; the row
 it returns says whether it took effect. A worker whose lease was taken away therefore cannot
 complete, fail or overwrite a request: its token no longer matches.
 Whatever must happen together with a status change (a NOTIFY, /metrics' totals in
@@ -23,10 +23,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
+from framecast import states
 from framecast.db import requests, utcnow
-from framecast.queue import request_totals, states
+from framecast.queue import request_totals
 from framecast.queue.results import VideoResult
-from framecast.queue.states import Status
+from framecast.states import Status
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from framecast.db import requests
 from framecast.queue.jobs import Job
-from framecast.queue.states import Status
+from framecast.states import Status
 
 _CURSOR_PREFIX = "v1:"
 _MAX_SEQ = 2**63 - 1

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from framecast.db import request_histograms, request_totals, requests
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
-from framecast.queue.states import TERMINAL, Status
+from framecast.states import TERMINAL, Status
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 """Seconds from submit to a worker starting it."""

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from framecast.db import requests
 from framecast.queue.jobs import Job
 from framecast.queue.registry import WorkerRegistry
-from framecast.queue.states import Status
+from framecast.states import Status
 
 log = logging.getLogger("framecast.queue.status_watch")
 

@@ -27,9 +27,9 @@ from framecast.admission.keys import KeyStore
 from framecast.api.views import result_body
 from framecast.db import create_db_engine, migrate, request_webhooks, requests
 from framecast.queue.jobs import Job
-from framecast.queue.states import TERMINAL, Status
 from framecast.queue.wakeup import Waiter, waiter_for
 from framecast.settings import Settings
+from framecast.states import TERMINAL, Status
 from framecast.storage import Storage, open_storage
 from framecast.webhooks.outbox import WEBHOOK_CHANNEL
 from framecast.webhooks.sender import AttemptResult, WebhookSender

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from framecast.api.views import status_body
 from framecast.db import request_webhooks, requests, utcnow, webhook_deliveries
 from framecast.queue.jobs import Job, StatusChange
-from framecast.queue.states import TERMINAL, Status
+from framecast.states import TERMINAL, Status
 
 WEBHOOK_CHANNEL = "framecast_webhooks"
 """PostgreSQL NOTIFY channel: a delivery is waiting (dispatchers LISTEN on it)."""

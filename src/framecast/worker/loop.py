@@ -30,7 +30,6 @@ from framecast.images import decode_image
 from framecast.logs import request_context
 from framecast.models import get_model
 from framecast.queue import outcomes
-from framecast.queue.job_stores import build_job_store
 from framecast.queue.jobs import JobStore, Lease, StepAck
 from framecast.queue.outcomes import Outcome
 from framecast.queue.registry import WorkerRegistry
@@ -41,6 +40,7 @@ from framecast.settings import Settings
 from framecast.startup import check_data_dir
 from framecast.storage import open_storage
 from framecast.video import encode_mp4
+from framecast.webhooks.job_stores import build_job_store
 from framecast.worker.engine_loading import EngineLoadFailed, Plan, load_with_retries, try_plan
 from framecast.worker.scratch import Scratch, clear_stale
 

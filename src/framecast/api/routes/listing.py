@@ -14,7 +14,7 @@ from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, BaseUrl, Services
 from framecast.api.views import status_body
 from framecast.queue.listing import BadCursor, list_requests
-from framecast.queue.states import Status
+from framecast.states import Status
 
 router = APIRouter(tags=["requests"])
 

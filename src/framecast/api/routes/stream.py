@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from framecast import states
 from framecast.api.auth import KEYED, Owner
 from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.routes.requests import NO_REQUEST, request_not_found
@@ -30,7 +31,6 @@ from framecast.api.status_schema import STATUS_EVENT_STREAM
 from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import WAIT_LIMIT, snapshot_body
-from framecast.queue import states
 from framecast.queue.status_watch import StatusWatch
 
 router = APIRouter(tags=["requests"])

@@ -15,7 +15,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Written out, not read from framecast.queue.states: a migration must build the same schema whatever
+# Written out, not read from framecast.states: a migration must build the same schema whatever
 # the code is later. A new status needs a new migration that replaces this constraint
 # (tests/integration/test_migrations.py fails until it exists).
 STATUSES = ("in_queue", "in_progress", "completed", "failed", "cancelled")
