@@ -40,9 +40,9 @@ from standardwebhooks import Webhook
 
 from framecast.admission.keys import KeyStore
 from framecast.db import create_db_engine, migrate
-from framecast.webhooks.job_stores import build_job_store
 from framecast.queue.results import VideoResult
 from framecast.settings import Settings
+from framecast.webhooks.job_stores import build_job_store
 from framecast.webhooks.outbox import WebhookTarget, register
 from queue_bench import fresh_pg  # bench/ is on the path: scripts run from it
 

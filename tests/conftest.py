@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from framecast.db import create_db_engine, migrate
+from framecast.settings import get_settings
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -24,6 +25,19 @@ PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # this) oversubscribes the cores and about doubles the CPU time of the tiny-model tests. Set
 # here, before anything imports torch, which reads it once at import.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _framecast_environment() -> Iterator[None]:
+    """Each test starts from the FRAMECAST_* variables the session started with, and from
+    settings read anew: a CLI run or a test that sets one cannot leak it into the next test."""
+    before = {name: value for name, value in os.environ.items() if name.startswith("FRAMECAST_")}
+    yield
+    for name in [name for name in os.environ if name.startswith("FRAMECAST_")]:
+        if name not in before:
+            del os.environ[name]
+    os.environ.update(before)
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

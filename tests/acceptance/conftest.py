@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import secrets
 import signal
 import socket
@@ -34,6 +35,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+LISTENING = re.compile(r"listening on http://\S+?:(\d+)")
+"""The line ``framecast serve`` logs once its socket is bound."""
+
 _SIGNALLED: set[subprocess.Popen[bytes]] = set()
 """Server processes already sent SIGTERM (a second one may cut their graceful stop short)."""
 
@@ -42,7 +46,9 @@ _SIGNALLED: set[subprocess.Popen[bytes]] = set()
 class Server:
     data_dir: Path
     env: dict[str, str]
-    port: int = field(default_factory=free_port)
+    port: int = 0
+    """0 until the first start, when the server binds a port of the system's choosing and logs
+    it; a restart binds the same port again, as a restarted service would."""
     proc: subprocess.Popen[bytes] | None = None
     log_paths: list[Path] = field(default_factory=list)
 
@@ -67,11 +73,17 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60  # a hang guard, not a speed bound
         path = "/readyz" if wait_ready else "/healthz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
+            if not self.port:
+                found = LISTENING.search(log_path.read_text(errors="replace"))
+                if found is None:
+                    time.sleep(0.05)
+                    continue
+                self.port = int(found.group(1))
             try:
                 if httpx.get(self.base_url + path, timeout=1).status_code == 200:
                     return

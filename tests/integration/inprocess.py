@@ -32,8 +32,22 @@ def settings_for(tmp_path: Path, **settings: Any) -> Settings:
     return Settings(**{**values, **settings})
 
 
+MADE_APPS: list[FastAPI] = []
+"""Apps made during the running test: the ``_apps_shut_down`` fixture (conftest.py) runs their
+lifespan's end after it, as uvicorn would, so each one's database engine, HTTP client and
+watcher thread are closed rather than left to the garbage collector."""
+
+
 def make_app(tmp_path: Path, **settings: Any) -> FastAPI:
-    return create_app(settings_for(tmp_path, **settings))
+    app = create_app(settings_for(tmp_path, **settings))
+    MADE_APPS.append(app)
+    return app
+
+
+async def shut_down(app: FastAPI) -> None:
+    """The app's lifespan, as a server runs it: nothing to start, its services closed at the end."""
+    async with app.router.lifespan_context(app):
+        pass
 
 
 def services_of(app: FastAPI) -> Services:
