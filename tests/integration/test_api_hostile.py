@@ -64,9 +64,12 @@ async def test_a_16_bit_rgba_image_under_the_pixel_cap_is_refused_by_its_decode_
     assert len(image) < 400_000
     decoded: list[object] = []
     load = PIL.ImageFile.ImageFile.load
-    monkeypatch.setattr(
-        PIL.ImageFile.ImageFile, "load", lambda self: decoded.append(self) or load(self)
-    )
+
+    def recorded_load(self: PIL.ImageFile.ImageFile) -> Any:
+        decoded.append(self)
+        return load(self)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", recorded_load)
     r = await client.post(SUBMIT, json={"prompt": "p", "image_url": data_uri(image)})
     assert decoded == []  # refused from the header, nothing decoded
     assert r.status_code == 422, r.text

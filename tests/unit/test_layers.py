@@ -59,9 +59,7 @@ def _module_name(path: Path) -> str:
 
 def _modules() -> dict[str, Path]:
     return {
-        _module_name(p): p
-        for p in SRC.rglob("*.py")
-        if p.relative_to(SRC).parts[0] not in NOT_CODE
+        _module_name(p): p for p in SRC.rglob("*.py") if p.relative_to(SRC).parts[0] not in NOT_CODE
     }
 
 
