@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     )
     lora_dir: Path | None = Field(
         None,
-        description="Folder of LoRA files (.safetensors: diffusers/PEFT keys, the original HunyuanVideo keys, or musubi-tuner/kohya `lora_unet_*` keys) that requests may name in `loras`; a LoRA's name is its file name without .safetensors. Read afresh for every request, so a file added later is usable at once. Every API node and hunyuan worker must see the same folder. HunyuanVideo-I2V only (the 1.5 pipeline has no LoRA support).",
+        description="Folder of LoRA files (.safetensors: diffusers/PEFT keys, the original HunyuanVideo keys, or musubi-tuner/kohya `lora_unet_*` keys) that requests may name in `loras`; a LoRA's name is its file name without .safetensors. Read afresh for every request, so a file added later is usable at once. Every API node and hunyuan worker must see the same folder. Both models take LoRAs; HunyuanVideo 1.5 also reads Tencent's, musubi-tuner's and ComfyUI's layouts (README).",
     )
     lora_cache: int = Field(
         4,

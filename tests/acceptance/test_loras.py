@@ -18,6 +18,7 @@ import pytest
 from .conftest import SUBMIT_PATH, Server, png_bytes, wait_for
 
 IMAGE = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+MODEL_15 = "tencent/hunyuan-video-v1.5/image-to-video"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def test_models_lists_the_loras_and_a_file_added_later(server: Server, lora_dir:
     with server.client() as c:
         cards = {m["id"]: m for m in c.get("/v1/models").json()["models"]}
         card = cards["tencent/hunyuan/image-to-video"]
-        assert card["loras"] == ["film-grain", "watercolor"]
-        # HunyuanVideo 1.5 takes no LoRAs: nothing listed, and no such input.
-        assert "loras" not in cards["tencent/hunyuan-video-v1.5/image-to-video"]
-        assert card["input_schema"]["properties"]["loras"]["maxItems"] == 3
+        # Both models take LoRAs from the same folder.
+        for model in ("tencent/hunyuan/image-to-video", MODEL_15):
+            assert cards[model]["loras"] == ["film-grain", "watercolor"]
+            assert cards[model]["input_schema"]["properties"]["loras"]["maxItems"] == 3
         (lora_dir / "neon.safetensors").write_bytes(b"{}")
         try:
             card = c.get("/v1/models").json()["models"][0]
@@ -55,14 +56,19 @@ def test_models_lists_the_loras_and_a_file_added_later(server: Server, lora_dir:
             (lora_dir / "neon.safetensors").unlink()
 
 
-def test_an_unknown_lora_is_a_422_naming_the_field_and_the_available_ones(server: Server) -> None:
+@pytest.mark.parametrize(
+    ("path", "image_field"), [(SUBMIT_PATH, "image_url"), (f"/v1/models/{MODEL_15}", "image")]
+)
+def test_an_unknown_lora_is_a_422_naming_the_field_and_the_available_ones(
+    server: Server, path: str, image_field: str
+) -> None:
     body = {
         "prompt": "p",
-        "image_url": IMAGE,
+        image_field: IMAGE,
         "loras": [{"path": "watercolor", "scale": 0.5}, {"path": "oil-paint", "scale": 1}],
     }
     with server.client() as c:
-        r = c.post(SUBMIT_PATH, json=body)
+        r = c.post(path, json=body)
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "invalid_input"

@@ -41,7 +41,7 @@ from framecast.errors import InputError
 from framecast.models.base import FIRST_BLOCK_CACHE_THRESHOLD
 from framecast.models.hunyuan15_i2v import FPS
 
-from .tiny_inputs import gradient_image
+from .tiny_inputs import gradient_image, transformer15_inputs
 
 STEPS = 4
 FBC = {"step_cache": "first_block"}
@@ -171,28 +171,12 @@ def test_full_size_weights_in_each_mode() -> None:
     assert round(weights_gib(transformer), 1) == 7.9
 
 
-def transformer_inputs(transformer: Any, seed: int = 3) -> dict[str, Any]:
-    """One denoising call's inputs for the tiny 1.5 transformer, padding-free."""
-    g = torch.Generator().manual_seed(seed)
-    config = transformer.config
-    return dict(
-        hidden_states=torch.randn(1, config.in_channels, 2, 3, 5, generator=g),
-        timestep=torch.tensor([700.0]),
-        encoder_hidden_states=torch.randn(1, 7, config.text_embed_dim, generator=g),
-        encoder_attention_mask=torch.ones(1, 7),
-        encoder_hidden_states_2=torch.randn(1, 3, config.text_embed_2_dim, generator=g),
-        encoder_attention_mask_2=torch.ones(1, 3),
-        image_embeds=torch.randn(1, 729, config.image_embed_dim, generator=g),
-        return_dict=False,
-    )
-
-
 @pytest.mark.parametrize("linear", ["fp8", "fp8-weight"])
 def test_converted_transformer_stays_close_to_the_exact_one(linear: str) -> None:
     exact = build_tiny_pipeline().transformer
     fast = build_tiny_pipeline().transformer
     convert_blocks_to_fp8(fast, linear)
-    inputs = transformer_inputs(exact)
+    inputs = transformer15_inputs(exact)
     with torch.inference_mode():
         out, ref = fast(**inputs)[0], exact(**inputs)[0]
     assert 1e-4 < rel_error(out, ref) < 0.05

@@ -23,6 +23,22 @@ def transformer_inputs(seed: int = 3) -> dict[str, Any]:
     )
 
 
+def transformer15_inputs(transformer: Any, seed: int = 3) -> dict[str, Any]:
+    """One denoising call's inputs for the tiny 1.5 transformer, padding-free."""
+    g = torch.Generator().manual_seed(seed)
+    config = transformer.config
+    return dict(
+        hidden_states=torch.randn(1, config.in_channels, 2, 3, 5, generator=g),
+        timestep=torch.tensor([700.0]),
+        encoder_hidden_states=torch.randn(1, 7, config.text_embed_dim, generator=g),
+        encoder_attention_mask=torch.ones(1, 7),
+        encoder_hidden_states_2=torch.randn(1, 3, config.text_embed_2_dim, generator=g),
+        encoder_attention_mask_2=torch.ones(1, 3),
+        image_embeds=torch.randn(1, 729, config.image_embed_dim, generator=g),
+        return_dict=False,
+    )
+
+
 def gradient_image() -> PIL.Image.Image:
     """100x60 (5:3, an aspect no output size has, so the cover crop resizes), opposite red and
     green gradients, so that different crops give different pixels."""

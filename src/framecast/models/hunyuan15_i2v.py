@@ -2,8 +2,9 @@
 
 RunComfy's input fields for it (the image is ``image``, not ``image_url``; its page shows
 ``prompt`` and ``image``), the size and length fields fal and the official code offer, then the
-official HunyuanVideo 1.5 options a self-hoster needs, then framecast's own (the step cache, as
-HunyuanVideo-I2V's: :func:`framecast.models.base.step_cache_field`). Every size, frame rule,
+official HunyuanVideo 1.5 options a self-hoster needs, then framecast's own (the step cache and
+LoRAs, as HunyuanVideo-I2V's: :func:`framecast.models.base.step_cache_field`,
+:mod:`framecast.models.loras`). Every size, frame rule,
 default and checkpoint (with its official defaults) of this model is here; the engine
 (``engines/hunyuan15/``) and the settings read them from this module. No torch here.
 """
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Final, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from framecast.engines.hunyuan.loras import LoraChoice
 from framecast.models.base import (
     MAX_PROMPT_CHARS,
     OUTPUT_SCHEMA,
@@ -27,6 +29,12 @@ from framecast.models.base import (
     step_cache_field,
     step_cache_options,
     step_cache_threshold_field,
+)
+from framecast.models.loras import (
+    LoraInput,
+    distinct_loras_validator,
+    lora_choices,
+    loras_field,
 )
 from framecast.sizes import Buckets
 
@@ -257,6 +265,10 @@ class ImageToVideo15Input(ModelInput):
     step_cache: StepCache | None = step_cache_field()
     step_cache_threshold: float | None = step_cache_threshold_field()
 
+    # RunComfy's LoRA input, as HunyuanVideo-I2V's (framecast.models.loras).
+    loras: list[LoraInput] = loras_field()
+    _distinct_loras = distinct_loras_validator()
+
     @field_validator("negative_prompt")
     @classmethod
     def _negative_needs_guidance(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -272,6 +284,10 @@ class ImageToVideo15Input(ModelInput):
                 "negative_prompt"
             )
         return value
+
+    @property
+    def lora_choices(self) -> tuple[LoraChoice, ...]:
+        return lora_choices(self.loras)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -290,6 +306,7 @@ class ImageToVideo15Input(ModelInput):
             "flow_shift": self.flow_shift,
             "negative_prompt": self.negative_prompt,
             **step_cache_options(self.step_cache, self.step_cache_threshold),
+            "loras": self.lora_choices,
         }
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
+from framecast.engines.hunyuan.loras import LoraChoice
 from framecast.models.base import (
     MAX_PROMPT_CHARS,
     OUTPUT_SCHEMA,
@@ -23,10 +23,15 @@ from framecast.models.base import (
     RealEngine,
     StepCache,
     deferred,
-    refuse_many_unknown_fields,
     step_cache_field,
     step_cache_options,
     step_cache_threshold_field,
+)
+from framecast.models.loras import (
+    LoraInput,
+    distinct_loras_validator,
+    lora_choices,
+    loras_field,
 )
 from framecast.sizes import Buckets
 
@@ -92,34 +97,6 @@ def _size_description() -> str:
         f"{res} is {'x'.join(map(str, SIZES[('16:9', res)]))}" for res in RESOLUTIONS
     )
     return f"{landscape} at 16:9 (9:16 swaps them): the official HunyuanVideo-I2V size buckets."
-
-
-class LoraInput(BaseModel):
-    """One LoRA of a request, in RunComfy's shape (``{"path", "scale"}``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="LoRA")
-
-    path: str = Field(
-        title="LoRA",
-        min_length=1,
-        max_length=255,
-        description="The name of a LoRA in the server's LoRA folder: its file name without "
-        ".safetensors. GET /v1/models lists them.",
-    )
-    scale: float = Field(
-        1.0,
-        title="Scale",
-        ge=-SCALE_LIMIT,
-        le=SCALE_LIMIT,
-        allow_inf_nan=False,
-        description="How strongly the LoRA applies: 1 as trained, 0 not at all, negative "
-        "against it.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _few_unknown_fields(cls, data: object) -> object:
-        return refuse_many_unknown_fields(cls, data)
 
 
 class ImageToVideoInput(ModelInput):
@@ -194,23 +171,8 @@ class ImageToVideoInput(ModelInput):
     step_cache_threshold: float | None = step_cache_threshold_field()
 
     # RunComfy's LoRA input (its Trainer LoRAs run through the same Model API endpoints).
-    loras: list[LoraInput] = Field(
-        default_factory=list,
-        title="LoRAs",
-        max_length=MAX_LORAS,
-        description=f"Up to {MAX_LORAS} LoRAs from the server's LoRA folder, each with a scale, "
-        'e.g. [{"path": "my-style", "scale": 0.8}]. A name the server does not have is '
-        "refused at submit, with the names it has.",
-    )
-
-    @field_validator("loras")
-    @classmethod
-    def _distinct_loras(cls, value: list[LoraInput]) -> list[LoraInput]:
-        names = [lora.path for lora in value]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"names the same LoRA twice ({', '.join(twice)}); give one scale")
-        return value
+    loras: list[LoraInput] = loras_field()
+    _distinct_loras = distinct_loras_validator()
 
     # Field validators, not model validators, so that a 422 names the field (the later field of
     # the pair: the earlier one is validated by then, and is absent from info.data if invalid).
@@ -249,7 +211,7 @@ class ImageToVideoInput(ModelInput):
 
     @property
     def lora_choices(self) -> tuple[LoraChoice, ...]:
-        return tuple(LoraChoice(lora.path, lora.scale) for lora in self.loras)
+        return lora_choices(self.loras)
 
     @property
     def size(self) -> tuple[int, int]:

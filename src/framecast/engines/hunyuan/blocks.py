@@ -4,7 +4,8 @@
 placement, the attention kernels, and the speed-ups, each written once (FP8 linears, fp8.py;
 regional compilation, speedups.py; step caching, cache.py). Those modules know nothing of
 either model: they take what differs, the transformer's block lists, the classes in them, the
-names of its modulation layers and of its text input, from a :class:`TransformerSpec`, one per
+names of its modulation layers and of its text input, how its LoRA files are read (loras.py), from a
+:class:`TransformerSpec`, one per
 model (:data:`HUNYUAN_I2V`, :data:`HUNYUAN_15`), found by the transformer's class
 (:func:`spec_of`), so a caller hands them the transformer alone. Both rows are here, rather than
 each in its own engine's package, so that finding one never depends on which engine module was
@@ -13,7 +14,9 @@ imported first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +30,8 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
     HunyuanVideo15TransformerBlock,
 )
 
+from framecast.models.base import deferred
+
 
 @dataclass(frozen=True)
 class TransformerSpec:
@@ -35,6 +40,10 @@ class TransformerSpec:
     model: str
     """The model's name, for messages."""
     transformer_class: type[torch.nn.Module]
+    lora_loader: Callable[[Any, Path, str], None]
+    """``(pipe, path, adapter_name)``: reads the LoRA file at ``path``, in any layout this model's
+    LoRAs come in, into ``pipe.transformer`` as the PEFT adapter ``adapter_name``
+    (engines/hunyuan/loras.py does the rest, the same for every model)."""
     block_lists: tuple[str, ...]
     """The transformer's ``ModuleList`` attributes that hold its repeated blocks, in the order a
     pass runs them: what is compiled, converted to FP8 and step-cached."""
@@ -59,6 +68,7 @@ class TransformerSpec:
 HUNYUAN_I2V = TransformerSpec(
     model="HunyuanVideo-I2V",
     transformer_class=HunyuanVideoTransformer3DModel,
+    lora_loader=deferred("framecast.engines.hunyuan.lora_formats:load_into"),
     # diffusers' own regional compilation matches block classes by name, and its list lacks
     # the TokenReplace blocks the I2V model is made of; naming the lists covers them.
     block_lists=("transformer_blocks", "single_transformer_blocks"),
@@ -73,6 +83,7 @@ and norm hold the modulation)."""
 HUNYUAN_15 = TransformerSpec(
     model="HunyuanVideo 1.5",
     transformer_class=HunyuanVideo15Transformer3DModel,
+    lora_loader=deferred("framecast.engines.hunyuan15.lora_formats:load_into"),
     block_lists=("transformer_blocks",),
     block_classes=(HunyuanVideo15TransformerBlock,),
 )

@@ -316,8 +316,7 @@ class HunyuanEngine(Engine):
         options = Options.of(request)
         described = {k: v for k, v in options.__dict__.items() if v is not None}
         described.pop("loras")
-        if options.loras:
-            described["loras"] = [a.as_metadata() for a in self.loras.describe(options.loras)]
+        described.update(self.loras.recorded(options.loras))
         described.update(self._cached.describe(request, options.step_cache))
         return {**described, **peak_memory(self.placement)}
 

@@ -77,5 +77,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         compile_mode=settings.compile,
         attention=settings.attention,
         linear=settings.linear,
-        loras=LoraSettings(settings.lora_dir, settings.lora_cache, settings.lora_max_rank),
+        loras=LoraSettings.of(settings),
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +99,14 @@ def musubi_to_diffusers(
     if original:
         converted |= _convert_hunyuan_video_lora_to_diffusers(original)  # type: ignore[no-untyped-call]
     return converted
+
+
+def load_into(pipe: Any, path: Path, adapter: str) -> None:
+    """HunyuanVideo-I2V's ``lora_loader`` (blocks.py): diffusers' own loader, with a musubi-tuner
+    file converted first."""
+    config = pipe.transformer.config
+    weights = read_for_diffusers(path, config.num_attention_heads * config.attention_head_dim)
+    pipe.load_lora_weights(weights, adapter_name=adapter)
 
 
 def read_for_diffusers(path: Path, hidden_size: int) -> str | dict[str, torch.Tensor]:

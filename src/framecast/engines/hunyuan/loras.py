@@ -1,9 +1,13 @@
 """LoRAs: the adapter files in ``FRAMECAST_LORA_DIR``, and the ones a worker keeps loaded.
 
-A LoRA's name is its file name without ``.safetensors``. The files are whatever diffusers'
-``HunyuanVideoLoraLoaderMixin.load_lora_weights`` reads (diffusers/PEFT keys, or the original
-HunyuanVideo keys, which diffusers converts), plus kohya/musubi-tuner's ``lora_unet_*`` layout,
-which diffusers 0.42 fails on and lora_formats.py converts first. The folder is read afresh on
+A LoRA's name is its file name without ``.safetensors``. Which files a model reads is its own
+(the ``lora_loader`` of its :class:`~framecast.engines.hunyuan.blocks.TransformerSpec`):
+HunyuanVideo-I2V's are whatever diffusers' ``HunyuanVideoLoraLoaderMixin.load_lora_weights``
+reads, plus kohya/musubi-tuner's ``lora_unet_*`` layout (lora_formats.py); HunyuanVideo 1.5's,
+for which diffusers has no loader, are read and injected with PEFT by
+engines/hunyuan15/lora_formats.py. Everything else here, the cache, the switching and the
+compiled slots, works on the transformer alone (its PEFT layers and diffusers'
+``PeftAdapterMixin``), the same for both models. The folder is read afresh on
 every look-up, so a file copied in later is usable at once, and a file replaced under the same
 name is loaded again (the cache keys on size and modification time).
 
@@ -56,14 +60,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framecast.engines.hunyuan.lora_formats import read_for_diffusers
 from framecast.errors import InputError
 
 if TYPE_CHECKING:
     import torch
-    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import (
-        HunyuanVideoImageToVideoPipeline,
-    )
+
+    from framecast.settings import Settings
 
 log = logging.getLogger("framecast.engines.hunyuan.loras")
 
@@ -92,6 +94,10 @@ class LoraSettings:
     folder: Path | None = None
     cache: int = 4
     max_rank: int = 128
+
+    @classmethod
+    def of(cls, settings: Settings) -> LoraSettings:
+        return cls(settings.lora_dir, settings.lora_cache, settings.lora_max_rank)
 
     def __post_init__(self) -> None:
         # A request's own LoRAs must fit in the cache together.
@@ -209,8 +215,14 @@ class _Slot:
 class LoraAdapters:
     """The LoRAs loaded into one pipeline's transformer, switched per request."""
 
-    def __init__(self, pipe: HunyuanVideoImageToVideoPipeline, settings: LoraSettings) -> None:
+    def __init__(self, pipe: Any, settings: LoraSettings) -> None:
+        """``pipe``: a pipeline of either Hunyuan model; its transformer's spec says how a LoRA
+        file is read into it."""
+        from framecast.engines.hunyuan.blocks import spec_of
+
         self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.spec = spec_of(self.transformer)
         self.settings = settings
         self.folder = LoraFolder(settings.folder)
         if settings.folder is not None and not settings.folder.is_dir():
@@ -236,9 +248,9 @@ class LoraAdapters:
         from peft.tuners.lora import LoraLayer
         from peft.utils.hotswap import prepare_model_for_compiled_hotswap
 
-        transformer = self.pipe.transformer
+        transformer = self.transformer
         if self._cache:
-            self.pipe.unload_lora_weights()  # type: ignore[no-untyped-call]
+            transformer.unload_lora()
             self._cache.clear()
         rank = self.settings.max_rank
         # The FP8 layers too: they subclass nn.Linear for PEFT (see the module's doc).
@@ -268,15 +280,22 @@ class LoraAdapters:
         elif entries:
             # Both every time (milliseconds): a request that failed half way through loading
             # leaves the layers in a state nothing else records.
-            self.pipe.enable_lora()  # type: ignore[no-untyped-call]
+            self.transformer.enable_lora()
             adapters = [e.adapter for e in entries if e.adapter is not None]
-            self.pipe.set_adapters(adapters, [c.scale for c in choices])
-        elif getattr(self.pipe.transformer, "peft_config", None):
+            self.transformer.set_adapters(adapters, [c.scale for c in choices])
+        elif getattr(self.transformer, "peft_config", None):
             # Not weight 0: disabled layers run the base layer alone, the base model to the bit.
-            self.pipe.disable_lora()  # type: ignore[no-untyped-call]
+            self.transformer.disable_lora()
         return [
             AppliedLora(c.name, c.scale, e.sha256) for c, e in zip(choices, entries, strict=True)
         ]
+
+    def recorded(self, choices: Sequence[LoraChoice]) -> dict[str, Any]:
+        """What a result records of ``choices``: ``{"loras": [{"path", "scale", "sha256"}]}``,
+        nothing for a request without LoRAs."""
+        if not choices:
+            return {}
+        return {"loras": [applied.as_metadata() for applied in self.describe(choices)]}
 
     def describe(self, choices: Sequence[LoraChoice]) -> list[AppliedLora]:
         """What :meth:`use` would record for ``choices`` (hashing the files if need be)."""
@@ -321,7 +340,7 @@ class LoraAdapters:
             rank = max(layer.r[adapter] for layer in self._adapter_layers(adapter))
             self._check_rank(file, rank)
         except LoraError:
-            self.pipe.delete_adapters(adapter)
+            self.transformer.delete_adapters(adapter)
             raise
         return adapter
 
@@ -351,21 +370,17 @@ class LoraAdapters:
             with warnings.catch_warnings():
                 # PEFT activates the new adapter on some layers and says so as it goes.
                 warnings.filterwarnings("ignore", message=f"Adapter {_STAGING} was active")
-                self.pipe.delete_adapters(_STAGING)
+                self.transformer.delete_adapters(_STAGING)
             self._active_k = None  # so the next request sets the active slots again
         return weights
 
     def _load_weights(self, file: LoraFile, adapter: str) -> None:
-        transformer = self.pipe.transformer
-        config = transformer.config
+        transformer = self.transformer
         try:
-            weights = read_for_diffusers(
-                file.path, config.num_attention_heads * config.attention_head_dim
-            )
-            self.pipe.load_lora_weights(weights, adapter_name=adapter)
+            self.spec.lora_loader(self.pipe, file.path, adapter)
         except Exception as exc:  # a bad file fails in many ways; all mean "not this LoRA"
             if adapter in getattr(transformer, "peft_config", {}):
-                self.pipe.delete_adapters(adapter)
+                transformer.delete_adapters(adapter)
             reason = (str(exc).strip().splitlines() or [""])[0][:300]
             raise LoraError(
                 f"LoRA '{file.name}' could not be loaded: {type(exc).__name__}: {reason}",
@@ -373,7 +388,7 @@ class LoraAdapters:
             ) from exc
         if adapter not in getattr(transformer, "peft_config", {}):
             raise LoraError(
-                f"LoRA '{file.name}' has no weights for the HunyuanVideo transformer "
+                f"LoRA '{file.name}' has no weights for the {self.spec.model} transformer "
                 "(is it a LoRA for another model?)",
                 field="loras",
             )
@@ -391,14 +406,14 @@ class LoraAdapters:
 
         return [
             (n, m) if named else m
-            for n, m in self.pipe.transformer.named_modules()
+            for n, m in self.transformer.named_modules()
             if isinstance(m, LoraLayer) and adapter in m.lora_A
         ]
 
     def _forget(self, name: str) -> None:
         loaded = self._cache.pop(name)
         if loaded.adapter is not None:
-            self.pipe.delete_adapters(loaded.adapter)
+            self.transformer.delete_adapters(loaded.adapter)
         if self._slots is not None:
             for slot in self._slots:
                 if slot.holds == loaded.file:

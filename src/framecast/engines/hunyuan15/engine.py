@@ -10,9 +10,10 @@ denoising is diffusers' own ``__call__`` on
 The request's options and their defaults (the loaded checkpoint's) are in :mod:`.options`.
 
 The speed-ups beyond the exact path, FP8 linears (``FRAMECAST_LINEAR``), regional compilation
-(``FRAMECAST_COMPILE``) and step caching (``step_cache``), are the HunyuanVideo-I2V engine's,
-shared code in ``engines/hunyuan/`` (fp8.py, speedups.py, cache.py) that reads what is
-particular to 1.5, its blocks, from :data:`~framecast.engines.hunyuan.blocks.HUNYUAN_15`.
+(``FRAMECAST_COMPILE``) and step caching (``step_cache``), and LoRAs (``loras``), are the
+HunyuanVideo-I2V engine's, shared code in ``engines/hunyuan/`` (fp8.py, speedups.py, cache.py,
+loras.py) that reads what is particular to 1.5, its blocks and how its LoRA files are read
+(engines/hunyuan15/lora_formats.py), from :data:`~framecast.engines.hunyuan.blocks.HUNYUAN_15`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 from framecast.engines.base import Engine, EngineUnavailable, GenerationRequest, Hooks
 from framecast.engines.hunyuan.cache import CachedRequests
 from framecast.engines.hunyuan.fp8 import convert_at_load, linear_label, linear_mode
+from framecast.engines.hunyuan.loras import LoraAdapters, LoraSettings
 from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
@@ -199,6 +201,7 @@ class Hunyuan15Engine(Engine):
         tiny: bool = False,
         exact_speedups: bool = True,
         attention: str = "auto",
+        loras: LoraSettings | None = None,
     ) -> None:
         """``exact_speedups``: cut the text padding and drop diffusers' sequence-squared attention
         masks, the transformer's (exact.py) and the VAE's (vae_attention.py); off only to
@@ -222,6 +225,7 @@ class Hunyuan15Engine(Engine):
         self.resolution = RESOLUTION_OF_TARGET_SIZE.get(int(pipe.transformer.config.target_size))
         """The checkpoint's resolution ("480p", "720p"); None for the tiny model."""
         self.compiled = False
+        self.loras = LoraAdapters(pipe, loras or LoraSettings())
         self._cached = CachedRequests()
         """The step cache's pass counts of the last request that ran with one."""
         # Each request gets its own scheduler (flow shift) and guider (guidance scale).
@@ -248,6 +252,7 @@ class Hunyuan15Engine(Engine):
         attention: str = "auto",
         linear: str = "bf16",
         memory_check: bool = True,
+        loras: LoraSettings | None = None,
     ) -> Hunyuan15Engine:
         placement = Placement.choose(device, offload)
         check_speedups(attention, linear, placement.device, placement.transformer_dtype)
@@ -261,6 +266,7 @@ class Hunyuan15Engine(Engine):
             tiny=source.is_tiny,
             exact_speedups=exact_speedups,
             attention=attention,
+            loras=loras,
         )
         log.info(
             "HunyuanVideo 1.5 I2V (%s, distilled=%s) loaded from %s on %s (offload=%s, text "
@@ -320,6 +326,7 @@ class Hunyuan15Engine(Engine):
     def compile(self) -> None:
         """Compile every transformer block (regional ``torch.compile``, as the I2V engine);
         the first request after this pays the compile time."""
+        self.loras.prepare_for_compile()  # LoRA slots first: adding them later would recompile
         compile_blocks(self.pipe.transformer)
         self.compiled = True
 
@@ -354,6 +361,8 @@ class Hunyuan15Engine(Engine):
     def describe(self, request: GenerationRequest) -> dict[str, Any]:
         options = Options.of(request, self.defaults)
         described = {k: v for k, v in options.__dict__.items() if v is not None}
+        described.pop("loras")
+        described.update(self.loras.recorded(options.loras))
         described.update(self._cached.describe(request, options.step_cache))
         return {**described, **peak_memory(self.placement)}
 
@@ -364,6 +373,7 @@ class Hunyuan15Engine(Engine):
         if refused is not None:
             # Before any work, rather than an out-of-memory error minutes in.
             raise InputError(refused, field="num_frames")
+        self.loras.use(options.loras)
         reset_peak_memory(self.placement)  # recorded by describe() for /metrics
         hooks.raise_if_cancelled()
         # The crop the pipeline (and the official code) makes: Lanczos to cover, centre crop.

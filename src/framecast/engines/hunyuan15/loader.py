@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from framecast.engines.hunyuan.loader import availability_of, require_packages
+from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan15.weights import TINY_RANDOM, ModelSource, resolve_model
 
 if TYPE_CHECKING:
@@ -49,4 +50,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         attention=settings.attention,
         linear=settings.linear,
         memory_check=settings.memory_check,
+        loras=LoraSettings.of(settings),
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan.loras import LoraChoice
 from framecast.errors import InputError
 from framecast.models.base import StepCache, step_cache_options
 from framecast.models.hunyuan15_i2v import CHECKPOINTS, NEGATIVE_PROMPT, STEPS_OF_KIND
@@ -71,7 +72,8 @@ class Options:
     - ``negative_prompt``: what the unconditional pass is conditioned on; None here when
       guidance is off, since nothing uses it then;
     - ``step_cache``, ``step_cache_threshold``: the step cache (engines/hunyuan/cache.py) and
-      its threshold, defaulted with a cache and None without one, as the input gives them.
+      its threshold, defaulted with a cache and None without one, as the input gives them;
+    - ``loras``: the LoRAs to apply, with their scales (engines/hunyuan/loras.py).
 
     Each default is the checkpoint's (:class:`Defaults`; the official values are in
     :data:`~framecast.models.hunyuan15_i2v.CHECKPOINTS`).
@@ -83,6 +85,7 @@ class Options:
     negative_prompt: str | None
     step_cache: StepCache | None = None
     step_cache_threshold: float | None = None
+    loras: tuple[LoraChoice, ...] = ()
 
     @property
     def cfg(self) -> bool:
@@ -121,4 +124,4 @@ class Options:
         options = cls(steps, guidance, shift, str(option("negative_prompt", NEGATIVE_PROMPT)))
         if not options.cfg:
             options = replace(options, negative_prompt=None)
-        return replace(options, **cache)
+        return replace(options, **cache, loras=tuple(given.get("loras") or ()))
