@@ -19,9 +19,10 @@ pytest.importorskip("diffusers")
 from framecast.engines.base import Cancelled, NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.group import GroupEngine
-from framecast.engines.hunyuan.loras import LoraChoice, LoraSettings
+from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.errors import InputError
+from framecast.models.request import LoraChoice
 from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
 

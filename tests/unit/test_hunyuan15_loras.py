@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from framecast.engines.base import GenerationRequest, NullHooks
-from framecast.engines.hunyuan.loras import LoraAdapters, LoraChoice, LoraError, LoraSettings
+from framecast.engines.hunyuan.loras import LoraAdapters, LoraError, LoraSettings
 from framecast.engines.hunyuan.speedups import compile_blocks
 from framecast.engines.hunyuan15 import engine as engine_module
 from framecast.engines.hunyuan15.engine import Hunyuan15Engine
@@ -35,6 +35,7 @@ from framecast.engines.hunyuan15.pipeline import FramecastHunyuan15Pipeline
 from framecast.engines.hunyuan15.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan15.weights import resolve_model
 from framecast.models.hunyuan15_i2v import FPS
+from framecast.models.request import LoraChoice
 
 from .tiny_inputs import gradient_image, transformer15_inputs
 

@@ -35,7 +35,6 @@ from framecast.engines.hunyuan.fp8 import Float8Linear, Float8WeightLinear, conv
 from framecast.engines.hunyuan.lora_formats import musubi_to_diffusers, official_name
 from framecast.engines.hunyuan.loras import (
     LoraAdapters,
-    LoraChoice,
     LoraError,
     LoraFolder,
     LoraSettings,
@@ -46,6 +45,7 @@ from framecast.engines.hunyuan.tiny import build_tiny_pipeline
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.errors import InputError
 from framecast.models.hunyuan_i2v import FPS
+from framecast.models.request import LoraChoice
 
 from .tiny_inputs import transformer_inputs
 

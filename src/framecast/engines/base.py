@@ -8,14 +8,13 @@ encodes whatever frames it yields.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from framecast.errors import FramecastError
+from framecast.models.request import GenerationRequest as GenerationRequest
 
 
 class EngineUnavailable(FramecastError):
@@ -27,21 +26,6 @@ class EngineUnavailable(FramecastError):
 
 class Cancelled(Exception):
     """Raised by :meth:`Hooks.raise_if_cancelled` to stop an engine at a step boundary."""
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    image: Image.Image
-    """RGB, EXIF orientation already applied, any size: the engine fits it to width x height."""
-    prompt: str
-    seed: int
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    """The model's (each model declares its own)."""
-    options: Mapping[str, Any] = field(default_factory=dict)
-    """Engine-specific inputs beyond the common ones (e.g. ``num_inference_steps``)."""
 
 
 class Hooks(Protocol):

@@ -79,7 +79,10 @@ def load_engines(settings: Settings, plan: Mapping[str, EngineKind]) -> dict[str
         else:
             real = get_model(model_id).real_engine
             assert real is not None  # plan_engines chose it
-            engines[model_id] = real.load(settings)
+            engine = real.load(settings)
+            if not isinstance(engine, Engine):
+                raise TypeError(f"{model_id}: its engine loader returned {engine!r}, not an Engine")
+            engines[model_id] = engine
     return engines
 
 

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from framecast.engines.base import GenerationRequest
-from framecast.engines.hunyuan.loras import LoraChoice
+from framecast.models.request import GenerationRequest, LoraChoice
 
 if TYPE_CHECKING:
-    from framecast.engines.base import Engine
     from framecast.settings import Settings
 
 MAX_PROMPT_CHARS = 10_000
@@ -265,7 +263,9 @@ class RealEngine:
 
     availability: Callable[[Settings], str | None]
     """None if the real engine can run here, else why not (packages, GPU, weights)."""
-    load: Callable[[Settings], Engine]
+    load: Callable[[Settings], Any]
+    """Returns a :class:`framecast.engines.base.Engine` (declarations sit below the engines and
+    do not import them: the engine is named by a string, see :func:`deferred`)."""
     setting: str
     """The environment variable that names this model's weights, e.g. FRAMECAST_HUNYUAN_MODEL."""
     checkpoints: Mapping[str, str]

@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Final, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from framecast.engines.hunyuan.loras import LoraChoice
 from framecast.models.base import (
     MAX_PROMPT_CHARS,
     OUTPUT_SCHEMA,
@@ -36,6 +35,7 @@ from framecast.models.loras import (
     lora_choices,
     loras_field,
 )
+from framecast.models.request import LoraChoice
 from framecast.sizes import Buckets
 
 MODEL_ID: Final = "tencent/hunyuan-video-v1.5/image-to-video"

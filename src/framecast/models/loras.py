@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from framecast.engines.hunyuan.loras import MAX_LORAS, SCALE_LIMIT, LoraChoice
 from framecast.models.base import refuse_many_unknown_fields
+from framecast.models.request import MAX_LORAS, SCALE_LIMIT, LoraChoice
 
 
 class LoraInput(BaseModel):

@@ -23,7 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from framecast.engines.base import Engine, GenerationRequest, Hooks
 from framecast.engines.hunyuan.cache import CachedRequests
 from framecast.engines.hunyuan.fp8 import convert_at_load, linear_label, linear_mode
-from framecast.engines.hunyuan.loras import LoraAdapters, LoraChoice, LoraSettings
+from framecast.engines.hunyuan.loras import LoraAdapters, LoraSettings
 from framecast.engines.hunyuan.pipeline import (
     FramecastHunyuanPipeline,
     enable_official_vae_tiling,
@@ -52,6 +52,7 @@ from framecast.engines.hunyuan.weights import ModelSource, WeightsError
 from framecast.errors import InputError
 from framecast.images import cover_fit
 from framecast.models.hunyuan_i2v import DEFAULT_CHECKPOINT, FRAME_STEP, SETTING, options_for
+from framecast.models.request import LoraChoice
 
 log = logging.getLogger("framecast.engines.hunyuan")
 

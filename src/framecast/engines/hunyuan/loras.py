@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framecast.errors import InputError
+from framecast.models.request import MAX_LORAS, LoraChoice
 
 if TYPE_CHECKING:
     import torch
@@ -70,23 +71,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("framecast.engines.hunyuan.loras")
 
 LORA_SUFFIX = ".safetensors"
-MAX_LORAS = 3
-"""LoRAs one request may combine: RunComfy's LoRA models take up to three."""
-SCALE_LIMIT = 4.0
-"""|scale| allowed. PEFT takes any float and multiplies the LoRA's delta by it; past about 2 a
-LoRA trained at 1 usually wrecks the video, so 4 leaves room to experiment (negative scales
-subtract a concept) while a typo such as 80 for 0.8 is refused rather than run for minutes."""
-
 _STAGING = "framecast_staging"
 _SLOT = "framecast_slot{}"
-
-
-@dataclass(frozen=True)
-class LoraChoice:
-    """One LoRA a request asks for."""
-
-    name: str
-    scale: float = 1.0
 
 
 @dataclass(frozen=True)

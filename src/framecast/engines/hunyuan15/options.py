@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, get_args
 
 from framecast.engines.base import GenerationRequest
-from framecast.engines.hunyuan.loras import LoraChoice
 from framecast.errors import InputError
 from framecast.models.base import StepCache, step_cache_options
 from framecast.models.hunyuan15_i2v import CHECKPOINTS, NEGATIVE_PROMPT, STEPS_OF_KIND
+from framecast.models.request import LoraChoice
 
 if TYPE_CHECKING:
     from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
