@@ -25,6 +25,21 @@ class EngineUnavailable(FramecastError):
     status = 503
 
 
+class EngineNeedsSetup(EngineUnavailable):
+    """An engine cannot run here until someone changes something: a package is not installed,
+    a setting names no model. A worker fails at once on it, where it retries a plain
+    :class:`EngineUnavailable` (weights on a disk still mounting, a GPU still held)."""
+
+
+@dataclass(frozen=True)
+class NotRunnable:
+    """Why a model's real engine cannot run here (``RealEngine.availability``)."""
+
+    reason: str
+    install: str | None = None
+    """How to install what is missing, where that is the reason: no retry can help then."""
+
+
 class Cancelled(Exception):
     """Raised by :meth:`Hooks.raise_if_cancelled` to stop an engine at a step boundary."""
 

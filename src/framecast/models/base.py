@@ -24,7 +24,7 @@ from framecast.engines.base import GenerationRequest
 from framecast.engines.hunyuan.loras import LoraChoice
 
 if TYPE_CHECKING:
-    from framecast.engines.base import Engine
+    from framecast.engines.base import Engine, NotRunnable
     from framecast.settings import Settings
 
 MAX_PROMPT_CHARS = 10_000
@@ -263,7 +263,7 @@ class RealEngine:
     declarations cost nothing to import.
     """
 
-    availability: Callable[[Settings], str | None]
+    availability: Callable[[Settings], NotRunnable | None]
     """None if the real engine can run here, else why not (packages, GPU, weights)."""
     load: Callable[[Settings], Engine]
     setting: str
