@@ -11,12 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from framecast.db import create_db_engine, migrate, utcnow, workers
 from framecast.queue.registry import WorkerRegistry
 from framecast.settings import Settings
-from framecast.worker.health import why_unhealthy
+from framecast.worker.health import main, why_unhealthy
 
 HOST = "gpu-box-1"
 
@@ -46,14 +47,19 @@ def test_healthy_only_while_a_worker_of_this_host_beats(tmp_path: Path) -> None:
     db.dispose()
 
 
-def test_the_module_answers_in_docker_healthcheck_exit_codes(tmp_path: Path) -> None:
-    env = {**os.environ, "FRAMECAST_DATA_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "framecast.worker.health"]
+def test_the_module_answers_in_docker_healthcheck_exit_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FRAMECAST_DATA_DIR", str(tmp_path))
     db = create_db_engine(Settings(data_dir=tmp_path).resolved_database_url)
     migrate(db)
-    silent = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert silent.returncode == 1 and silent.stderr.startswith("unhealthy: no worker on")
+    assert main() == 1
+    assert capsys.readouterr().err.startswith("unhealthy: no worker on")
     WorkerRegistry(db).register("here", socket.gethostname(), os.getpid())
     db.dispose()
-    alive = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    # As Docker runs it: the module, in a process of its own.
+    command = [sys.executable, "-m", "framecast.worker.health"]
+    alive = subprocess.run(
+        command, env=dict(os.environ), capture_output=True, text=True, timeout=60
+    )
     assert alive.returncode == 0 and alive.stderr == "", alive.stderr
