@@ -23,7 +23,9 @@ ENV FRAMECAST_DATA_DIR=/data \
     FRAMECAST_ENGINE=preview \
     FRAMECAST_LOG_FORMAT=json
 VOLUME ["/data"]
+# The API's port is FRAMECAST_PORT (8000 unless set). Set that, not `serve --port`: the health
+# check reads it to know where to ask.
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FRAMECAST_PORT', '8000'), timeout=4)"]
 CMD ["framecast", "serve"]

@@ -240,6 +240,10 @@ class Settings(BaseSettings):
     )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for work.")
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker says it is alive.")
+    no_worker_submit: Literal["queue", "refuse"] = Field(
+        "queue",
+        description="A submit for a model no live worker serves: `queue` it (as RunComfy does; its answer and status carry a `note`), or `refuse` it with a 503 `no_worker_for_model` and Retry-After.",
+    )
 
     # One request on several GPUs (docs/performance.md)
     gpus: Annotated[list[int], NoDecode] = Field(

@@ -46,8 +46,12 @@ DOCUMENTED = {
 
 
 async def test_the_openapi_document_lists_the_routes_with_their_tags(tmp_path: Path) -> None:
-    async with client_for(make_app(tmp_path), key=None) as c:
+    app = make_app(tmp_path)
+    async with client_for(app, key=None) as c:
         doc = (await c.get("/openapi.json")).json()
+    # Its description names every model served, as its declaration describes it.
+    for spec in services_of(app).models:
+        assert f"`{spec.id}`: {spec.description}" in doc["info"]["description"]
     operations = {
         (method, path): op["tags"]
         for path, ops in doc["paths"].items()

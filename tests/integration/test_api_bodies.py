@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from framecast.api.bodies import LONG_STRING, _parse_cutting_long_strings, parse_json
+from framecast.api.bodies import LARGE_BODY, LONG_STRING, _parse_cutting_long_strings, parse_json
 
-from .inprocess import KEY, SUBMIT, make_app
+from .inprocess import KEY, SUBMIT, assert_error, client_for, make_app
 from .loop_watch import loop_waits
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +98,48 @@ async def test_a_67_mb_submit_leaves_the_event_loop_free(tmp_path: Path) -> None
     # Measured: ~40 ms against ~150 ms on the loop; the bound sits between, relative to what
     # the loop would have taken on this machine now, so a busy machine does not fail it.
     assert max(gaps) < 0.6 * on_the_loop, f"{max(gaps) * 1000:.0f} ms of {on_the_loop * 1000:.0f}"
+
+
+# (body, the parser's complaint, its line and column, whether the body was cut short). The
+# large one is parsed off the loop (bodies.py), and must be refused in the same words.
+NOT_JSON = {
+    "cut short": ('{"prompt": "a", "image_url": "http', "Unterminated string", 1, 30, True),
+    "cut short, large": (
+        '{"prompt": "a", "image_url": "' + "A" * LARGE_BODY,
+        "Unterminated string",
+        1,
+        30,
+        True,
+    ),
+    "cut after a comma": ('{"prompt": "a",\n  ', "Expecting property name", 2, 3, True),
+    "trailing comma": ('{"prompt": "a",\n "seed": 1,\n}', "Expecting property name", 3, 1, False),
+    "not JSON at all": ("prompt=a", "Expecting value", 1, 1, False),
+}
+
+
+@pytest.mark.parametrize("name", NOT_JSON)
+async def test_a_body_that_is_not_json_is_called_that_with_where_it_breaks(
+    tmp_path: Path, name: str
+) -> None:
+    body, complaint, line, column, cut = NOT_JSON[name]
+    async with client_for(make_app(tmp_path)) as client:
+        r = await client.post(SUBMIT, content=body, headers={"Content-Type": "application/json"})
+    error = assert_error(r, 422, "invalid_input")["error"]
+    message = error["message"]
+    assert message.startswith("the body is not valid JSON: " + complaint), message
+    assert f"(line {line}, column {column})" in message
+    assert ("was it cut short?" in message) == cut
+    assert "JSON object" not in message
+    # The problem is the body's, not a field named by the parser's offset.
+    assert error["details"] == [{"field": "body", "message": message}]
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+async def test_json_that_is_not_an_object_is_told_so(tmp_path: Path) -> None:
+    async with client_for(make_app(tmp_path)) as client:
+        listed = await client.post(SUBMIT, json=["a prompt", "an image"])
+        untyped = await client.post(SUBMIT, content=b'{"prompt": "a"}')  # no Content-Type
+    message = assert_error(listed, 422, "invalid_input")["error"]["message"]
+    assert message == "the body must be a JSON object"
+    message = assert_error(untyped, 422, "invalid_input")["error"]["message"]
+    assert message.endswith("sent as Content-Type: application/json")

@@ -45,6 +45,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 async def test_a_submit_answers_its_id_and_urls_and_queues_the_request(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
+    # With a live worker for the model: RunComfy's fields, and no note that none serves it.
+    services_of(app).registry.register("w-submit", "host", 1, serves=None)
     r = await client.post(SUBMIT, json={"prompt": "p", "image_url": data_uri(png()), "seed": 7})
     assert r.status_code == 200, r.text
     body = r.json()

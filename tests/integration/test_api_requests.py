@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from .inprocess import (
     OTHER_KEY,
+    SMALL,
+    SUBMIT,
     SUBMIT_15,
     assert_error,
     client_for,
@@ -57,6 +59,49 @@ async def test_queued_requests_have_a_position_and_a_note_while_no_worker_serves
     assert "note" in (await client.get(f"/v1/requests/{first}/status")).json()
     registry.register("w-any", "host", 2, serves=None)
     assert "note" not in (await client.get(f"/v1/requests/{first}/status")).json()
+
+
+RUNCOMFY_SUBMIT = {"request_id", "status_url", "result_url", "cancel_url"}
+"""What RunComfy's submit answers."""
+
+
+async def test_a_submit_no_worker_serves_is_queued_and_its_answer_says_so(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    # Queued all the same, as RunComfy queues: workers may start after the API.
+    r = await client.post(SUBMIT, json={"prompt": "p", **SMALL[SUBMIT]})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert set(answer) == RUNCOMFY_SUBMIT | {"note"}
+    assert "no worker serving this model" in answer["note"]
+    status = (await client.get(answer["status_url"])).json()
+    assert status["status"] == "in_queue" and status["note"] == answer["note"]
+
+    # A worker for the other model leaves this one's submits noted; its own model's submits
+    # answer RunComfy's fields alone.
+    registry = services_of(app).registry
+    registry.register("w-15", "host", 1, serves=[SUBMIT_15.removeprefix("/v1/models/")])
+    noted = await client.post(SUBMIT, json={"prompt": "p", **SMALL[SUBMIT]})
+    assert "note" in noted.json()
+    served = await client.post(SUBMIT_15, json={"prompt": "p", **SMALL[SUBMIT_15]})
+    assert served.status_code == 200 and set(served.json()) == RUNCOMFY_SUBMIT
+
+
+async def test_a_server_set_to_refuse_answers_503_while_no_worker_serves_the_model(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path, no_worker_submit="refuse", heartbeat_seconds=2)
+    # An image the server would refuse to fetch (loopback): the 503 comes before any fetch.
+    body = {"prompt": "p", **SMALL[SUBMIT], "image_url": "http://127.0.0.1:9/a.png"}
+    async with client_for(app) as client:
+        r = await client.post(SUBMIT, json=body)
+        assert_error(r, 503, "no_worker_for_model")
+        assert "FRAMECAST_NO_WORKER_SUBMIT=refuse" in r.json()["error"]["message"]
+        assert r.headers["Retry-After"] == "6"  # a starting worker's first beats
+        assert (await client.get("/v1/requests")).json()["requests"] == []  # none made
+        services_of(app).registry.register("w-any", "host", 1, serves=None)
+        r = await client.post(SUBMIT, json={"prompt": "p", **SMALL[SUBMIT]})
+    assert r.status_code == 200 and set(r.json()) == RUNCOMFY_SUBMIT
 
 
 async def test_a_running_request_shows_its_progress(

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
 
-from framecast.engines.base import EngineUnavailable
+from framecast.engines.base import EngineNeedsSetup, EngineUnavailable
+from framecast.engines.hunyuan import loader
 from framecast.engines.selection import load_engine, plan_engines
 from framecast.models import all_models
 from framecast.settings import Settings
+from framecast.worker.engine_loading import EngineLoadFailed, load_with_retries
 
 I2V = "tencent/hunyuan/image-to-video"
 I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
@@ -99,3 +102,48 @@ def test_fp8_linears_serve_both_models(caplog: pytest.LogCaptureFixture) -> None
     engine = load_engine(fp8(models=I2V_15), I2V_15)
     assert engine.metadata()["linear"].startswith("fp8-weight")
     assert engine.metadata()["path"] == "fast"
+
+
+def _without_the_model_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on an install without the hunyuan extra (`pip install framecast`, the CPU image).
+    monkeypatch.setattr(loader, "missing_packages", lambda: ["torch", "diffusers"])
+
+
+def test_hunyuan_without_its_packages_says_how_to_install_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_the_model_packages(monkeypatch)
+    with pytest.raises(EngineNeedsSetup) as caught:
+        plan_engines(Settings(engine="hunyuan"))
+    message = caught.value.message
+    assert "make gpu" in message and "pip install 'framecast[hunyuan]'" in message
+    assert "weights download" not in message  # weights are not what is missing
+    # One reason for both models, said once, naming both.
+    assert message.count("torch, diffusers not installed") == 1
+    assert I2V in message and I2V_15 in message
+    with pytest.raises(EngineNeedsSetup, match="make gpu"):
+        load_engine(Settings(engine="hunyuan"), I2V_15)  # `framecast generate`'s path
+
+
+def _load(settings: Settings) -> tuple[str, list[str]]:
+    """A worker's engine load: the reason it gave up, and the failed tries it reported."""
+    reports: list[str] = []
+    with pytest.raises(EngineLoadFailed) as caught:
+        load_with_retries(settings, None, stop=threading.Event(), report=reports.append)
+    return caught.value.message, reports
+
+
+def test_a_worker_without_the_packages_gives_up_at_once_but_retries_missing_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(engine="hunyuan", engine_load_attempts=3, engine_load_backoff_seconds=0)
+    _without_the_model_packages(monkeypatch)
+    message, reports = _load(settings)
+    assert reports == []  # no retry: none can install a package
+    assert "make gpu" in message and "tries" not in message
+    assert "weights download" not in message and "FRAMECAST_ENGINE=auto" in message
+    # Weights may be on a disk still mounting: those are tried again, and the hint is theirs.
+    monkeypatch.setattr(loader, "missing_packages", list)  # all installed
+    message, reports = _load(settings)
+    assert len(reports) == 2 and "after 3 tries" in message
+    assert "framecast weights download" in message and "make gpu" not in message

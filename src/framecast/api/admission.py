@@ -2,7 +2,8 @@
 key's limits (429 with Retry-After), and ``Prefer: wait`` on the answer.
 
 The order is chosen so that a refusal costs little: a replayed key answers before any limit
-is counted; the limits are checked before the image is downloaded; the active-request limit is
+is counted; the limits (and, with ``FRAMECAST_NO_WORKER_SUBMIT=refuse``, whether a live worker
+serves the model) are checked before the image is downloaded; the active-request limit is
 checked once more in the transaction that inserts the request (the first check is cheap but
 can race with a concurrent submit; that one cannot), and the submit is counted against the rate
 there: a submit refused for any reason uses none of the key's rate.
@@ -10,6 +11,7 @@ there: a submit refused for any reason uses none of the key's rate.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,9 +27,10 @@ from sqlalchemy.engine import Connection
 from framecast.admission.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
-from framecast.api.views import request_urls, result_body
+from framecast.api.views import NO_WORKER_NOTE, request_urls, result_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
+from framecast.errors import FramecastError
 from framecast.queue.jobs import Job
 from framecast.states import Status
 
@@ -81,6 +84,46 @@ SUBMIT_LIMIT_ERRORS[429]["headers"] = {
         "schema": {"type": "integer"},
     }
 }
+
+
+class NoWorkerForModel(FramecastError):
+    """FRAMECAST_NO_WORKER_SUBMIT=refuse, and no live worker serves the model submitted to."""
+
+    code = "no_worker_for_model"
+    status = 503
+
+    def __init__(self, model: str, retry_after: int) -> None:
+        super().__init__(
+            f"no live worker serves {model}: this server refuses requests for a model no worker "
+            "serves (FRAMECAST_NO_WORKER_SUBMIT=refuse) rather than queue them; submit again "
+            "once one has started (/readyz names the models no worker serves, and why)",
+            retry_after=retry_after,
+        )
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+def _served(services: Services, model: str) -> bool:
+    return bool(services.registry.serving(model, services.heartbeat_window))
+
+
+def no_worker_note(services: Services, model: str) -> str | None:
+    """The submit answer's note when no live worker serves ``model`` (None while one does);
+    raises :class:`NoWorkerForModel` instead where the settings say to refuse. Blocking."""
+    if _served(services, model):
+        return None
+    if services.settings.no_worker_submit == "refuse":
+        # A worker that starts shows up within one heartbeat window.
+        window = services.heartbeat_window.total_seconds()
+        raise NoWorkerForModel(model, math.ceil(window))
+    return NO_WORKER_NOTE
+
+
+def _replay_note(services: Services, request_id: str, owner: str, model: str) -> str | None:
+    """A replayed submit's note: the first answer's, while it still holds. Blocking."""
+    job = services.jobs.get(request_id, owner)
+    if job is None or job.status is not Status.IN_QUEUE or _served(services, model):
+        return None
+    return NO_WORKER_NOTE
 
 
 def chain(*hooks: InsertHook | None) -> InsertHook | None:
@@ -140,6 +183,11 @@ async def _admit(
         )
         claim = await _claim(services, owner, key, digest)
         if claim.replay:
+            note = None
+            if wait is None:
+                note = await run_in_threadpool(
+                    _replay_note, services, claim.request_id, owner, model
+                )
             return await _answer(
                 services,
                 claim.request_id,
@@ -148,8 +196,12 @@ async def _admit(
                 wait,
                 {"Idempotent-Replayed": "true"},
                 slot,
+                note,
             )
     try:
+        # Queued by default, as RunComfy queues: workers may start after the API (a fleet, an
+        # autoscaler that starts them on queue depth). The answer says that none serves it yet.
+        note = await run_in_threadpool(no_worker_note, services, model)
         guard = await run_in_threadpool(_check_limits, services, owner)
         if claim is not None and key is not None:
             # Made only while the claim is still this submit's (see IdempotencyStore).
@@ -162,7 +214,9 @@ async def _admit(
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(services.idempotency.release, owner, key, claim.request_id)
         raise
-    return await _answer(services, str(submitted["request_id"]), owner, base_url, wait, {}, slot)
+    return await _answer(
+        services, str(submitted["request_id"]), owner, base_url, wait, {}, slot, note
+    )
 
 
 def _check_limits(services: Services, owner: str) -> InsertHook | None:
@@ -209,10 +263,15 @@ async def _answer(
     wait: int | None,
     headers: dict[str, str],
     slot: WaitSlot | None,
+    note: str | None = None,
 ) -> JSONResponse:
     """The submit answer; with ``Prefer: wait``, once the request has ended (or the wait is
-    over) with its status, or its result when completed, beside the submit fields."""
+    over) with its status, or its result when completed, beside the submit fields. ``note``:
+    why the request may wait long (no worker serves its model); a status after a wait says
+    that itself, if it still applies."""
     body: dict[str, Any] = {"request_id": request_id, **request_urls(base_url, request_id)}
+    if note is not None and wait is None:
+        body["note"] = note
     if wait is not None:
         read = await wait_for_end(services, request_id, owner, base_url, wait, slot)
         if read is not None:

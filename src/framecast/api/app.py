@@ -7,7 +7,7 @@ the settings only through ``AppServices`` (``framecast.api.services``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -24,6 +24,7 @@ from framecast.api.request_ids import RequestIdContext
 from framecast.api.routes import files, health, listing, metrics, models, requests, stream
 from framecast.api.services import Services, build_services
 from framecast.db import migrate
+from framecast.models import ModelSpec
 from framecast.playground import install_playground
 from framecast.settings import Settings
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPIOffline(
         title="framecast",
         version=__version__,
-        description="RunComfy-compatible image-to-video API for HunyuanVideo-I2V.",
+        description=_description(services.models),
         lifespan=_lifespan,
         swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
         static_url=OFFLINE_DOCS,
@@ -88,6 +89,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     _install_redoc(app)
     install_playground(app)
     return app
+
+
+def _description(specs: Sequence[ModelSpec]) -> str:
+    """The OpenAPI document's description: the models served, as their declarations say."""
+    models = "\n".join(f"- `{spec.id}`: {spec.description}" for spec in specs)
+    return f"RunComfy-compatible image-to-video API. Models (`POST /v1/models/<id>`):\n\n{models}"
 
 
 def _install_redoc(app: FastAPI) -> None:

@@ -199,18 +199,40 @@ def validation_detail(errors: list[dict[str, Any]], messages: list[str]) -> list
     ]
 
 
+def invalid_json_message(err: Mapping[str, Any], document: object) -> str:
+    """FastAPI's ``json_invalid`` error (its location ends with the parser's character offset,
+    its context holds the parser's complaint) as what went wrong and where; ``document``: the
+    text parsed, when known, for the line and column and to tell a body that was cut short."""
+    position = next((p for p in reversed(err.get("loc", ())) if isinstance(p, int)), None)
+    complaint = str(err.get("ctx", {}).get("error") or "invalid JSON")
+    if position is None:
+        return f"the body is not valid JSON: {complaint}"
+    # json's "Unterminated string starting at" already ends with its "at".
+    message = f"the body is not valid JSON: {complaint.removesuffix(' at')} at character {position}"
+    if isinstance(document, str) and 0 <= position <= len(document):
+        line = document.count("\n", 0, position) + 1
+        column = position - document.rfind("\n", 0, position)
+        message += f" (line {line}, column {column})"
+        # json says "Unterminated string" where a string runs to the body's end.
+        if not document[position:].strip() or complaint.startswith("Unterminated string"):
+            message += "; the body ends before the JSON does: was it cut short?"
+    return message
+
+
 def describe_validation_errors(
     errors: list[dict[str, Any]],
     allowed_fields: list[str] | None = None,
     elsewhere: Mapping[str, list[str]] | None = None,
     limit: int = MAX_LISTED_PROBLEMS,
+    document: object = None,
 ) -> list[dict[str, Any]]:
     """Turn pydantic's errors into messages that name the field and what it accepts; the first
     ``limit`` of them (the caller says how many more there were).
 
     ``elsewhere``: field -> the other models that take it, so a client that sent one model's
     fields to another hears which one it meant (``image_url`` is 1.0's, ``image`` 1.5's).
-    The allowed fields are listed once, with the first unknown field.
+    The allowed fields are listed once, with the first unknown field. ``document``: the body
+    as parsed, for where a body that is not JSON goes wrong.
     """
     out = []
     allowed_told = False
@@ -234,8 +256,13 @@ def describe_validation_errors(
             got = _shorten(repr(err.get("input")))
             entry["message"] = f"{field} must be one of {expected}; got {got}"
             entry["allowed"] = expected
-        elif kind in {"json_invalid", "model_attributes_type", "dict_type", "model_type"}:
+        elif kind == "json_invalid":
+            # Its location is the parser's offset, not a field.
+            entry = {"field": "body", "message": invalid_json_message(err, document)}
+        elif kind in {"model_attributes_type", "dict_type", "model_type"}:
             entry["message"] = "the body must be a JSON object"
+            if isinstance(err.get("input"), bytes):  # FastAPI parses JSON by its media type only
+                entry["message"] += " sent as Content-Type: application/json"
         else:
             msg = err.get("msg", "invalid value").removeprefix("Value error, ")
             entry["message"] = f"{field}: {msg}"
@@ -261,7 +288,9 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
         model = path.removeprefix("/v1/models/")
         elsewhere = {f: [m for m in ms if m != model] for f, ms in owners.items()}
         errors = exc.errors()
-        details = describe_validation_errors(list(errors[:MAX_LISTED_PROBLEMS]), allowed, elsewhere)
+        details = describe_validation_errors(
+            list(errors[:MAX_LISTED_PROBLEMS]), allowed, elsewhere, document=exc.body
+        )
         message = "; ".join(d["message"] for d in details)
         detail = validation_detail(list(errors[: len(details)]), [d["message"] for d in details])
         omitted = len(errors) - len(details)

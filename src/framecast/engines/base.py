@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from framecast.errors import FramecastError
+from framecast.models.base import NotRunnable as NotRunnable
 from framecast.models.request import GenerationRequest as GenerationRequest
 
 
@@ -22,6 +23,12 @@ class EngineUnavailable(FramecastError):
 
     code = "engine_unavailable"
     status = 503
+
+
+class EngineNeedsSetup(EngineUnavailable):
+    """An engine cannot run here until someone changes something: a package is not installed,
+    a setting names no model. A worker fails at once on it, where it retries a plain
+    :class:`EngineUnavailable` (weights on a disk still mounting, a GPU still held)."""
 
 
 class Cancelled(Exception):

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Literal
 
-from framecast.engines.base import Engine, EngineUnavailable
+from framecast.engines.base import Engine, EngineNeedsSetup, EngineUnavailable, NotRunnable
 from framecast.models import ModelSpec, UnknownModel, all_models, get_model
 from framecast.settings import Settings
 
@@ -32,7 +32,7 @@ def wanted_models(settings: Settings) -> list[ModelSpec]:
     try:
         return [get_model(model_id) for model_id in settings.models]
     except UnknownModel as exc:
-        raise EngineUnavailable(f"FRAMECAST_MODELS: {exc}") from exc
+        raise EngineNeedsSetup(f"FRAMECAST_MODELS: {exc}") from exc
 
 
 def plan_engines(settings: Settings) -> dict[str, EngineKind]:
@@ -45,24 +45,43 @@ def plan_engines(settings: Settings) -> dict[str, EngineKind]:
     missing = {model_id: why for model_id, why in reasons.items() if why is not None}
     if settings.engine == "hunyuan":
         if missing and (settings.models or not runnable):
-            raise EngineUnavailable(
-                "FRAMECAST_ENGINE=hunyuan cannot run "
-                + "; ".join(f"{model_id}: {why}" for model_id, why in missing.items())
-            )
+            installs = [why.install for why in missing.values() if why.install]
+            # A package is missing: no retry installs it, so the worker fails at once.
+            error = EngineNeedsSetup if installs else EngineUnavailable
+            raise error(f"FRAMECAST_ENGINE=hunyuan cannot run {_reasons(missing)}")
     elif not runnable:
         log.warning(
             "FRAMECAST_ENGINE=auto: using the CPU preview engine, whose videos are camera "
             "moves over the input image, not model output, because %s",
-            "; ".join(f"{model_id}: {why}" for model_id, why in missing.items()),
+            _reasons(missing),
         )
         return dict.fromkeys(reasons, "preview")
     elif settings.models:
         for model_id, why in missing.items():
-            log.warning("FRAMECAST_ENGINE=auto: %s runs on the preview engine: %s", model_id, why)
+            log.warning(
+                "FRAMECAST_ENGINE=auto: %s runs on the preview engine: %s",
+                model_id,
+                _reasons({model_id: why}),
+            )
         return {m: "preview" if m in missing else "real" for m in reasons}
     for model_id, why in missing.items():
-        log.warning("not serving %s on this worker (other workers may): %s", model_id, why)
+        log.warning(
+            "not serving %s on this worker (other workers may): %s",
+            model_id,
+            _reasons({model_id: why}),
+        )
     return dict.fromkeys(runnable, "real")
+
+
+def _reasons(missing: Mapping[str, NotRunnable]) -> str:
+    """Why the models cannot run here, each reason once with the models it holds back, then
+    the install commands of those that are a missing package."""
+    models: dict[str, list[str]] = {}
+    for model_id, why in missing.items():
+        models.setdefault(why.reason, []).append(model_id)
+    told = "; ".join(f"{', '.join(ids)}: {reason}" for reason, ids in models.items())
+    installs = dict.fromkeys(why.install for why in missing.values() if why.install)
+    return "; ".join([told, *filter(None, installs)])
 
 
 def load_engines(settings: Settings, plan: Mapping[str, EngineKind]) -> dict[str, Engine]:
@@ -93,7 +112,7 @@ def load_engine(settings: Settings, model_id: str) -> Engine:
     return load_engines(settings, plan)[spec.id]
 
 
-def _why_not_real(spec: ModelSpec, settings: Settings) -> str | None:
+def _why_not_real(spec: ModelSpec, settings: Settings) -> NotRunnable | None:
     if spec.real_engine is None:
-        return "it has no engine but the preview one"
+        return NotRunnable("it has no engine but the preview one")
     return spec.real_engine.availability(settings)

@@ -254,6 +254,15 @@ def deferred(target: str) -> Callable[..., Any]:
 
 
 @dataclass(frozen=True)
+class NotRunnable:
+    """Why a model's real engine cannot run here (``RealEngine.availability``)."""
+
+    reason: str
+    install: str | None = None
+    """How to install what is missing, where that is the reason: no retry can help then."""
+
+
+@dataclass(frozen=True)
 class RealEngine:
     """How the real model behind a declaration is found and loaded (``FRAMECAST_ENGINE=hunyuan``).
 
@@ -261,7 +270,7 @@ class RealEngine:
     declarations cost nothing to import.
     """
 
-    availability: Callable[[Settings], str | None]
+    availability: Callable[[Settings], NotRunnable | None]
     """None if the real engine can run here, else why not (packages, GPU, weights)."""
     load: Callable[[Settings], Any]
     """Returns a :class:`framecast.engines.base.Engine` (declarations sit below the engines and

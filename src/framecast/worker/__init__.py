@@ -4,4 +4,5 @@
   status written in one place);
 - :mod:`.engine_loading`: loading a worker's engines, with retries for what can recover;
 - :mod:`.scratch`: each worker's scratch folder, and clearing those dead workers left.
+- :mod:`.health`: the GPU image's health check, a worker's heartbeat read back.
 """

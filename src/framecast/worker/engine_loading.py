@@ -1,10 +1,11 @@
 """A worker's engine load: a few tries with back-off, then one line saying why it gave up.
 
 Some failures pass (a GPU still held by a process that is exiting, a network disk that is slow
-to mount); most do not (no GPU, no weights). Either way a worker must not crash-loop printing
-tracebacks: it tries ``FRAMECAST_ENGINE_LOAD_ATTEMPTS`` times, reports each failure as one
-line (the traceback only at DEBUG), and then stops with :class:`EngineLoadFailed`, whose
-reason the worker records for ``/readyz``.
+to mount): those it tries ``FRAMECAST_ENGINE_LOAD_ATTEMPTS`` times, reporting each failure as
+one line (the traceback only at DEBUG). Others cannot pass by waiting (a package not installed,
+a setting naming no model: :class:`EngineNeedsSetup`): on those it gives up at the first try,
+with what to install or change. Either way a worker must not crash-loop printing tracebacks:
+it stops with :class:`EngineLoadFailed`, whose reason the worker records for ``/readyz``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from framecast.engines import Engine
+from framecast.engines.base import EngineNeedsSetup
 from framecast.engines.selection import EngineKind, load_engines, plan_engines
 from framecast.errors import FramecastError
 from framecast.settings import Settings
@@ -45,7 +47,14 @@ def try_plan(settings: Settings) -> Plan | None:
         return None
 
 
-def what_to_do(settings: Settings) -> str:
+def what_to_do(settings: Settings, exc: BaseException) -> str:
+    if isinstance(exc, EngineNeedsSetup):  # its message says what to install or change
+        if settings.engine == "hunyuan":
+            return (
+                "then start the worker again, or set FRAMECAST_ENGINE=auto to fall back to the "
+                "CPU preview engine"
+            )
+        return "then start the worker again"
     if settings.engine == "hunyuan":
         return (
             "fix that (a GPU, `framecast weights download`), or set FRAMECAST_ENGINE=auto to "
@@ -71,10 +80,11 @@ def load_with_retries(
         except Exception as exc:
             reason = describe(exc)
             log.debug("engine load attempt %d failed", attempt, exc_info=True)
-            if attempt == attempts:
-                tries = f" after {attempts} tries" if attempts > 1 else ""
+            if attempt == attempts or isinstance(exc, EngineNeedsSetup):
+                tries = f" after {attempt} tries" if attempt > 1 else ""
                 raise EngineLoadFailed(
-                    f"the worker could not load its engine{tries}: {reason}; {what_to_do(settings)}"
+                    f"the worker could not load its engine{tries}: {reason}; "
+                    f"{what_to_do(settings, exc)}"
                 ) from exc
             delay = settings.engine_load_backoff_seconds * 2 ** (attempt - 1)
             report(

@@ -34,15 +34,19 @@ _SUBMIT_ERRORS = {
     **KEYED,
     **error_responses(
         {
-            400: "A body that is not JSON text at all (`bad_request`).",
+            400: "A body that is not text at all: not UTF-8 (`bad_request`).",
             408: "The body arrived too slowly (`request_timeout`: under "
             "FRAMECAST_BODY_MIN_BYTES_PER_SECOND, or not within FRAMECAST_BODY_TIMEOUT_SECONDS); "
             "the connection is closed.",
             413: "The body is larger than FRAMECAST_MAX_BODY_BYTES (`request_too_large`).",
             503: "Too many large bodies in flight (`server_busy`, "
-            "FRAMECAST_MAX_INFLIGHT_BODY_BYTES); `Retry-After` says when to try again.",
-            422: "Invalid input, or an image that cannot be fetched or decoded; the "
-            "code says which (`invalid_input`, `image_fetch_failed`, "
+            "FRAMECAST_MAX_INFLIGHT_BODY_BYTES), or no live worker serves the model where the "
+            "server refuses such submits (`no_worker_for_model`, "
+            "FRAMECAST_NO_WORKER_SUBMIT=refuse; by default they are queued, the answer carrying "
+            "a `note`); `Retry-After` says when to try again.",
+            422: "Invalid input (a body that is not valid JSON is `invalid_input` too, its "
+            "message saying where it breaks), or an image that cannot be fetched or decoded; "
+            "the code says which (`invalid_input`, `image_fetch_failed`, "
             "`image_too_large_to_decode`, ...).",
         }
     ),
@@ -141,7 +145,8 @@ def _submit_route(spec: ModelSpec) -> Callable[..., Awaitable[JSONResponse]]:
     route.__doc__ = (
         f"Queue a request for {spec.id} ({spec.description}); answers at once with its "
         "request_id and URLs (with `Prefer: wait=N`: once it has ended, or after N seconds, "
-        "with its status or result beside them)."
+        "with its status or result beside them). While no live worker serves the model the "
+        "request is queued all the same, and the answer carries a `note` saying so."
     )
     return route
 

@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from framecast.engines.base import EngineUnavailable
+from framecast.engines.base import EngineNeedsSetup, NotRunnable
 from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 
@@ -20,43 +20,49 @@ if TYPE_CHECKING:
 
 PACKAGES = ("torch", "diffusers", "transformers")
 
+INSTALL = (
+    "install them: `make gpu` in a framecast checkout, or `pip install torch` (the build for "
+    "your GPU) then `pip install 'framecast[hunyuan]'`"
+)
+"""What the Hunyuan engines' missing packages take (the Makefile's ``gpu`` target does both)."""
+
 
 def missing_packages() -> list[str]:
     return [m for m in PACKAGES if importlib.util.find_spec(m) is None]
 
 
 def require_packages() -> None:
-    """Raise a clear EngineUnavailable where a package the Hunyuan engines need is missing."""
+    """Raise a clear EngineNeedsSetup where a package the Hunyuan engines need is missing."""
     missing = missing_packages()
     if missing:
-        raise EngineUnavailable(
-            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}; install framecast with its "
-            "hunyuan extra (pip install 'framecast[hunyuan]') and a torch build for your GPU"
+        raise EngineNeedsSetup(
+            f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; {INSTALL}"
         )
 
 
 def availability_of(
     settings: Settings, resolve: Callable[[], ModelSource], what: str
-) -> str | None:
+) -> NotRunnable | None:
     """None if the model that ``resolve`` finds can run here (its packages, a GPU and its
     weights), else why not; ``what`` says in that reason what would be slow on a CPU."""
     missing = missing_packages()
     if missing:
-        return f"{', '.join(missing)} not installed"
+        return NotRunnable(f"{', '.join(missing)} not installed", install=INSTALL)
     try:
         source = resolve()
     except WeightsError as exc:
-        return exc.message
+        return NotRunnable(exc.message)
     if source.is_tiny:
         return None  # asked for by name: a test or smoke run, on any device
     from framecast.engines.hunyuan import cuda_available
 
     if settings.device == "auto" and not cuda_available():
-        return f"torch sees no CUDA GPU ({what} on the CPU would take days)"
+        return NotRunnable(f"torch sees no CUDA GPU ({what} on the CPU would take days)")
     return None
 
 
-def availability(settings: Settings) -> str | None:
+def availability(settings: Settings) -> NotRunnable | None:
     """None if HunyuanVideo-I2V can run here (its packages, a GPU and its weights), else why not."""
     return availability_of(
         settings, lambda: resolve_model(settings.hunyuan_model), "a 13B video model"

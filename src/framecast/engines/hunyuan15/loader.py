@@ -15,7 +15,7 @@ from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan15.weights import TINY_RANDOM, ModelSource, resolve_model
 
 if TYPE_CHECKING:
-    from framecast.engines.base import Engine
+    from framecast.engines.base import Engine, NotRunnable
     from framecast.settings import Settings
 
 
@@ -27,7 +27,7 @@ def model_spec(settings: Settings) -> str:
     return settings.hunyuan15_model
 
 
-def availability(settings: Settings) -> str | None:
+def availability(settings: Settings) -> NotRunnable | None:
     """None if HunyuanVideo 1.5 can run here (its packages, a GPU and its weights), else why
     not."""
     return availability_of(
