@@ -289,7 +289,7 @@ def _load(settings: Settings, model_id: str, member: Member) -> tuple[Any, str]:
     except (EngineUnavailable, ParallelUnsupported, FramecastError) as exc:
         reason = f"rank {member.rank}: {getattr(exc, 'message', None) or exc}"
     reasons: list[Any] = [None] * member.world_size
-    dist.all_gather_object(reasons, reason, group=member.steps)
+    dist.all_gather_object(reasons, reason, group=member.starting)
     failed = [r for r in reasons if r]
     if failed:
         return None, failed[0]
