@@ -15,53 +15,25 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from PIL import Image
-
-from framecast.engines.base import Cancelled, GenerationRequest, NullHooks
+from framecast.engines.base import Cancelled, NullHooks
 from framecast.engines.hunyuan.group import GroupEngine
 from framecast.engines.hunyuan15.engine import Hunyuan15Engine
 from framecast.engines.hunyuan15.weights import resolve_model
-from framecast.models.hunyuan15_i2v import FPS, MODEL_ID
+from framecast.models.hunyuan15_i2v import MODEL_ID
 from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
 
+from .tiny_jobs import CancelAfterFirstStep, engine_request
 
-def _request(prompt: str, width: int, height: int, frames: int) -> GenerationRequest:
-    """A blue image with a red square; seed 7, 2 steps, true CFG (two passes per step, the
-    negative prompt with its own text length)."""
-    image = Image.new("RGB", (200, 120), (30, 90, 200))
-    image.paste((220, 40, 40), (60, 30, 120, 90))
-    return GenerationRequest(
-        image=image,
-        prompt=prompt,
-        seed=7,
-        width=width,
-        height=height,
-        num_frames=frames,
-        fps=FPS,
-        options={"num_inference_steps": 2, "guidance_scale": 3.0},
-    )
-
-
+# True CFG: two passes per step, the negative prompt with its own text length.
 REQUESTS = [
     # 2 latent frames of 5 x 3: 30 image tokens, even.
-    _request("a blue sky over the sea", 80, 48, 5),
+    engine_request("a blue sky over the sea", 80, 48, 5, guidance_scale=3.0),
     # 3 latent frames of 5 x 3: 45 image tokens, no even split among 2; quoted text (ByT5).
-    _request('a red square drifts left past a sign that says "open"', 80, 48, 9),
+    engine_request(
+        'a red square drifts left past a sign that says "open"', 80, 48, 9, guidance_scale=3.0
+    ),
 ]
-
-
-class _CancelAfterFirstStep:
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def progress(self, step: int, total: int, phase: str) -> None:
-        if phase == "denoising":
-            self.steps = step
-
-    def raise_if_cancelled(self) -> None:
-        if self.steps >= 1:
-            raise Cancelled("cancelled by the client")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +71,7 @@ def test_two_processes_make_the_frames_of_one(group: GroupEngine) -> None:
 def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
     group: GroupEngine,
 ) -> None:
-    hooks = _CancelAfterFirstStep()
+    hooks = CancelAfterFirstStep()
     with pytest.raises(Cancelled, match="cancelled by the client"):
         list(group.generate(REQUESTS[0], hooks))
     assert hooks.steps == 1
