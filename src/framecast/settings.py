@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     # One request on several GPUs (docs/performance.md)
     gpus: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated GPU indices (e.g. 0,1,2,3) that one `framecast worker` runs each request across, one process per GPU (hunyuan engine, HunyuanVideo-I2V only). Default: one GPU per worker.",
+        description="Comma-separated GPU indices (e.g. 0,1,2,3) that one `framecast worker` runs each request across, one process per GPU (hunyuan engine; one model, FRAMECAST_MODELS's, or HunyuanVideo-I2V when unset). Default: one GPU per worker.",
     )
     parallel: int | None = Field(
         None,
@@ -258,7 +258,7 @@ class Settings(BaseSettings):
     ulysses_degree: int | None = Field(
         None,
         ge=1,
-        description="Ulysses degree of a multi-GPU worker; default: all processes when they divide the model's 24 heads, else Ring.",
+        description="Ulysses degree of a multi-GPU worker; default: all processes when they divide the model's attention heads (24 for HunyuanVideo-I2V, 16 for 1.5), else Ring.",
     )
     ring_degree: int | None = Field(
         None,

@@ -26,7 +26,7 @@ from framecast.models.request import LoraChoice
 from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
 
-from .tiny_jobs import engine_request
+from .tiny_jobs import CancelAfterFirstStep, engine_request
 from .tiny_loras import save_tiny_lora
 
 REQUESTS = [
@@ -34,19 +34,6 @@ REQUESTS = [
     # 3 x 9 x 13 = 351 image tokens: no even split among 2.
     engine_request("a red square drifts slowly to the left.", 208, 144, 9),
 ]
-
-
-class _CancelAfterFirstStep:
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def progress(self, step: int, total: int, phase: str) -> None:
-        if phase == "denoising":
-            self.steps = step
-
-    def raise_if_cancelled(self) -> None:
-        if self.steps >= 1:
-            raise Cancelled("cancelled by the client")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +83,7 @@ def test_two_processes_make_the_frames_of_one(group: GroupEngine, lora_dir: Path
 def test_a_cancel_stops_every_rank_at_the_same_step_and_the_group_runs_on(
     group: GroupEngine,
 ) -> None:
-    hooks = _CancelAfterFirstStep()
+    hooks = CancelAfterFirstStep()
     with pytest.raises(Cancelled, match="cancelled by the client"):
         list(group.generate(REQUESTS[0], hooks))
     assert hooks.steps == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from framecast.engines.base import GenerationRequest
+from framecast.engines.base import Cancelled, GenerationRequest
 from framecast.models.hunyuan_i2v import FPS, MODEL_ID
 from framecast.storage import LocalStorage
 from framecast.worker.loop import Worker
@@ -55,3 +55,18 @@ def engine_request(
         fps=FPS,
         options={"num_inference_steps": 2, **options},
     )
+
+
+class CancelAfterFirstStep:
+    """Hooks whose client cancels once the first denoising step is done."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def progress(self, step: int, total: int, phase: str) -> None:
+        if phase == "denoising":
+            self.steps = step
+
+    def raise_if_cancelled(self) -> None:
+        if self.steps >= 1:
+            raise Cancelled("cancelled by the client")

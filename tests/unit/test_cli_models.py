@@ -1,6 +1,6 @@
 """`framecast` per model, in-process: which checkpoint `weights download` fetches for each model
 (the hub faked: nothing here reaches it), `weights list`, generate's flag for the 1.5 checkpoint,
-and the refusal to run HunyuanVideo 1.5 on a multi-GPU group (whose engine is the I2V model's).
+and which model a multi-GPU group is started for.
 The download without a network, as a process: tests/acceptance/test_hunyuan.py."""
 
 from __future__ import annotations
@@ -223,50 +223,55 @@ def test_generate_takes_the_1_5_checkpoint_as_a_flag_over_the_tiny_model_setting
 
 
 @pytest.fixture
-def no_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Starting a group fails the test; the models it may run reach a GroupError instead."""
+def no_group(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Starting a group fails the test; the models it is asked to run are recorded first."""
+    asked: list[str | None] = []
 
-    def group_engine(settings: Any, processes: int | None = None) -> Any:
+    def group_engine(
+        settings: Any, processes: int | None = None, model_id: str | None = None
+    ) -> Any:
+        asked.append(model_id or launch.group_model(settings))
         raise launch.GroupError("the group would start here")
 
     monkeypatch.setattr(launch, "group_engine", group_engine)
+    return asked
 
 
-REFUSED = f"error: {I2V_15} runs on one GPU: only {I2V} runs on several (--gpus/--parallel); "
-
-
-@pytest.mark.usefixtures("no_group")
 @pytest.mark.parametrize(
     ("flags", "env"),
     [(["--parallel", "2"], {}), ([], {"FRAMECAST_GPUS": "0,1"})],
     ids=["--parallel", "FRAMECAST_GPUS"],
 )
-def test_generate_refuses_to_run_hunyuan_1_5_on_several_gpus(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], env: dict[str, str]
+def test_generate_starts_a_group_for_the_model_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    no_group: list[str | None],
+    flags: list[str],
+    env: dict[str, str],
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "out.mp4"
     base = ["generate", str(SAMPLE), "--prompt", "p", "--engine", "hunyuan", "-o", str(out), *flags]
-    code, _, err = framecast(*base, "--model", I2V_15)
-    assert code == 2
-    assert err.splitlines() == [
-        REFUSED + "run it without --parallel (FRAMECAST_PARALLEL, FRAMECAST_GPUS)"
-    ]
-    # The I2V model goes on to start its group.
-    code, _, err = framecast(*base, "--model", I2V)
-    assert code == 2 and err.splitlines() == ["error: the group would start here"]
+    for model in (I2V_15, I2V):
+        code, _, err = framecast(*base, "--model", model)
+        assert code == 2 and err.splitlines() == ["error: the group would start here"]
+    assert no_group == [I2V_15, I2V]
 
 
-@pytest.mark.usefixtures("no_group")
-def test_a_multi_gpu_worker_refuses_to_serve_hunyuan_1_5(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FRAMECAST_MODELS", I2V_15)
+def test_a_multi_gpu_worker_serves_the_one_model_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, no_group: list[str | None]
+) -> None:
+    monkeypatch.setenv("FRAMECAST_MODELS", f"{I2V},{I2V_15}")
     code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
     assert code == 2
     assert err.splitlines() == [
-        REFUSED + "leave it out of this worker's FRAMECAST_MODELS and serve it from a "
-        "single-GPU worker"
+        "error: FRAMECAST_MODELS names 2 models; a multi-GPU worker serves one (each GPU holds "
+        "the whole model): name one, and serve the others from another worker"
     ]
-    monkeypatch.setenv("FRAMECAST_MODELS", I2V)
-    code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
-    assert code == 2 and err.splitlines() == ["error: the group would start here"]
+    assert no_group == []
+    for models, served in ((I2V_15, I2V_15), (I2V, I2V), ("", I2V)):
+        monkeypatch.setenv("FRAMECAST_MODELS", models)
+        code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
+        assert code == 2 and err.splitlines() == ["error: the group would start here"]
+        assert no_group[-1] == served

@@ -1,13 +1,15 @@
-"""The tiny HunyuanVideo transformer split across 2 gloo processes against one process.
+"""The tiny transformers of both models split across 2 gloo processes against one process.
 
-This test process is rank 0 and rank 1 is spawned; each runs every case with Ulysses 2 and
-with Ring 2. Cases: sequences that divide by 2, an odd
-text length, and an image-token count that does not divide by 2.
+This test process is rank 0 and rank 1 is spawned; each runs every case of each model with
+Ulysses 2 and with Ring 2. Cases: sequences that divide by 2, an odd text length, and an
+image-token count that does not divide by 2; for HunyuanVideo 1.5 also text padding, cut by its
+exact path before the split.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,13 +26,25 @@ from framecast.engines.hunyuan.parallel import (
 )
 from framecast.engines.hunyuan.speedups import install_unmasked_attention
 from framecast.engines.hunyuan.tiny import build_tiny_pipeline
+from framecast.engines.hunyuan15.exact import ExactAttention
+from framecast.engines.hunyuan15.tiny import build_tiny_pipeline as build_tiny_15
 from framecast.parallel.group import GroupPlan, free_port, join, leave
 
-CASES: dict[str, tuple[tuple[int, ...], int]] = {
+Case = tuple[tuple[int, ...], int]
+
+CASES: dict[str, Case] = {
     # latent shape [B, C, F, H, W] -> image tokens F*(H/2)*(W/2); text tokens
     "even": ((1, 4, 2, 6, 8), 10),  # 24 image tokens, 10 text
     "odd text": ((1, 4, 2, 6, 8), 9),
     "odd image": ((1, 4, 3, 6, 10), 10),  # 45 image tokens
+}
+
+CASES_15: dict[str, Case] = {
+    # latent shape [B, 2C+1, F, H, W] -> image tokens F*H*W (patch 1); Qwen tokens, of which the
+    # last 3 are padding where the name says so. Text: 3 SigLIP + 2 ByT5 + the valid Qwen tokens.
+    "even": ((1, 9, 2, 3, 4), 9),  # 24 image tokens, 14 text
+    "odd text": ((1, 9, 2, 3, 4), 8),
+    "odd image, padded": ((1, 9, 3, 3, 5), 12),  # 45 image tokens, 14 text
 }
 
 
@@ -47,34 +61,76 @@ def _inputs(shape: tuple[int, ...], text: int) -> dict[str, Any]:
     )
 
 
+def _inputs_15(name: str, shape: tuple[int, ...], text: int) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(sum(shape) + text)
+    config = _TINY_15_CONFIG
+    mask = torch.ones(1, text, dtype=torch.bool)
+    if "padded" in name:
+        mask[:, -3:] = False
+    return dict(
+        hidden_states=torch.randn(*shape, generator=g),
+        timestep=torch.tensor([700.0]),
+        encoder_hidden_states=torch.randn(1, text, config["text_embed_dim"], generator=g),
+        encoder_attention_mask=mask,
+        encoder_hidden_states_2=torch.randn(1, 2, config["text_embed_2_dim"], generator=g),
+        encoder_attention_mask_2=torch.ones(1, 2, dtype=torch.bool),
+        image_embeds=torch.randn(1, 3, config["image_embed_dim"], generator=g),
+        return_dict=False,
+    )
+
+
+_TINY_15_CONFIG: dict[str, Any] = {}
+
+
 def _transformer() -> Any:
     transformer = build_tiny_pipeline().transformer
     install_unmasked_attention(transformer).unpadded = True
     return transformer
 
 
-def _rank(plan: GroupPlan, rank: int) -> dict[tuple[str, str], torch.Tensor]:
+def _transformer_15() -> Any:
+    transformer = build_tiny_15().transformer
+    ExactAttention(transformer)
+    return transformer
+
+
+def _all_inputs() -> dict[tuple[str, str], tuple[Callable[[], Any], dict[str, Any]]]:
+    """(model, case) -> (the transformer it runs on, its inputs)."""
+    _TINY_15_CONFIG.update(build_tiny_15().transformer.config)
+    cases: dict[tuple[str, str], tuple[Callable[[], Any], dict[str, Any]]] = {}
+    for name, (shape, text) in CASES.items():
+        cases[("I2V", name)] = (_transformer, _inputs(shape, text))
+    for name, (shape, text) in CASES_15.items():
+        cases[("1.5", name)] = (_transformer_15, _inputs_15(name, shape, text))
+    return cases
+
+
+def _rank(plan: GroupPlan, rank: int) -> dict[tuple[str, str, str], torch.Tensor]:
     member = join(plan, rank)
-    results: dict[tuple[str, str], torch.Tensor] = {}
+    results: dict[tuple[str, str, str], torch.Tensor] = {}
     try:
-        base = _transformer()
-        for mode, degrees in {"ulysses": (2, 1), "ring": (1, 2)}.items():
-            transformer = copy.deepcopy(base)
-            enable_sequence_parallel(transformer, choose_degrees(2, 2, *degrees), member.device)
-            for name, (shape, text) in CASES.items():
-                with torch.inference_mode():
-                    results[(mode, name)] = transformer(**_inputs(shape, text))[0]
+        cases = _all_inputs()
+        for model, build in {"I2V": _transformer, "1.5": _transformer_15}.items():
+            base = build()
+            for mode, degrees in {"ulysses": (2, 1), "ring": (1, 2)}.items():
+                transformer = copy.deepcopy(base)
+                enable_sequence_parallel(transformer, choose_degrees(2, 2, *degrees), member.device)
+                for (of, name), (_, inputs) in cases.items():
+                    if of == model:
+                        with torch.inference_mode():
+                            results[(model, mode, name)] = transformer(**inputs)[0]
     finally:
         leave()
     return results
 
 
 def test_two_processes_match_one_with_ulysses_and_ring() -> None:
-    reference = build_tiny_pipeline().transformer  # stock attention, with its mask
+    # Stock attention, with its masks (1.5's sequence-squared one included).
+    references = {"I2V": build_tiny_pipeline().transformer, "1.5": build_tiny_15().transformer}
     expected = {}
     with torch.inference_mode():
-        for name, (shape, text) in CASES.items():
-            expected[name] = reference(**_inputs(shape, text))[0]
+        for (model, name), (_, inputs) in _all_inputs().items():
+            expected[(model, name)] = references[model](**inputs)[0]
     plan = GroupPlan(("cpu", "cpu"), free_port(), 60.0)
     # Rank 1 is spawned; this process is rank 0.
     other = mp.get_context("spawn").Process(target=_rank, args=(plan, 1))
@@ -84,12 +140,14 @@ def test_two_processes_match_one_with_ulysses_and_ring() -> None:
     finally:
         other.join(30)
     assert other.exitcode == 0
+    assert len(results) == 2 * len(expected)
     worst = 0.0
-    for (mode, name), got in results.items():
-        assert got.shape == expected[name].shape, (mode, name)
-        diff = (got - expected[name]).abs().max().item()
+    for (model, mode, name), got in results.items():
+        want = expected[(model, name)]
+        assert got.shape == want.shape, (model, mode, name)
+        diff = (got - want).abs().max().item()
         worst = max(worst, diff)
-        assert diff < 1e-5, f"{mode} {name}: max difference {diff:.2e}"
+        assert diff < 1e-5, f"{model} {mode} {name}: max difference {diff:.2e}"
     print(f"max difference from one process: {worst:.2e}")  # measured: 3.0e-7 (fp32)
 
 

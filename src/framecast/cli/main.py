@@ -29,7 +29,7 @@ Parallel = Annotated[
     int | None,
     typer.Option(
         help="FRAMECAST_PARALLEL: run each request across N processes (GPUs 0..N-1, or the CPU "
-        "with FRAMECAST_DEVICE=cpu); HunyuanVideo-I2V only",
+        "with FRAMECAST_DEVICE=cpu)",
         show_default=False,
     ),
 ]
@@ -77,7 +77,7 @@ def worker(
         str | None,
         typer.Option(
             help="FRAMECAST_GPUS: run each request across these GPUs, e.g. 0,1,2,3 "
-            "(HunyuanVideo-I2V only)",
+            "(one model: FRAMECAST_MODELS's, or HunyuanVideo-I2V)",
             show_default=False,
         ),
     ] = None,
@@ -369,7 +369,7 @@ def generate(
             from framecast.parallel.launch import group_engine
 
             # Closed (the other ranks told to exit) when the command ends.
-            eng: EngineType = ctx.with_resource(group_engine(settings))
+            eng: EngineType = ctx.with_resource(group_engine(settings, model_id=spec.id))
         else:
             eng = load_engine(settings, spec.id)
     except (UnknownModel, _FlagError, GroupError) as exc:

@@ -2,9 +2,10 @@
 1..N-1 are started here (``spawn``, no torchrun), one per GPU (NCCL) or all on the CPU (gloo).
 
 Besides the default group (the model's collectives, which fail after ``timeout_s`` if a peer
-hangs), every member has two gloo groups on the CPU: ``commands``, where idle ranks wait for the
-next request for as long as it takes, and ``steps``, for the per-step stop flag and the
-end-of-request outcomes, under the same timeout as the model's.
+hangs), every member has three gloo groups on the CPU: ``commands``, where idle ranks wait for
+the next request for as long as it takes; ``steps``, for the per-step stop flag and the
+end-of-request outcomes, under the same timeout as the model's; and ``starting``, where the
+ranks wait for one another to load, as the rendezvous does, under :func:`start_timeout`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ log = logging.getLogger("framecast.parallel")
 
 IDLE_TIMEOUT = dt.timedelta(days=365)
 """How long an idle rank waits for the next request: a worker may be idle for days."""
+
+MIN_START_TIMEOUT = dt.timedelta(minutes=2)
+"""The least time ranks wait for one another to start and load: spawning a process, importing
+torch and loading the weights are no collective, and on a loaded machine one rank may take
+seconds longer than another, more than a short collective timeout (the tests' 4 s)."""
+
+
+def start_timeout(timeout: dt.timedelta) -> dt.timedelta:
+    """How long the rendezvous and the wait for every rank's load may take."""
+    return max(timeout, MIN_START_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,8 @@ class Member:
     """gloo group without a practical timeout: requests and the exit command."""
     steps: Any
     """gloo group with the model's timeout: per-step flags and outcomes."""
+    starting: Any
+    """gloo group with :func:`start_timeout`: whether every rank loaded."""
 
     @property
     def leader(self) -> bool:
@@ -109,16 +122,21 @@ def join(plan: GroupPlan, rank: int) -> Member:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = dt.timedelta(seconds=plan.timeout_s)
+    # The rendezvous under the start timeout; the default group's collectives under the model's.
+    store = dist.TCPStore(  # type: ignore[attr-defined]  # exported without __all__
+        "127.0.0.1",
+        plan.port,
+        plan.world_size,
+        is_master=rank == 0,
+        timeout=start_timeout(timeout),
+    )
     dist.init_process_group(
-        plan.backend,
-        init_method=f"tcp://127.0.0.1:{plan.port}",
-        rank=rank,
-        world_size=plan.world_size,
-        timeout=timeout,
+        plan.backend, store=store, rank=rank, world_size=plan.world_size, timeout=timeout
     )
     commands = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
     steps = dist.new_group(backend="gloo", timeout=timeout)
-    return Member(rank, plan.world_size, device, commands, steps)
+    starting = dist.new_group(backend="gloo", timeout=start_timeout(timeout))
+    return Member(rank, plan.world_size, device, commands, steps, starting)
 
 
 def leave() -> None:

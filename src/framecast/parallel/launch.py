@@ -33,17 +33,40 @@ class GroupError(ValueError):
     """The group cannot be started as configured; the message says what to change."""
 
 
-def check_group_models(model_ids: Iterable[str], advice: str) -> None:
-    """Refuse, in one line, models other than HunyuanVideo-I2V: a group's engine is that
-    model's (:mod:`framecast.engines.hunyuan.group`), and would otherwise run in their place."""
-    from framecast.models.hunyuan_i2v import MODEL_ID
+def group_models() -> tuple[str, ...]:
+    """The models a group can run: those whose engine splits its transformer through
+    :mod:`framecast.engines.hunyuan.parallel`."""
+    from framecast.models import hunyuan15_i2v, hunyuan_i2v
 
-    others = [m for m in model_ids if m != MODEL_ID]
+    return (hunyuan_i2v.MODEL_ID, hunyuan15_i2v.MODEL_ID)
+
+
+def check_group_models(model_ids: Iterable[str], advice: str) -> None:
+    """Refuse, in one line, models no group can run (a plugin's): a group's engine would
+    otherwise run in their place."""
+    can = group_models()
+    others = [m for m in model_ids if m not in can]
     if others:
         raise GroupError(
             f"{', '.join(others)} {'run' if len(others) > 1 else 'runs'} on one GPU: only "
-            f"{MODEL_ID} runs on several (--gpus/--parallel); {advice}"
+            f"{' and '.join(can)} run on several (--gpus/--parallel); {advice}"
         )
+
+
+def group_model(settings: Settings) -> str:
+    """The one model a multi-GPU worker serves: the one FRAMECAST_MODELS names, or, unset, the
+    first a group can run. A group holds one model: each GPU holds the whole of it."""
+    if len(settings.models) > 1:
+        raise GroupError(
+            f"FRAMECAST_MODELS names {len(settings.models)} models; a multi-GPU worker serves "
+            "one (each GPU holds the whole model): name one, and serve the others from "
+            "another worker"
+        )
+    check_group_models(
+        settings.models,
+        "leave it out of this worker's FRAMECAST_MODELS and serve it from a single-GPU worker",
+    )
+    return settings.models[0] if settings.models else group_models()[0]
 
 
 def _die(followers: Followers) -> Callable[[str], NoReturn]:
@@ -69,16 +92,22 @@ def _die(followers: Followers) -> Callable[[str], NoReturn]:
 
 
 @contextmanager
-def group_engine(settings: Settings, processes: int | None = None) -> Iterator[GroupEngine]:
-    """Rank 0's :class:`~framecast.engines.hunyuan.group.GroupEngine` for the group the
-    settings ask for (FRAMECAST_GPUS, or ``processes``/FRAMECAST_PARALLEL), ranks 1..N-1
-    running; on leaving, the ranks are told to exit and joined."""
+def group_engine(
+    settings: Settings, processes: int | None = None, model_id: str | None = None
+) -> Iterator[GroupEngine]:
+    """Rank 0's :class:`~framecast.engines.hunyuan.group.GroupEngine` for ``model_id`` (by
+    default :func:`group_model`'s) on the group the settings ask for (FRAMECAST_GPUS, or
+    ``processes``/FRAMECAST_PARALLEL), ranks 1..N-1 running; on leaving, the ranks are told to
+    exit and joined."""
     from framecast.engines.hunyuan.group import check_combination, follow, open_group_engine
     from framecast.engines.hunyuan.parallel import ParallelUnsupported
     from framecast.parallel.group import Followers, join, leave, plan_group
 
     if settings.engine == "preview":
         raise GroupError("FRAMECAST_ENGINE=preview runs on one process; a group needs hunyuan")
+    if model_id is None:
+        model_id = group_model(settings)
+    check_group_models([model_id], "run it without --parallel (FRAMECAST_PARALLEL, FRAMECAST_GPUS)")
     try:
         check_combination(settings)
         plan = plan_group(
@@ -89,12 +118,12 @@ def group_engine(settings: Settings, processes: int | None = None) -> Iterator[G
         )
     except ValueError as exc:
         raise GroupError(str(exc)) from exc
-    followers = Followers(plan, follow, settings)
+    followers = Followers(plan, follow, settings, model_id)
     die = _die(followers)
     try:
         member = join(plan, 0)
         try:
-            engine = open_group_engine(settings, member, die)
+            engine = open_group_engine(settings, model_id, member, die)
         except ParallelUnsupported as exc:
             leave()
             raise GroupError(str(exc)) from exc
@@ -112,14 +141,10 @@ def group_engine(settings: Settings, processes: int | None = None) -> Iterator[G
 
 
 def run_group_worker(settings: Settings) -> None:
-    """Entry point of ``framecast worker --gpus``: one worker, its engine the whole group;
-    runs until SIGTERM/SIGINT. Serves HunyuanVideo-I2V only."""
-    from framecast.models.hunyuan_i2v import MODEL_ID
+    """Entry point of ``framecast worker --gpus``: one worker, its engine the whole group, for
+    the one model it serves (:func:`group_model`); runs until SIGTERM/SIGINT."""
     from framecast.worker.loop import Worker, run_until_signalled
 
-    check_group_models(
-        settings.models,
-        "leave it out of this worker's FRAMECAST_MODELS and serve it from a single-GPU worker",
-    )
-    with group_engine(settings) as engine:
-        run_until_signalled(Worker(settings, engines={MODEL_ID: engine}))
+    model_id = group_model(settings)
+    with group_engine(settings, model_id=model_id) as engine:
+        run_until_signalled(Worker(settings, engines={model_id: engine}))

@@ -2,9 +2,11 @@
 
 ``engines/hunyuan/`` is the home of what HunyuanVideo-I2V and HunyuanVideo 1.5 share: device
 placement, the attention kernels, and the speed-ups, each written once (FP8 linears, fp8.py;
-regional compilation, speedups.py; step caching, cache.py). Those modules know nothing of
-either model: they take what differs, the transformer's block lists, the classes in them, the
-names of its modulation layers and of its text input, how its LoRA files are read (loras.py), from a
+regional compilation, speedups.py; step caching, cache.py; one request on several GPUs,
+parallel.py and group.py). Those modules know nothing of either model: they take what differs,
+the transformer's block lists, the classes in them, the names of its modulation layers and of
+its text input, how its LoRA files are read (loras.py), where its sequence is split
+(:class:`SequenceSplit`), from a
 :class:`TransformerSpec`, one per
 model (:data:`HUNYUAN_I2V`, :data:`HUNYUAN_15`), found by the transformer's class
 (:func:`spec_of`), so a caller hands them the transformer alone. Both rows are here, rather than
@@ -34,6 +36,30 @@ from framecast.models.base import deferred
 
 
 @dataclass(frozen=True)
+class SequenceSplit:
+    """Where a transformer's sequence is cut across a process group (engines/hunyuan/parallel.py
+    makes diffusers' context-parallel plan of it): the module names of its image tokens, text
+    tokens, rotary tables and output projection."""
+
+    text: str
+    """The module whose output is the text tokens [B, text tokens, C], or, with
+    :attr:`text_argument`, the module that takes them as that argument (split before it runs)."""
+    text_argument: str | None
+    text_inputs: tuple[str, ...]
+    """The transformer's keywords whose token counts add up to the text tokens at :attr:`text`:
+    what decides, before a pass, whether its sequence divides by the group."""
+    image: str = "x_embedder"
+    """The module whose output is the image tokens [B, image tokens, C]."""
+    rotary: str = "rope"
+    """The module whose (cos, sin) output [image tokens, D] goes with the image tokens."""
+    output: str = "proj_out"
+    """The projection whose output [B, image tokens, C] is gathered back whole."""
+    first_frame_argument: tuple[str, int] | None = None
+    """(keyword, position) of the blocks' count of first-frame tokens, which is global and must
+    become each rank's own; None: the blocks take none."""
+
+
+@dataclass(frozen=True)
 class TransformerSpec:
     """One model's transformer, as the shared speed-ups see it."""
 
@@ -50,6 +76,7 @@ class TransformerSpec:
     block_classes: tuple[type[torch.nn.Module], ...]
     """The classes in those lists. diffusers' cache hooks look each up in its
     ``TransformerBlockRegistry`` (cache.py registers those it lacks)."""
+    sequence_split: SequenceSplit
     block_outputs: tuple[str, ...] = ("hidden_states", "encoder_hidden_states")
     """What a block returns, in order (the same names as its first two arguments)."""
     modulation: tuple[str, ...] = ("norm",)
@@ -76,6 +103,14 @@ HUNYUAN_I2V = TransformerSpec(
         HunyuanVideoTokenReplaceTransformerBlock,
         HunyuanVideoTokenReplaceSingleTransformerBlock,
     ),
+    # The token refiner (context_embedder) runs on the whole text; its output is split. The
+    # blocks' 7th argument, num_tokens, is the first frame's token count.
+    sequence_split=SequenceSplit(
+        text="context_embedder",
+        text_argument=None,
+        text_inputs=("encoder_hidden_states",),
+        first_frame_argument=("num_tokens", 6),
+    ),
 )
 """HunyuanVideo-I2V: 20 double-stream blocks, then 40 single-stream ones (norm1, norm1_context
 and norm hold the modulation)."""
@@ -86,6 +121,14 @@ HUNYUAN_15 = TransformerSpec(
     lora_loader=deferred("framecast.engines.hunyuan15.lora_formats:load_into"),
     block_lists=("transformer_blocks",),
     block_classes=(HunyuanVideo15TransformerBlock,),
+    # The text stream the blocks see is built inside forward() (SigLIP image tokens, then the
+    # ByT5 and the Qwen2.5-VL tokens, valid ones first) from no single module's output: it is
+    # split as the first block's input, after the token refiner has run on the whole text.
+    sequence_split=SequenceSplit(
+        text="transformer_blocks.0",
+        text_argument="encoder_hidden_states",
+        text_inputs=("encoder_hidden_states", "encoder_hidden_states_2", "image_embeds"),
+    ),
 )
 """HunyuanVideo 1.5: 54 dual-stream blocks (norm1 and norm1_context hold the modulation). Its
 patch embedder and token refiner, which diffusers' ``compile_repeated_blocks`` also compiles,

@@ -1,4 +1,5 @@
-"""The hunyuan engine on a process group: one request, every rank, the same seed.
+"""A Hunyuan engine (HunyuanVideo-I2V or 1.5) on a process group: one request, every rank, the
+same seed.
 
 Rank 0 holds a :class:`GroupEngine`, an ordinary :class:`~framecast.engines.base.Engine` to the
 worker (which claims, renews the lease, reports progress, encodes and stores as always): for
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch.distributed as dist
@@ -79,20 +81,31 @@ def check_combination(settings: Settings) -> None:
         )
 
 
-def load_rank_engine(settings: Settings, member: Member) -> tuple[Engine, Degrees | None]:
-    """This rank's hunyuan engine on its device, its transformer split across the group."""
-    from framecast.engines.hunyuan.engine import HunyuanEngine
-    from framecast.engines.hunyuan.loader import load, require_packages
-    from framecast.engines.hunyuan.weights import resolve_model
+@runtime_checkable
+class RankEngine(Protocol):
+    """What a group needs of each rank's engine; both Hunyuan engines have it."""
+
+    pipe: Any
+    """The diffusers pipeline, whose ``transformer`` is split."""
+    decodes: bool
+    """Set False on ranks 1..N-1: rank 0 decodes the latents every rank holds."""
+
+
+def load_rank_engine(
+    settings: Settings, model_id: str, member: Member
+) -> tuple[Engine, Degrees | None]:
+    """This rank's engine for ``model_id`` on its device, its transformer split across the
+    group."""
+    from framecast.models import get_model
 
     check_combination(settings)
-    require_packages()
-    source = resolve_model(settings.hunyuan_model)
+    real = get_model(model_id).real_engine
+    if real is None:
+        raise ParallelUnsupported(f"{model_id} has no engine but the preview one")
     # compile=auto means "on a GPU"; unverified with a split sequence, so off here.
-    engine = load(
-        settings.model_copy(update={"device": str(member.device), "compile": "off"}), source
-    )
-    assert isinstance(engine, HunyuanEngine)
+    engine = real.load(settings.model_copy(update={"device": str(member.device), "compile": "off"}))
+    if not isinstance(engine, Engine) or not isinstance(engine, RankEngine):
+        raise ParallelUnsupported(f"{model_id}'s engine cannot run on several processes")
     if member.world_size == 1:
         return engine, None
     transformer = engine.pipe.transformer
@@ -112,6 +125,8 @@ class _StepHooks:
     def __init__(self, member: Member, hooks: Hooks) -> None:
         self.member = member
         self.hooks = hooks
+        self.in_step = time.monotonic()
+        """When every rank was last known to be at the same point (after each step's flag)."""
 
     def progress(self, step: int, total: int, phase: str) -> None:
         self.hooks.progress(step, total, phase)
@@ -124,6 +139,7 @@ class _StepHooks:
             except Cancelled as why:
                 reason[0] = str(why) or "stopped"
         dist.broadcast_object_list(reason, src=0, group=self.member.steps)
+        self.in_step = time.monotonic()
         if reason[0]:
             raise Cancelled(reason[0])
 
@@ -140,10 +156,10 @@ def _outcome(error: BaseException | None) -> str:
     return f"error:{type(error).__name__}"
 
 
-def _run(engine: Engine, member: Member, request: GenerationRequest, hooks: Hooks) -> Any:
+def _run(engine: Engine, request: GenerationRequest, hooks: _StepHooks) -> Any:
     """Run ``request`` on this rank; (frames, None) or (None, the error it raised)."""
     try:
-        frames = list(engine.generate(request, _StepHooks(member, hooks)))
+        frames = list(engine.generate(request, hooks))
         return (np.stack(frames) if frames else None), None
     except Exception as exc:  # Cancelled included
         return None, exc
@@ -160,6 +176,7 @@ class GroupEngine(Engine):
         member: Member,
         degrees: Degrees | None,
         on_failure: Callable[[str], None],
+        timeout_s: float,
     ) -> None:
         self.engine = engine
         self.model = engine.model
@@ -167,6 +184,8 @@ class GroupEngine(Engine):
         self.degrees = degrees
         self.on_failure = on_failure
         """Ends the group (does not return when the launcher's): called when it is broken."""
+        self.timeout_s = timeout_s
+        """The collectives' timeout (FRAMECAST_PARALLEL_TIMEOUT_SECONDS)."""
 
     def metadata(self) -> dict[str, Any]:
         meta = self.engine.metadata()
@@ -188,21 +207,35 @@ class GroupEngine(Engine):
                 "step_cache is not available on a multi-GPU worker; leave it null",
                 field="step_cache",
             )
+        step_hooks = _StepHooks(self.member, hooks)
         try:
             dist.broadcast_object_list(
                 [_Command("run", request)], src=0, group=self.member.commands
             )
-            frames, error = _run(self.engine, self.member, request, hooks)
+            frames, error = _run(self.engine, request, step_hooks)
             outcomes: list[Any] = [None] * self.member.world_size
             dist.all_gather_object(outcomes, _outcome(error), group=self.member.steps)
         except Exception as exc:  # a collective failed: a rank is gone or stuck
-            self._broken(f"a collective failed: {type(exc).__name__}: {exc}")
+            self._broken(self._failure(exc, time.monotonic() - step_hooks.in_step))
             raise
         if len(set(outcomes)) != 1 or outcomes[0].startswith("broken:"):
             self._broken(f"ranks ended the request differently: {outcomes}")
         if error is not None:
             raise error
         yield from frames
+
+    def _failure(self, exc: Exception, waited_s: float) -> str:
+        """Why the group broke, in words. gloo words a timeout differently by where it struck
+        ("timed out", "Application timeout caused pair closure"), so a failure after the ranks
+        were out of step for the whole timeout is called one: a rank that died fails the
+        collectives at once (and the launcher names it)."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if waited_s >= self.timeout_s:
+            return (
+                f"timed out: a rank did not answer for {self.timeout_s:g} s "
+                f"(FRAMECAST_PARALLEL_TIMEOUT_SECONDS); {cause}"
+            )
+        return f"a collective failed: {cause}"
 
     def _broken(self, why: str) -> None:
         self.on_failure(f"the process group is broken ({why})")
@@ -215,7 +248,7 @@ class GroupEngine(Engine):
             dist.broadcast_object_list([_Command("exit")], src=0, group=self.member.commands)
 
 
-def follow(plan: GroupPlan, rank: int, settings: Settings) -> None:
+def follow(plan: GroupPlan, rank: int, settings: Settings, model_id: str) -> None:
     """A follower rank's whole life: join, load, run every request rank 0 sends, exit."""
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -227,7 +260,7 @@ def follow(plan: GroupPlan, rank: int, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
     member = join(plan, rank)
-    engine, _ = _load(settings, member)
+    engine, _ = _load(settings, model_id, member)
     if engine is None:  # rank 0 says why
         leave()
         raise SystemExit(2)
@@ -239,24 +272,24 @@ def follow(plan: GroupPlan, rank: int, settings: Settings) -> None:
         if command.kind == "exit":
             break
         assert command.request is not None
-        _, error = _run(engine, member, command.request, NullHooks())
+        _, error = _run(engine, command.request, _StepHooks(member, NullHooks()))
         if error is not None and not isinstance(error, (Cancelled, FramecastError)):
             log.warning("rank %d: request failed: %s: %s", rank, type(error).__name__, error)
         dist.all_gather_object([None] * member.world_size, _outcome(error), group=member.steps)
     leave()
 
 
-def _load(settings: Settings, member: Member) -> tuple[Any, str]:
+def _load(settings: Settings, model_id: str, member: Member) -> tuple[Any, str]:
     """Load this rank's engine; then every rank learns whether all did: (engine, "") or
     (None, the first failing rank's reason). No rank is left waiting for one that failed."""
     loaded: Any = None
     reason = ""
     try:
-        loaded = load_rank_engine(settings, member)
+        loaded = load_rank_engine(settings, model_id, member)
     except (EngineUnavailable, ParallelUnsupported, FramecastError) as exc:
         reason = f"rank {member.rank}: {getattr(exc, 'message', None) or exc}"
     reasons: list[Any] = [None] * member.world_size
-    dist.all_gather_object(reasons, reason, group=member.steps)
+    dist.all_gather_object(reasons, reason, group=member.starting)
     failed = [r for r in reasons if r]
     if failed:
         return None, failed[0]
@@ -264,20 +297,22 @@ def _load(settings: Settings, member: Member) -> tuple[Any, str]:
 
 
 def open_group_engine(
-    settings: Settings, member: Member, on_failure: Callable[[str], None]
+    settings: Settings, model_id: str, member: Member, on_failure: Callable[[str], None]
 ) -> GroupEngine:
-    """Rank 0: load its engine and wait until every follower has loaded its own; raises
-    :class:`ParallelUnsupported` with the first rank's reason if any rank could not."""
-    loaded, error = _load(settings, member)
+    """Rank 0: load its engine for ``model_id`` and wait until every follower has loaded its
+    own; raises :class:`ParallelUnsupported` with the first rank's reason if any rank could
+    not."""
+    loaded, error = _load(settings, model_id, member)
     if loaded is None:
         raise ParallelUnsupported(error)
     engine, degrees = loaded
     if degrees is not None:
         log.info(
-            "one request on %d processes (%s): Ulysses %d x Ring %d",
+            "%s: one request on %d processes (%s): Ulysses %d x Ring %d",
+            model_id,
             member.world_size,
             dist.get_backend(),
             degrees.ulysses,
             degrees.ring,
         )
-    return GroupEngine(engine, member, degrees, on_failure)
+    return GroupEngine(engine, member, degrees, on_failure, settings.parallel_timeout_seconds)

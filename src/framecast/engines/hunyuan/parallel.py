@@ -1,21 +1,25 @@
-"""Sequence parallelism for the HunyuanVideo transformer, through diffusers' context parallelism.
+"""Sequence parallelism for both Hunyuan transformers, through diffusers' context parallelism.
 
 diffusers splits a model's sequence across a process group when given a plan
-(``enable_parallelism(cp_plan=...)``) and runs Ulysses or Ring attention over it; it ships no plan
-for HunyuanVideo. :data:`CP_PLAN` is ours: the image tokens (the patch embedder's output), the
-text tokens (the context embedder's output) and the two rotary tables are split along the
-sequence, and the output projection is gathered. The transformer itself is diffusers' own.
+(``enable_parallelism(cp_plan=...)``) and runs Ulysses or Ring attention over it; it ships none
+for either HunyuanVideo model (0.42: neither ``HunyuanVideoTransformer3DModel`` nor
+``HunyuanVideo15Transformer3DModel`` has a ``_cp_plan``). :func:`cp_plan` writes ours from the
+model's :class:`~framecast.engines.hunyuan.blocks.SequenceSplit`: the image tokens (the patch
+embedder's output), the text tokens (HunyuanVideo-I2V: the token refiner's output; 1.5: the first
+block's text input) and the two rotary tables are split along the sequence, and the output
+projection is gathered. The transformers themselves are diffusers' own.
 
-Three things around it would otherwise be silently wrong or fail (tried on the tiny model with 2
-and 4 gloo processes, see tests/unit/test_parallel_transformer.py):
+Three things around it would otherwise be silently wrong or fail (tried on the tiny models with
+2 and 4 gloo processes, see tests/unit/test_parallel_transformer.py):
 
-- First-frame tokens. Each block modulates its first ``first_frame_num_tokens`` local tokens as
-  the (clean) first frame, a count the transformer computes from the whole sequence. After the
-  split, rank r holds image tokens ``[start_r, start_r + len_r)`` and its own count is
-  ``clamp(first_frame - start_r, 0, len_r)``: :class:`_Layout` hands each block that.
-- Text mask. The transformer builds its padding mask from global counts, which match no rank's
-  local layout. The engine cuts the text padding and drops the mask (speedups.py); a parallel
-  pass refuses to run any other way.
+- First-frame tokens (HunyuanVideo-I2V). Each block modulates its first
+  ``first_frame_num_tokens`` local tokens as the (clean) first frame, a count the transformer
+  computes from the whole sequence. After the split, rank r holds image tokens
+  ``[start_r, start_r + len_r)`` and its own count is ``clamp(first_frame - start_r, 0, len_r)``:
+  :class:`_Layout` hands each block that. 1.5's blocks take no such count.
+- Text mask. The transformers build their padding masks from global counts, which match no
+  rank's local layout. The engines cut the text padding and drop the mask (speedups.py,
+  hunyuan15/exact.py); a parallel pass refuses to run any other way.
 - Sequence lengths. diffusers' even split needs the image and the text token counts to divide
   by the group size, which a prompt's length rarely does. Each pass checks, and where they do
   not divide switches diffusers' "anything" mode on for that pass (uneven shards, padded inside
@@ -32,6 +36,7 @@ default attention on the CPU (tests) and on GPUs alike.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Iterator
@@ -42,11 +47,8 @@ import torch
 import torch.distributed as dist
 from diffusers.models import attention_dispatch
 from diffusers.models._modeling_parallel import ContextParallelConfig, ContextParallelInput
-from diffusers.models.transformers.transformer_hunyuan_video import (
-    HunyuanVideoTransformer3DModel,
-)
 
-from framecast.engines.hunyuan.blocks import transformer_blocks
+from framecast.engines.hunyuan.blocks import SequenceSplit, spec_of
 from framecast.engines.hunyuan.speedups import UnmaskedAttnProcessor
 from framecast.errors import InputError
 
@@ -55,14 +57,21 @@ log = logging.getLogger("framecast.engines.hunyuan.parallel")
 _SEQUENCE = ContextParallelInput(split_dim=1, expected_dims=3, split_output=True)
 _ROTARY = ContextParallelInput(split_dim=0, expected_dims=2, split_output=True)
 
-CP_PLAN: dict[str, Any] = {
-    "x_embedder": {0: _SEQUENCE},  # [B, image tokens, C]
-    "context_embedder": {0: _SEQUENCE},  # [B, text tokens, C]
-    "rope": {0: _ROTARY, 1: _ROTARY},  # cos, sin: [image tokens, D]
-}
-"""Our context-parallel plan for ``HunyuanVideoTransformer3DModel`` (diffusers has none): the
-splits. The gather after ``proj_out`` is :meth:`_Layout._gather`, which diffusers' uneven
-gather cannot replace on gloo (its ``all_gather`` of unequal shards is NCCL-only)."""
+
+def cp_plan(split: SequenceSplit) -> dict[str, Any]:
+    """Our context-parallel plan for a transformer cut as ``split`` says: the splits. The gather
+    after the output projection is :meth:`_Layout._gather`, which diffusers' uneven gather
+    cannot replace on gloo (its ``all_gather`` of unequal shards is NCCL-only)."""
+    text: dict[str | int, ContextParallelInput] = (
+        {0: _SEQUENCE}
+        if split.text_argument is None
+        else {split.text_argument: ContextParallelInput(split_dim=1, expected_dims=3)}
+    )
+    return {
+        split.image: {0: _SEQUENCE},  # [B, image tokens, C]
+        split.text: text,  # [B, text tokens, C]
+        split.rotary: {0: _ROTARY, 1: _ROTARY},  # cos, sin: [image tokens, D]
+    }
 
 
 class ParallelUnsupported(ValueError):
@@ -129,28 +138,35 @@ class _Layout:
     gather of the output, padded to the longest shard and unpadded after."""
 
     def __init__(
-        self,
-        transformer: HunyuanVideoTransformer3DModel,
-        config: ContextParallelConfig,
-        attention: UnmaskedAttnProcessor,
+        self, transformer: Any, config: ContextParallelConfig, attention: UnmaskedAttnProcessor
     ) -> None:
         self.config = config
         self.attention = attention
+        self.split = spec_of(transformer).sequence_split
+        self.signature = inspect.signature(transformer.forward)
         config_of: Any = transformer.config
         self.patch = (int(config_of.patch_size_t), int(config_of.patch_size))
         self.local = 0
         self.sizes: list[int] = []
         self.handles = [
             transformer.register_forward_pre_hook(self._on_pass, with_kwargs=True),
-            transformer.proj_out.register_forward_hook(self._gather),
+            transformer.get_submodule(self.split.output).register_forward_hook(self._gather),
         ]
-        for block in transformer_blocks(transformer):
-            self.handles.append(block.register_forward_pre_hook(self._on_block, with_kwargs=True))
+        if self.split.first_frame_argument is not None:
+            for block in spec_of(transformer).blocks(transformer):
+                self.handles.append(
+                    block.register_forward_pre_hook(self._on_block, with_kwargs=True)
+                )
 
     def _on_pass(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        latents = kwargs.get("hidden_states", args[0] if args else None)
-        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-        assert isinstance(latents, torch.Tensor) and isinstance(text, torch.Tensor)
+        given = self.signature.bind_partial(*args, **kwargs).arguments
+        latents = given["hidden_states"]
+        assert isinstance(latents, torch.Tensor)
+        text = sum(
+            int(given[name].shape[1])
+            for name in self.split.text_inputs
+            if given.get(name) is not None
+        )
         if not self.attention.unpadded:
             # The mask is built from global counts; under a split it would silently mask the
             # wrong tokens.
@@ -160,13 +176,13 @@ class _Layout:
         first_frame = (height // p) * (width // p)
         image = (frames // p_t) * first_frame
         parts = int(self.config._world_size)
-        if text.shape[1] < parts:
+        if text < parts:
             raise InputError(
-                f"the prompt is {text.shape[1]} tokens, fewer than the {parts} processes "
+                f"the prompt is {text} tokens, fewer than the {parts} processes "
                 "it is split across; write a longer prompt",
                 field="prompt",
             )
-        uneven = bool(image % parts or text.shape[1] % parts)
+        uneven = bool(image % parts or text % parts)
         # diffusers reads these at each call: the even path where it can, else the uneven one.
         if (self.config.ulysses_degree or 1) > 1:
             self.config.ulysses_anything = uneven
@@ -187,11 +203,13 @@ class _Layout:
     def _on_block(
         self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        # The blocks take it as their 7th argument (the transformer passes it positionally).
-        if "num_tokens" in kwargs:
-            kwargs["num_tokens"] = self.local
-        elif len(args) >= 7:
-            args = (*args[:6], self.local, *args[7:])
+        assert self.split.first_frame_argument is not None
+        name, index = self.split.first_frame_argument
+        # HunyuanVideo-I2V's transformer passes it positionally.
+        if name in kwargs:
+            kwargs[name] = self.local
+        elif len(args) > index:
+            args = (*args[:index], self.local, *args[index + 1 :])
         return args, kwargs
 
     def remove(self) -> None:
@@ -199,15 +217,15 @@ class _Layout:
             handle.remove()
 
 
-def enable_sequence_parallel(
-    transformer: HunyuanVideoTransformer3DModel, degrees: Degrees, device: torch.device
-) -> None:
-    """Split every pass of ``transformer`` across the (initialised) default process group.
+def enable_sequence_parallel(transformer: Any, degrees: Degrees, device: torch.device) -> None:
+    """Split every pass of ``transformer`` (either model's) across the (initialised) default
+    process group.
 
     Every rank must call this with the same degrees; the transformer's attention must be the
     engine's :class:`UnmaskedAttnProcessor` (the text mask cannot be split, see above).
     """
-    block: Any = transformer.transformer_blocks[0]
+    spec = spec_of(transformer)
+    block: Any = spec.blocks(transformer)[0]
     processor = block.attn.processor
     if not isinstance(processor, UnmaskedAttnProcessor):
         raise ParallelUnsupported(
@@ -221,10 +239,11 @@ def enable_sequence_parallel(
     if degrees.ring > 1:
         _give_native_attention_an_lse()
     with _accelerator_count_at_least_one():
-        transformer.enable_parallelism(config=config, cp_plan=CP_PLAN)
+        transformer.enable_parallelism(config=config, cp_plan=cp_plan(spec.sequence_split))
     _Layout(transformer, config, processor)
     log.info(
-        "transformer split across %d processes (Ulysses %d, Ring %d)",
+        "%s transformer split across %d processes (Ulysses %d, Ring %d)",
+        spec.model,
         degrees.world_size,
         degrees.ulysses,
         degrees.ring,

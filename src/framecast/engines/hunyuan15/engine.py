@@ -231,6 +231,9 @@ class Hunyuan15Engine(Engine):
         # Each request gets its own scheduler (flow shift) and guider (guidance scale).
         self._base_scheduler = pipe.scheduler
         self._base_guider = pipe.guider
+        self.decodes = True
+        """False on ranks 1..N-1 of a process group (engines/hunyuan/group.py), as for the I2V
+        engine: only rank 0 decodes."""
 
     @property
     def resolutions(self) -> tuple[str, ...]:
@@ -389,6 +392,8 @@ class Hunyuan15Engine(Engine):
             hooks.progress(1, 1, "encoding")
             hooks.raise_if_cancelled()
             latents = self._denoise(image, conditions, request, options, hooks)
+            if not self.decodes:
+                return
             hooks.progress(0, 1, "decoding")
             frames = self._decode(latents)
             hooks.progress(1, 1, "decoding")
