@@ -108,11 +108,16 @@ requests = Table(
     Column("error_message", Text),
     Column("result", JSON),
     Column("data_removed_at", UTCDateTime),
+    # Still queued at this time: cancelled with outcome "expired", never claimed (0008).
+    Column("start_deadline", UTCDateTime),
+    # Deleted by its owner (DELETE /v1/videos/{id}): every route answers 404 for it (0008).
+    Column("deleted_at", UTCDateTime),
     Index("ix_requests_status_model_seq", "status", "model", "seq"),
     Index("ix_requests_owner", "owner"),
     # A key's listing, newest first, and its count of active requests.
     Index("ix_requests_owner_seq", "owner", "seq"),
     Index("ix_requests_finished_at", "finished_at"),
+    Index("ix_requests_status_start_deadline", "status", "start_deadline"),
     CheckConstraint(status_check_sql(Status), name=STATUS_CHECK),
 )
 

@@ -188,6 +188,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated Python modules that each declare one more model (a module-level SPEC = framecast.models.ModelSpec(...)); it gets its route, /v1/models entry and the preview engine.",
     )
+    default_model: str | None = Field(
+        None,
+        description="The model POST /v1/videos (OpenAI's videos API) uses when a request names none; default: the first model GET /v1/models lists.",
+    )
     device: str = Field(
         "auto",
         description="Torch device for the hunyuan engine: auto (cuda if present), cuda, cuda:N or cpu.",

@@ -5,6 +5,7 @@
     in_queue ──claim──> in_progress ──> completed | failed | cancelled
        │                    │
        └──cancel──> cancelled   └──lease expired / worker stopping──> in_queue
+       └──start deadline passed──> cancelled (error_code "expired": outcome expired)
 
 Every change of ``requests.status`` is made by :meth:`framecast.queue.jobs.JobStore._transition`,
 checked against :data:`TRANSITIONS` and written as an UPDATE guarded by the state it may come

@@ -39,6 +39,12 @@ DOCUMENTED = {
     ("get", "/v1/requests/{request_id}/status/stream"): "requests",
     ("get", "/v1/requests"): "requests",
     ("get", "/v1/models"): "models",
+    ("get", "/v1/models/{model_id}"): "models",
+    ("post", "/v1/videos"): "videos (OpenAI)",
+    ("get", "/v1/videos"): "videos (OpenAI)",
+    ("get", "/v1/videos/{video_id}"): "videos (OpenAI)",
+    ("get", "/v1/videos/{video_id}/content"): "videos (OpenAI)",
+    ("delete", "/v1/videos/{video_id}"): "videos (OpenAI)",
     ("get", "/v1/files/{key}"): "files",
     ("get", "/healthz"): "health",
     ("get", "/readyz"): "health",
@@ -81,7 +87,9 @@ async def test_the_openapi_document_lists_the_routes_with_their_tags(tmp_path: P
         "200", "202", "401", "404", "409", "422", "500",
     }  # fmt: skip
     assert statuses("get", "/v1/requests") == {"200", "401", "422", "500"}
-    assert statuses("get", "/v1/models") == {"200", "401", "500"}
+    # 422: a limit or offset out of range.
+    assert statuses("get", "/v1/models") == {"200", "401", "422", "500"}
+    assert statuses("get", "/v1/models/{model_id}") == {"200", "401", "404", "500"}
     assert "Retry-After" in submit["responses"]["429"]["headers"]
     headers = {p["name"] for p in submit["parameters"] if p["in"] == "header"}
     assert {"Idempotency-Key", "Prefer"} <= headers

@@ -252,8 +252,37 @@ async def test_an_unknown_model_is_a_404_naming_the_served_ones(client: httpx.As
         )
 
 
-async def test_a_get_on_a_submit_route_is_a_405(client: httpx.AsyncClient) -> None:
-    assert_error(await client.get(SUBMIT), 405, "method_not_allowed")
+async def test_a_get_on_a_submit_route_is_the_models_card(client: httpx.AsyncClient) -> None:
+    # RunComfy's catalog: GET /v1/models/{model_id} answers the card GET /v1/models lists.
+    for path, image_field in ((SUBMIT, "image_url"), (SUBMIT_15, "image")):
+        r = await client.get(path)
+        assert r.status_code == 200, r.text
+        card = r.json()
+        assert card["id"] == path.removeprefix("/v1/models/")
+        assert card["input_schema"]["required"] == ["prompt", image_field]
+        assert "video" in card["output_schema"]["output"]["properties"]
+        listed = (await client.get("/v1/models")).json()["models"]
+        assert card in listed
+    assert_error(await client.get("/v1/models/tencent/hunyuan"), 404, "model_not_found")
+    assert_error(await client.put(SUBMIT), 405, "method_not_allowed")
+
+
+async def test_the_catalog_filters_by_search_and_pages_by_limit_and_offset(
+    client: httpx.AsyncClient,
+) -> None:
+    async def ids(query: str) -> tuple[list[str], int]:
+        r = await client.get(f"/v1/models?{query}")
+        assert r.status_code == 200, r.text
+        return [m["id"] for m in r.json()["models"]], r.json()["total"]
+
+    v1, v15 = SUBMIT.removeprefix("/v1/models/"), SUBMIT_15.removeprefix("/v1/models/")
+    assert await ids("") == ([v1, v15], 2)
+    assert await ids("search=V1.5") == ([v15], 1)
+    assert await ids("search=8.3B") == ([v15], 1)  # the description counts too
+    assert await ids("search=nothing-like-it") == ([], 0)
+    assert await ids("limit=1") == ([v1], 2)
+    assert await ids("limit=1&offset=1") == ([v15], 2)
+    assert (await client.get("/v1/models?limit=0")).status_code == 422
 
 
 # --- GET /v1/models ----------------------------------------------------------------------------

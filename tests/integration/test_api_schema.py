@@ -24,6 +24,7 @@ from .inprocess import KEY, make_app
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ACCEPTED = '["2XX", "3XX", "401", "403", "404", "409", "422", "429", "5XX"]'
+ACCEPTED_OPENAI = '["2XX", "3XX", "400", "401", "403", "404", "409", "429", "5XX"]'
 CONFIG = f"""
 [generation]
 # Every call carries the key (AUTH); a negative case that drops or mangles it is then sent
@@ -41,6 +42,13 @@ include-path-regex = "^/v1/models/.+/image-to-video$"
 # Schema-valid is not enough: the image must be one that can be fetched and decoded, which no
 # schema can say; anything else is a 422 (the negative checks still see that it is refused).
 checks.positive_data_acceptance.expected-statuses = {ACCEPTED}
+
+[[operations]]
+include-path-regex = "^/v1/videos"
+# OpenAI's shape answers invalid input with 400: a schema-valid body may still lack the image
+# an image-to-video model needs, or carry one that cannot be decoded; `after` must name one of
+# this key's videos.
+checks.positive_data_acceptance.expected-statuses = {ACCEPTED_OPENAI}
 
 [[operations]]
 include-path = "/v1/requests"

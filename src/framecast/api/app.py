@@ -7,11 +7,14 @@ the settings only through ``AppServices`` (``framecast.api.services``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
+import anyio
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
@@ -20,13 +23,25 @@ from framecast import __version__
 from framecast.api.auth import owner_for_header
 from framecast.api.errors import document_error_shape, install_error_handlers
 from framecast.api.limits import BodySizeLimit, BodyTiming
+from framecast.api.openai_errors import OpenAIErrors
 from framecast.api.request_ids import RequestIdContext
-from framecast.api.routes import files, health, listing, metrics, models, requests, stream
+from framecast.api.routes import (
+    files,
+    health,
+    listing,
+    metrics,
+    models,
+    requests,
+    stream,
+    videos,
+)
 from framecast.api.services import Services, build_services
 from framecast.db import migrate
 from framecast.models import ModelSpec
 from framecast.playground import install_playground
 from framecast.settings import Settings
+
+log = logging.getLogger("framecast.api")
 
 OFFLINE_DOCS = "/static-offline-docs"
 """Where fastapi-offline serves Swagger UI's and ReDoc's files."""
@@ -34,11 +49,26 @@ OFFLINE_DOCS = "/static-offline-docs"
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
     try:
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_expire_overdue, services)
+            yield
+            tasks.cancel_scope.cancel()
     finally:
-        services: Services = app.state.services
         await services.aclose()
+
+
+async def _expire_overdue(services: Services) -> None:
+    """Cancel, as expired, queued requests past their start deadline, so that their status
+    and webhooks say so even while no worker runs (every API node does; each change is one
+    guarded transition, so they never both make it)."""
+    while True:
+        await anyio.sleep(services.settings.poll_seconds)
+        try:
+            await run_in_threadpool(services.jobs.expire_overdue)
+        except Exception:  # a database hiccup: the next round tries again
+            log.exception("could not expire overdue requests; retrying")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -75,12 +105,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         on_slow_body=services.node_counters.count_slow_body,
     )
     app.add_middleware(RequestIdContext)
+    # Outermost: it also reshapes the errors the middlewares above answer on /v1/videos.
+    app.add_middleware(OpenAIErrors)
     install_error_handlers(app, {f"/v1/models/{spec.id}": spec.fields for spec in services.models})
 
     app.include_router(models.router(services.models))
     app.include_router(requests.router)
     app.include_router(stream.router)
     app.include_router(listing.router)
+    app.include_router(videos.router)
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -56,6 +56,10 @@ def status_body(
     else:
         body["started_at"] = _iso(job.started_at)
         body["finished_at"] = _iso(job.finished_at)
+    if job.expired:
+        # Cancelled by its start deadline (X-Fal-Request-Timeout), never run.
+        body["outcome"] = "expired"
+        body["note"] = job.error_message
     if job.status is Status.FAILED:
         body["error"] = {
             "code": job.error_code or "failed",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Engine, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from framecast import states
@@ -56,6 +56,14 @@ class Job:
     error_message: str | None
     result: VideoResult | None
     data_removed_at: dt.datetime | None
+    start_deadline: dt.datetime | None
+    """Still queued at this time: it ends cancelled with outcome ``expired``, never run."""
+    deleted_at: dt.datetime | None
+
+    @property
+    def expired(self) -> bool:
+        """Cancelled because it was still queued at its start deadline."""
+        return self.status is Status.CANCELLED and self.error_code == EXPIRED
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Job:
@@ -107,6 +115,11 @@ StatusListener = Callable[[Connection, StatusChange], None]
 writes on the connection commits with the change, and an exception rolls the change back."""
 
 
+EXPIRED = "expired"
+"""The ``error_code`` of a request cancelled because it was still queued at its start deadline
+(its outcome, as status, webhooks and /metrics' totals show it)."""
+
+
 QUEUE_CHANNEL = "framecast_queue"
 """PostgreSQL NOTIFY channel: a request became claimable (submitted, or back in the queue)."""
 
@@ -137,9 +150,11 @@ class JobStore:
         image_key: str,
         request_id: str | None = None,
         also: Callable[[Connection, Job], None] | None = None,
+        start_timeout: dt.timedelta | None = None,
     ) -> Job:
         """Queue a request. ``also`` runs in the INSERT's transaction with the new request
-        (e.g. recording its webhook): both commit, or neither."""
+        (e.g. recording its webhook): both commit, or neither. ``start_timeout``: still
+        queued this long after now, it is cancelled as expired instead of run."""
         now = utcnow()
         request_id = request_id or str(uuid.uuid4())
         with self.engine.begin() as conn:
@@ -154,6 +169,7 @@ class JobStore:
                     created_at=now,
                     updated_at=now,
                     attempts=0,
+                    start_deadline=now + start_timeout if start_timeout is not None else None,
                 )
             )
             self._notify(conn)
@@ -165,7 +181,15 @@ class JobStore:
 
     def get(self, request_id: str, owner: str | None = None) -> Job | None:
         with self.engine.connect() as conn:
-            return self._load(conn, request_id, owner)
+            job = self._load(conn, request_id, owner)
+        now = utcnow()
+        if job is not None and job.status is Status.IN_QUEUE and _overdue(job, now):
+            # Read past its deadline: expired now, not at the next sweep, so that a status
+            # read never shows a request queued that can no longer start.
+            self._expire(job.id, job.start_deadline, now)
+            with self.engine.connect() as conn:
+                job = self._load(conn, request_id, owner)
+        return job
 
     def queue_position(self, job: Job) -> int | None:
         """0-based place in the queue: how many queued requests run before this one."""
@@ -221,9 +245,11 @@ class JobStore:
         PostgreSQL workers each skip the rows the others are locking (none waits on another),
         and SQLite runs the statement under its single write lock.
         """
+        now = utcnow()
         oldest = (
             select(requests.c.seq)
-            .where(requests.c.status == Status.IN_QUEUE)
+            # Past its deadline it is never started, even before a sweep has cancelled it.
+            .where(requests.c.status == Status.IN_QUEUE, _startable(now))
             .order_by(requests.c.seq)
             .limit(1)
         )
@@ -236,7 +262,7 @@ class JobStore:
             Status.IN_QUEUE,
             Status.IN_PROGRESS,
             requests.c.seq == oldest.scalar_subquery(),
-            **self._claim_values(worker_id, token, utcnow()),
+            **self._claim_values(worker_id, token, now),
         )
         return Lease(self._must_get(taken), token) if taken is not None else None
 
@@ -349,6 +375,51 @@ class JobStore:
                 moved.append((row.id, target))
         return moved
 
+    def expire_overdue(self, limit: int = 500) -> list[str]:
+        """Cancel, as expired, the queued requests whose start deadline has passed; their ids.
+
+        Safe from every API node and worker at once: each is one guarded transition."""
+        now = utcnow()
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                select(requests.c.id, requests.c.start_deadline)
+                .where(requests.c.status == Status.IN_QUEUE, ~_startable(now))
+                .order_by(requests.c.seq)
+                .limit(limit)
+            ).all()
+        return [
+            request_id
+            for request_id, deadline in due
+            if self._expire(request_id, deadline, now) is not None
+        ]
+
+    def _expire(
+        self, request_id: str, deadline: dt.datetime | None, now: dt.datetime
+    ) -> str | None:
+        late = (now - deadline).total_seconds() if deadline is not None else 0.0
+        return self._transition(
+            Status.IN_QUEUE,
+            Status.CANCELLED,
+            _id(request_id),
+            guards=[~_startable(now)],
+            finished_at=now,
+            phase=None,
+            error_code=EXPIRED,
+            error_message="it did not start before its deadline (X-Fal-Request-Timeout) and "
+            f"was cancelled {late:.1f} s after it, without running",
+        )
+
+    def delete(self, request_id: str, owner: str) -> bool:
+        """Hide a request from its owner for good (``DELETE /v1/videos/{id}``); False if it
+        was not theirs or already deleted. Its status stays as it is: cancel it first."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(requests)
+                .where(_id(request_id), requests.c.owner == owner, requests.c.deleted_at.is_(None))
+                .values(deleted_at=utcnow(), updated_at=utcnow())
+            ).rowcount
+        return bool(changed == 1)
+
     # -- retention --------------------------------------------------------------------------
 
     def finished_before(self, cutoff: dt.datetime, limit: int = 100) -> list[Job]:
@@ -454,7 +525,8 @@ class JobStore:
     def _load(self, conn: Connection, request_id: str, owner: str | None = None) -> Job | None:
         query = select(requests).where(requests.c.id == request_id)
         if owner is not None:
-            query = query.where(requests.c.owner == owner)
+            # What its owner deleted is gone for them; workers and sweeps still see it.
+            query = query.where(requests.c.owner == owner, requests.c.deleted_at.is_(None))
         row = conn.execute(query).mappings().one_or_none()
         return Job.from_row(row) if row is not None else None
 
@@ -467,6 +539,15 @@ class JobStore:
 
 def _id(request_id: str) -> ColumnElement[bool]:
     return requests.c.id == request_id
+
+
+def _overdue(job: Job, now: dt.datetime) -> bool:
+    return job.start_deadline is not None and job.start_deadline <= now
+
+
+def _startable(now: dt.datetime) -> ColumnElement[bool]:
+    """A queued request that may still start: no deadline, or one not yet reached."""
+    return or_(requests.c.start_deadline.is_(None), requests.c.start_deadline > now)
 
 
 def _cleared_lease() -> dict[str, Any]:

@@ -65,7 +65,7 @@ def list_requests(
 ) -> Page:
     """One page of ``owner``'s requests, newest first, after ``cursor`` (from the previous
     page). :class:`BadCursor` for a cursor that is not one."""
-    query = select(requests).where(requests.c.owner == owner)
+    query = select(requests).where(requests.c.owner == owner, requests.c.deleted_at.is_(None))
     if status is not None:
         query = query.where(requests.c.status == status.value)
     if model is not None:
@@ -79,3 +79,30 @@ def list_requests(
     jobs = [Job.from_row(row) for row in rows[:limit]]
     more = len(rows) > limit and jobs
     return Page(jobs, encode_cursor(jobs[-1].seq) if more else None)
+
+
+@dataclass(frozen=True)
+class IdPage:
+    jobs: list[Job]
+    has_more: bool
+
+
+def list_after(
+    engine: Engine, owner: str, *, limit: int, after: str | None, ascending: bool
+) -> IdPage:
+    """One page of ``owner``'s requests after the request ``after`` (an id, as OpenAI's
+    ``after`` cursor is), oldest or newest first. :class:`BadCursor` for an id that is not
+    one of ``owner``'s requests."""
+    mine = (requests.c.owner == owner, requests.c.deleted_at.is_(None))
+    query = select(requests).where(*mine)
+    with engine.connect() as conn:
+        if after is not None:
+            seq = conn.execute(
+                select(requests.c.seq).where(requests.c.id == after, *mine)
+            ).scalar_one_or_none()
+            if seq is None:
+                raise BadCursor(after)
+            query = query.where(requests.c.seq > seq if ascending else requests.c.seq < seq)
+        order = requests.c.seq.asc() if ascending else requests.c.seq.desc()
+        rows = conn.execute(query.order_by(order).limit(limit + 1)).mappings().all()
+    return IdPage([Job.from_row(row) for row in rows[:limit]], len(rows) > limit)

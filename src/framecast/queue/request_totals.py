@@ -156,7 +156,8 @@ class Histogram:
 @dataclass(frozen=True)
 class Totals:
     finished: dict[tuple[str, str, str], int]
-    """(model, status, error code or "") -> requests."""
+    """(model, status, error code or "") -> requests; a request cancelled by its start
+    deadline counts as (model, "cancelled", "expired")."""
     histograms: dict[str, list[Histogram]]
     """Per histogram name: one per model (``run``: per model and final status)."""
 

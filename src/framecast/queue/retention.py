@@ -16,6 +16,7 @@ import logging
 
 from sqlalchemy import select
 
+from framecast import states
 from framecast.db import requests, utcnow
 from framecast.queue.jobs import Job, JobStore
 from framecast.storage import Storage
@@ -45,6 +46,34 @@ def sweep(jobs: JobStore, storage: Storage, retention: dt.timedelta, batch: int 
             break
     if removed:
         log.info("retention: removed the files of %d finished request(s)", removed)
+    return removed
+
+
+def sweep_deleted(jobs: JobStore, storage: Storage, batch: int = 100) -> int:
+    """Delete the files of requests deleted by their owner (``DELETE /v1/videos/{id}``) while
+    they were still running, once they have stopped; return how many."""
+    with jobs.engine.connect() as conn:
+        ids = (
+            conn.execute(
+                select(requests.c.id)
+                .where(
+                    requests.c.deleted_at.is_not(None),
+                    requests.c.status.in_([s.value for s in states.TERMINAL]),
+                    requests.c.data_removed_at.is_(None),
+                )
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+    removed = 0
+    for request_id in ids:
+        job = jobs.get(request_id)
+        if job is None:
+            continue
+        for key in files_of(job):
+            storage.delete(key)
+        removed += jobs.mark_data_removed(job.id)
     return removed
 
 

@@ -34,7 +34,7 @@ from framecast.queue.jobs import JobStore, Lease, StepAck
 from framecast.queue.outcomes import Outcome
 from framecast.queue.registry import WorkerRegistry
 from framecast.queue.results import VideoResult
-from framecast.queue.retention import sweep, sweep_orphan_inputs
+from framecast.queue.retention import sweep, sweep_deleted, sweep_orphan_inputs
 from framecast.queue.wakeup import waiter_for
 from framecast.settings import Settings
 from framecast.startup import check_data_dir
@@ -215,6 +215,10 @@ class Worker:
             log.warning(
                 "request %s: its worker stopped renewing its lease -> %s", request_id, status
             )
+        for request_id in self.jobs.expire_overdue():
+            log.info(
+                "request %s: not started before its deadline -> cancelled (expired)", request_id
+            )
         return self.jobs.claim(self.id, models=self.serves)
 
     def _maybe_sweep(self) -> None:
@@ -228,6 +232,7 @@ class Worker:
                 sweep(self.jobs, self.storage, retention)
             grace = dt.timedelta(seconds=self.settings.orphan_grace_seconds)
             sweep_orphan_inputs(self.jobs, self.storage, grace)
+            sweep_deleted(self.jobs, self.storage)
             IdempotencyStore(self.jobs.engine).sweep_expired()
         except Exception:
             log.exception("worker %s: retention sweep failed; will retry later", self.id)
