@@ -49,4 +49,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         attention=settings.attention,
         linear=settings.linear,
         memory_check=settings.memory_check,
+        sr_model=settings.hunyuan15_sr_model,
     )
