@@ -202,14 +202,11 @@ def fetch_snapshot(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    local_dir = str(to) if to is not None else None
     try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                local_dir=str(to) if to is not None else None,
-                allow_patterns=allow_patterns,
-            )
-        )
+        if allow_patterns is None:  # the whole repository: one complete pipeline
+            return Path(snapshot_download(repo_id, local_dir=local_dir))
+        return Path(snapshot_download(repo_id, local_dir=local_dir, allow_patterns=allow_patterns))
     except OfflineModeIsEnabled as exc:
         raise WeightsError(
             f"cannot download {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine with "

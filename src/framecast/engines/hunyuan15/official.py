@@ -29,8 +29,9 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
 )
 
 from framecast.engines.hunyuan.weights import WeightsError
+from framecast.models.hunyuan15_i2v import BUCKET_BASE, SR_CHECKPOINTS
 
-TARGET_SIZE: Final = {"480p": 640, "720p": 960, "1080p": 1440}
+TARGET_SIZE: Final = {**BUCKET_BASE, **{c.resolution: c.bucket_base for c in SR_CHECKPOINTS}}
 """Official ``ideal_resolution`` -> diffusers' ``target_size`` (the bucket base, official
 ``SizeMap`` in ``hyvideo/pipelines/hunyuan_video_sr_pipeline.py``)."""
 
