@@ -216,6 +216,8 @@ workers = Table(
     Column("serves", JSON),
     # Why it is not ready, in words for /readyz: a failed engine load, a retry in progress.
     Column("reason", Text),
+    # Model id -> the optional stages (e.g. 720p_sr) this worker runs for it; null while loading.
+    Column("stages", JSON),
 )
 
 # The history /metrics reports, kept as totals by the status change that adds to them

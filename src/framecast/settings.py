@@ -180,6 +180,10 @@ class Settings(BaseSettings):
         hunyuan15_i2v.DEFAULT_CHECKPOINT,
         description="HunyuanVideo 1.5 image-to-video weights, as FRAMECAST_HUNYUAN_MODEL (which, set to `tiny-random`, selects the tiny model for every Hunyuan model).",
     )
+    hunyuan15_sr_model: str = Field(
+        hunyuan15_i2v.SR_REPO,
+        description="Where HunyuanVideo 1.5's super-resolution checkpoints are (the `super_resolution` request field): a local folder in the official layout (transformer/720p_sr_distilled, upsampler/720p_sr_distilled, ...), the official hub repo already in the Hugging Face cache (`framecast weights download --checkpoint 720p_sr`), or `off`. Without them the worker runs no SR stage and says so; the API then refuses such requests. With the tiny model, a tiny SR stage is built in memory.",
+    )
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated model ids a worker serves (e.g. tencent/hunyuan/image-to-video); default: every model this worker can run (see the README).",

@@ -4,13 +4,16 @@ The I2V model's table and one model's fields sent to the other: test_api_models.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from .inprocess import SUBMIT_15, assert_error, data_uri, make_app, png
+from framecast.models.hunyuan15_i2v import MODEL_ID as MODEL_15
+
+from .inprocess import SUBMIT_15, assert_error, client_for, data_uri, make_app, png, services_of
 
 pytestmark = pytest.mark.anyio
 
@@ -112,3 +115,35 @@ async def test_the_edges_of_each_rule_are_accepted(client: httpx.AsyncClient) ->
     ):
         r = await client.post(SUBMIT_15, json={"prompt": "p", "image": image, **fields})
         assert r.status_code == 200, (fields, r.text)
+
+
+async def test_super_resolution_is_a_422_until_a_live_worker_runs_its_stage(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path)
+    registry = services_of(app).registry
+    body = {"prompt": "p", "image": data_uri(png()), "super_resolution": True}
+    async with client_for(app) as client:
+        r = await client.post(SUBMIT_15, json=body)
+        error = assert_error(r, 422, "invalid_input")["error"]
+        assert "720p_sr" in error["message"] and "no worker" in error["message"]
+        assert error["field"] == "super_resolution", error
+
+        # A worker still loading may yet have it: accepted. Once loaded without it: refused,
+        # naming what it has.
+        registry.register("w-1", "gpu-host", 1, serves=[MODEL_15])
+        assert (await client.post(SUBMIT_15, json=body)).status_code == 200
+        registry.beat("w-1", state="idle", stages={MODEL_15: []})
+        r = await client.post(SUBMIT_15, json=body)
+        message = assert_error(r, 422, "invalid_input")["error"]["message"]
+        assert "gpu-host: no optional stage" in message, message
+        # The 720p request needs the other stage; the 480p one is accepted once a worker has it.
+        registry.beat("w-1", stages={MODEL_15: ["720p_sr"]})
+        assert (await client.post(SUBMIT_15, json=body)).status_code == 200
+        r = await client.post(SUBMIT_15, json={**body, "resolution": "720p"})
+        assert "1080p_sr" in assert_error(r, 422, "invalid_input")["error"]["message"]
+        # Without super_resolution nothing is asked of the workers.
+        plain = {k: v for k, v in body.items() if k != "super_resolution"}
+        assert (
+            await client.post(SUBMIT_15, json={**plain, "resolution": "720p"})
+        ).status_code == 200

@@ -63,7 +63,32 @@ def test_weights_list_shows_each_models_checkpoints_and_setting() -> None:
         ["480p_distilled", HUB_15 + "480p_i2v_distilled"],
         ["720p_distilled", HUB_15 + "720p_i2v_distilled"],
         ["480p_step_distilled", HUB_15 + "480p_i2v_step_distilled"],
+        # The super-resolution stages: folders of Tencent's own repo.
+        ["720p_sr", "tencent/HunyuanVideo-1.5:720p_sr_distilled"],
+        ["1080p_sr", "tencent/HunyuanVideo-1.5:1080p_sr_distilled"],
     ]
+
+
+def test_weights_download_of_an_sr_stage_fetches_its_two_folders_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    layout: dict[str, tuple[str, ...]] = {
+        "transformer/720p_sr_distilled": _MODEL,
+        "upsampler/720p_sr_distilled": _MODEL,
+    }
+    hub = FakeHub(tmp_path / "hub", layout)
+    for parent in ("transformer", "upsampler"):  # FakeHub makes one level of folders
+        (tmp_path / "hub" / "snapshot" / parent).mkdir(parents=True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    code, out, err = framecast("weights", "download", "--model", I2V_15, "--checkpoint", "720p_sr")
+    assert code == 0, err
+    folders = ["transformer/720p_sr_distilled/*", "upsampler/720p_sr_distilled/*"]
+    assert hub.calls == [
+        (("tencent/HunyuanVideo-1.5",), {"local_dir": None, "allow_patterns": folders})
+    ]
+    assert (
+        out.splitlines()[-1] == "use it with FRAMECAST_HUNYUAN15_SR_MODEL=tencent/HunyuanVideo-1.5"
+    )
 
 
 # Each pipeline's published layout: the component folders and the file that makes each one
@@ -171,7 +196,8 @@ def test_a_download_that_lacks_a_component_of_the_model_fails(
         (
             ("--model", I2V_15, "--checkpoint", "1080p"),
             f"error: {I2V_15} has no checkpoint '1080p'; its checkpoints: 480p, 720p, "
-            "480p_distilled, 720p_distilled, 480p_step_distilled (`framecast weights list`), "
+            "480p_distilled, 720p_distilled, 480p_step_distilled, 720p_sr, 1080p_sr "
+            "(`framecast weights list`), "
             "or give a hub id (owner/name)",
         ),
         (

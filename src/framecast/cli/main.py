@@ -560,9 +560,14 @@ def weights_download(
     except WeightsError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(
-        f"complete: {path}\nuse it with {real.setting}={path if to is not None else repo_id}"
+    # An SR checkpoint (repo:version) is found by FRAMECAST_HUNYUAN15_SR_MODEL, whose default
+    # is the official repo in the Hugging Face cache.
+    setting, name = (
+        ("FRAMECAST_HUNYUAN15_SR_MODEL", repo_id.partition(":")[0])
+        if ":" in repo_id
+        else (real.setting, repo_id)
     )
+    typer.echo(f"complete: {path}\nuse it with {setting}={path if to is not None else name}")
 
 
 def _checkpoint_repo(model_id: str, names: Mapping[str, str], checkpoint: str | None) -> str:

@@ -84,6 +84,12 @@ class Engine(ABC):
         """Facts about this engine recorded with every result it produces."""
         return {"engine": self.name, "model": self.model}
 
+    def stages(self) -> tuple[str, ...]:
+        """The optional stages beyond the base generation this engine can run (e.g.
+        HunyuanVideo 1.5's ``720p_sr``), which its worker advertises so the API can refuse a
+        request that needs one no worker has."""
+        return ()
+
     def describe(self, request: GenerationRequest) -> dict[str, Any]:
         """The settings this engine actually used for ``request`` (defaults resolved)."""
         return {}

@@ -195,6 +195,12 @@ class ModelInput(BaseModel, ABC):
         return ()
 
     @property
+    def required_stages(self) -> tuple[str, ...]:
+        """The optional engine stages this request needs (``Engine.stages``); the API refuses
+        it at submit where no live worker runs them."""
+        return ()
+
+    @property
     def image_source(self) -> str:
         """The image's URL or data: URI, whatever this model calls the field."""
         value: str = getattr(self, self.image_field)

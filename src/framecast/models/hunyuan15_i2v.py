@@ -118,6 +118,77 @@ STEPS_OF_KIND: Final[Mapping[str | None, int]] = {
 configs carry its guidance and shift but not its steps, so the engine looks them up here."""
 
 
+@dataclass(frozen=True)
+class SrCheckpoint:
+    """One of Tencent's step-distilled super-resolution stages and how the official code runs
+    it (``hyvideo/commons/__init__.py`` ``SR_PIPELINE_CONFIGS``; the noise strength is
+    ``noise_scale`` in ``hyvideo/pipelines/hunyuan_video_sr_pipeline.py``)."""
+
+    version: str
+    """The official ``sr_version``: the subfolder of ``transformer/`` and ``upsampler/`` in
+    :data:`SR_REPO`."""
+    base_resolution: str
+    """The resolution of the video it upscales (official ``base_resolution``)."""
+    resolution: str
+    """The resolution it makes."""
+    bucket_base: int
+    """Official ``SizeMap`` of :attr:`resolution`: the base of its buckets."""
+    num_inference_steps: int
+    flow_shift: float
+    guidance_scale: float
+    noise_strength: float = 0.7
+    """How much noise the upsampled low-resolution latent gets: (1 - s) x latent + s x noise;
+    and below ``1000 s`` on the timestep scale the transformer no longer sees it."""
+
+    @property
+    def name(self) -> str:
+        """Short name, for `framecast weights download --checkpoint`: ``720p_sr``."""
+        return self.version.removesuffix("_distilled")
+
+    @property
+    def repo_ref(self) -> str:
+        """How ``framecast weights`` names it: the hub repo and the version in it."""
+        return f"{SR_REPO}:{self.version}"
+
+
+SR_REPO: Final = "tencent/HunyuanVideo-1.5"
+"""Where the official SR transformers and upsamplers are (official layout, not diffusers')."""
+SR_CHECKPOINTS: Final = (
+    SrCheckpoint("720p_sr_distilled", "480p", "720p", 960, 6, 2.0, 1.0),
+    SrCheckpoint("1080p_sr_distilled", "720p", "1080p", 1440, 8, 2.0, 1.0),
+)
+"""The official SR stages, one per base resolution (``TRANSFORMER_VERSION_TO_SR_VERSION``: every
+480p checkpoint goes to 720p, every 720p one to 1080p)."""
+
+
+@dataclass(frozen=True)
+class SuperResolution:
+    """A request's SR stage, as the engine receives it (``options["super_resolution"]``): the
+    first pass at ``base_size``, then ``checkpoint`` up to the request's width x height."""
+
+    checkpoint: SrCheckpoint
+    base_size: tuple[int, int]
+
+
+def sr_checkpoint(base_resolution: str) -> SrCheckpoint:
+    """The SR stage of videos made at ``base_resolution``."""
+    return next(c for c in SR_CHECKPOINTS if c.base_resolution == base_resolution)
+
+
+def sr_size(width: int, height: int, sr: SrCheckpoint) -> tuple[int, int]:
+    """(width, height) the official SR stage makes of a ``width`` x ``height`` video.
+
+    The official ``BucketMap`` (``hyvideo/pipelines/hunyuan_video_sr_pipeline.py``): among the
+    crop sizes of the SR resolution (16-pixel grid), the first whose first/second side is
+    nearest, unrounded, the video's width/height; it reads the pair as (width, height), which
+    gives the same size as the other reading, the list holding each size both ways round.
+    """
+    ratio = width / height
+    pairs = BUCKETS.buckets(sr.bucket_base)
+    best = min(range(len(pairs)), key=lambda i: (abs(pairs[i][0] / pairs[i][1] - ratio), i))
+    return pairs[best]
+
+
 def checkpoint(repo_id: str) -> Checkpoint | None:
     """The official checkpoint published as ``repo_id``, or None for any other."""
     return next((c for c in CHECKPOINTS if c.repo_id == repo_id), None)
@@ -261,6 +332,22 @@ class ImageToVideo15Input(ModelInput):
         "guidance_scale > 1.",
     )
 
+    super_resolution: bool = Field(
+        False,
+        title="Super Resolution",
+        description="The official SR stage (on by default in Tencent's CLI, --sr): the video is "
+        "made at `resolution`, then upscaled to the next official resolution's bucket of the "
+        "same aspect ratio ("
+        + "; ".join(
+            f"{c.base_resolution} to {c.resolution}, 16:9 "
+            + "x".join(map(str, sr_size(*SIZES[("16:9", c.base_resolution)], c)))
+            + f", by {c.num_inference_steps} more steps of {c.version}"
+            for c in SR_CHECKPOINTS
+        )
+        + "). Far cheaper than making the larger video directly; needs a worker with the SR "
+        f"weights (`framecast weights download --model {MODEL_ID} --checkpoint 720p_sr`).",
+    )
+
     # Beyond the official options: an opt-in speed-up that changes the video.
     step_cache: StepCache | None = step_cache_field()
     step_cache_threshold: float | None = step_cache_threshold_field()
@@ -290,8 +377,19 @@ class ImageToVideo15Input(ModelInput):
         return lora_choices(self.loras)
 
     @property
-    def size(self) -> tuple[int, int]:
+    def required_stages(self) -> tuple[str, ...]:
+        return (sr_checkpoint(self.resolution).name,) if self.super_resolution else ()
+
+    @property
+    def base_size(self) -> tuple[int, int]:
+        """(width, height) of the first pass: the ``resolution`` bucket."""
         return SIZES[(self.aspect_ratio, self.resolution)]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        if self.super_resolution:
+            return sr_size(*self.base_size, sr_checkpoint(self.resolution))
+        return self.base_size
 
     @property
     def fps(self) -> int:
@@ -305,6 +403,11 @@ class ImageToVideo15Input(ModelInput):
             "guidance_scale": self.guidance_scale,
             "flow_shift": self.flow_shift,
             "negative_prompt": self.negative_prompt,
+            "super_resolution": (
+                SuperResolution(sr_checkpoint(self.resolution), self.base_size)
+                if self.super_resolution
+                else None
+            ),
             **step_cache_options(self.step_cache, self.step_cache_threshold),
             "loras": self.lora_choices,
         }
@@ -320,7 +423,11 @@ SPEC = ModelSpec(
         availability=deferred("framecast.engines.hunyuan15.loader:availability"),
         load=deferred("framecast.engines.hunyuan15.loader:load"),
         setting=SETTING,
-        checkpoints={c.name: c.repo_id for c in CHECKPOINTS},
+        # The SR stages' too: `weights download --checkpoint 720p_sr` fetches one of them.
+        checkpoints={
+            **{c.name: c.repo_id for c in CHECKPOINTS},
+            **{c.name: c.repo_ref for c in SR_CHECKPOINTS},
+        },
         download=deferred("framecast.engines.hunyuan15.weights:download"),
     ),
 )

@@ -26,6 +26,9 @@ class WorkerInfo:
     serves: list[str] | None
     reason: str | None = None
     """Why it is not ready (loading failed, or a retry is under way); None when nothing is wrong."""
+    stages: dict[str, list[str]] | None = None
+    """Model id -> the optional stages it runs for that model (``Engine.stages``); None until
+    its engines are loaded."""
 
 
 class WorkerRegistry:
@@ -59,6 +62,7 @@ class WorkerRegistry:
         current_request: str | bool | None = False,
         reason: str | bool | None = False,
         serves: list[str] | bool | None = False,
+        stages: dict[str, list[str]] | None = None,
     ) -> None:
         """Refresh the heartbeat; optionally change the fields given (False: leave as is)."""
         values: dict[str, object] = {"heartbeat_at": utcnow()}
@@ -66,6 +70,8 @@ class WorkerRegistry:
             values["reason"] = reason
         if serves is not False:
             values["serves"] = serves
+        if stages is not None:
+            values["stages"] = stages
         if state is not None:
             values["state"] = state
         if engine is not None:
@@ -111,6 +117,23 @@ class WorkerRegistry:
     def serving(self, model: str, max_age: dt.timedelta) -> list[WorkerInfo]:
         """Live workers that claim requests for ``model`` (loading ones included)."""
         return [w for w in self.live(max_age) if w.serves is None or model in w.serves]
+
+    def missing_stages(
+        self, model: str, stages: tuple[str, ...], max_age: dt.timedelta
+    ) -> str | None:
+        """None where a live worker for ``model`` runs every one of ``stages`` (or one still
+        loading may), else one line saying what the live workers can run."""
+        workers = self.serving(model, max_age)
+        if any(w.stages is None or set(stages) <= set(w.stages.get(model, ())) for w in workers):
+            return None
+        wanted = ", ".join(stages)
+        if not workers:
+            return f"no worker is running {model}, so none can run {wanted}"
+        have = "; ".join(
+            f"{w.hostname}: {', '.join((w.stages or {}).get(model, ())) or 'no optional stage'}"
+            for w in workers
+        )
+        return f"no live worker for {model} can run {wanted} (they run: {have})"
 
     def forget_older_than(self, age: dt.timedelta) -> int:
         """Drop rows of workers silent for ``age`` so the table does not grow forever."""

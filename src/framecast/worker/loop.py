@@ -54,6 +54,10 @@ step per frame, far faster than anyone polls."""
 PHASE_SPANS: dict[str, tuple[float, float]] = {
     "encoding": (0.0, 0.02),
     "denoising": (0.02, 0.95),
+    # A request with a super-resolution stage (HunyuanVideo 1.5): its base pass, then the SR
+    # steps, each given about half the time (6 steps at 720p cost about 12 at 480p).
+    "denoising_base": (0.02, 0.5),
+    "super_resolution": (0.5, 0.95),
     "decoding": (0.95, 1.0),
 }
 """The share of a request's time each model phase takes (denoising dominates: 50 steps of
@@ -254,6 +258,7 @@ class Worker:
             current_request=self._current,
             engine=",".join(sorted({e.name for e in engines})) or None,
             model=",".join(sorted({e.model for e in engines})) or None,
+            stages={m: list(e.stages()) for m, e in self.engines.items()} if self.engines else None,
         )
 
     # -- one request --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, BaseUrl, Services
 from framecast.api.views import request_urls
 from framecast.api.waiting import PreferWait
-from framecast.errors import FramecastError
+from framecast.errors import FramecastError, InputError
 from framecast.images import check_image
 from framecast.logs import bind_request_id
 from framecast.models import ModelInput, ModelSpec
@@ -81,6 +81,15 @@ async def submit(
         unknown = await run_in_threadpool(services.loras.unknown, body.lora_choices)
         if unknown is not None:
             raise unknown
+    if body.required_stages:  # a worker that cannot run it would fail the request later
+        missing = await run_in_threadpool(
+            services.registry.missing_stages,
+            spec.id,
+            body.required_stages,
+            services.heartbeat_window,
+        )
+        if missing is not None:
+            raise InputError(missing, field="super_resolution")
     data = image if image is not None else (await services.fetcher.fetch(body.image_source)).data
     # Decoded in full to refuse a broken image now rather than in the worker, and dropped:
     # only its format is kept. Sized from the header first (FRAMECAST_MAX_DECODE_BYTES), in a

@@ -104,7 +104,7 @@ def resolve_model(
             f"{setting}={spec} is neither an existing directory, a hub id "
             f"(owner/name) nor {TINY_RANDOM!r}"
         )
-    cached = _cached_snapshot(spec)
+    cached = cached_snapshot(spec)
     if cached is None:
         raise WeightsError(
             f"the weights of {spec} are not in the Hugging Face cache "
@@ -164,7 +164,7 @@ def _missing_model_files(folder: Path) -> list[str]:
     return missing
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
+def cached_snapshot(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
@@ -187,11 +187,26 @@ def download(
 ) -> Path:
     """Fetch ``repo_id`` (into the Hugging Face cache, or into ``to``) and check it is complete
     (as a HunyuanVideo-I2V pipeline, or one made of ``components``)."""
+    path = fetch_snapshot(repo_id, to, setting)
+    missing = missing_files(path, components)
+    if missing:
+        raise WeightsError(f"downloaded {repo_id} to {path} but it lacks: {', '.join(missing)}")
+    return path
+
+
+def fetch_snapshot(
+    repo_id: str, to: Path | None, setting: str, allow_patterns: list[str] | None = None
+) -> Path:
+    """Download ``repo_id`` (only the files ``allow_patterns`` match, if given) into the Hugging
+    Face cache or ``to``; a WeightsError that says what to do when it cannot."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    local_dir = str(to) if to is not None else None
     try:
-        path = Path(snapshot_download(repo_id, local_dir=str(to) if to is not None else None))
+        if allow_patterns is None:  # the whole repository: one complete pipeline
+            return Path(snapshot_download(repo_id, local_dir=local_dir))
+        return Path(snapshot_download(repo_id, local_dir=local_dir, allow_patterns=allow_patterns))
     except OfflineModeIsEnabled as exc:
         raise WeightsError(
             f"cannot download {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine with "
@@ -204,7 +219,3 @@ def download(
             "network access (and HF_ENDPOINT / HF_TOKEN if you use a mirror), or download on "
             "another machine and copy the directory here"
         ) from exc
-    missing = missing_files(path, components)
-    if missing:
-        raise WeightsError(f"downloaded {repo_id} to {path} but it lacks: {', '.join(missing)}")
-    return path

@@ -19,6 +19,7 @@ loras.py) that reads what is particular to 1.5, its blocks and how its LoRA file
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -61,6 +62,12 @@ from framecast.engines.hunyuan15.pipeline import (
     FramecastHunyuan15Pipeline,
     enable_official_vae_tiling,
     encode_conditions,
+)
+from framecast.engines.hunyuan15.sr_engine import (
+    BASE_PHASE,
+    RenamedPhase,
+    SuperResolver,
+    load_stages,
 )
 from framecast.engines.hunyuan15.vae_attention import install_frame_causal_attention
 from framecast.engines.hunyuan15.weights import ModelSource, WeightsError
@@ -202,11 +209,13 @@ class Hunyuan15Engine(Engine):
         exact_speedups: bool = True,
         attention: str = "auto",
         loras: LoraSettings | None = None,
+        sr: SuperResolver | None = None,
     ) -> None:
         """``exact_speedups``: cut the text padding and drop diffusers' sequence-squared attention
         masks, the transformer's (exact.py) and the VAE's (vae_attention.py); off only to
         compare with diffusers' stock pipeline bit for bit. ``attention`` is the
-        ``FRAMECAST_ATTENTION`` backend of the transformer's unmasked calls."""
+        ``FRAMECAST_ATTENTION`` backend of the transformer's unmasked calls. ``sr``: the
+        super-resolution checkpoints (sr_engine.py); None: none."""
         if attention != "auto" and not exact_speedups:
             raise ValueError("an attention backend other than auto needs exact_speedups")
         self.pipe = pipe
@@ -216,6 +225,10 @@ class Hunyuan15Engine(Engine):
         self.attention = attention
         self.linear = linear_mode(pipe.transformer)  # "bf16", "fp8" or "fp8-weight"
         self._exact = ExactAttention(pipe.transformer, attention) if exact_speedups else None
+        self.sr = sr or SuperResolver({}, placement.device, placement.offload)
+        for models in self.sr.stages.values():  # the SR transformers take the same path
+            if exact_speedups:
+                ExactAttention(models.transformer, attention)
         self.gpu_memory: int | None = None
         """The GPU's memory in bytes, where requests are checked against the computed peak
         (:meth:`memory_refusal`); None: no check (the CPU, the tiny model, or switched off)."""
@@ -234,6 +247,10 @@ class Hunyuan15Engine(Engine):
         self.decodes = True
         """False on ranks 1..N-1 of a process group (engines/hunyuan/group.py), as for the I2V
         engine: only rank 0 decodes."""
+
+    def stages(self) -> tuple[str, ...]:
+        """The optional stages this engine runs: its super-resolution checkpoints."""
+        return self.sr.names
 
     @property
     def resolutions(self) -> tuple[str, ...]:
@@ -256,10 +273,21 @@ class Hunyuan15Engine(Engine):
         linear: str = "bf16",
         memory_check: bool = True,
         loras: LoraSettings | None = None,
+        sr_model: str = "off",
     ) -> Hunyuan15Engine:
         placement = Placement.choose(device, offload)
         check_speedups(attention, linear, placement.device, placement.transformer_dtype)
         pipe = load_pipeline(source, placement, linear)
+        resolution = RESOLUTION_OF_TARGET_SIZE.get(int(pipe.transformer.config.target_size))
+        stages = load_stages(
+            sr_model,
+            (resolution,) if resolution else tuple(BUCKET_BASE),
+            source.is_tiny,
+            placement.transformer_dtype,
+        )
+        for models in stages.values():
+            convert_at_load(models.transformer, linear, placement.device, placement.offload)
+        sr = SuperResolver(stages, placement.device, placement.offload)
         if keep_on_gpu(pipe.text_encoder, placement, text_encoder_headroom(pipe)):
             placement = replace(placement, text_encoder_resident=True)
         engine = cls(
@@ -270,6 +298,7 @@ class Hunyuan15Engine(Engine):
             exact_speedups=exact_speedups,
             attention=attention,
             loras=loras,
+            sr=sr,
         )
         log.info(
             "HunyuanVideo 1.5 I2V (%s, distilled=%s) loaded from %s on %s (offload=%s, text "
@@ -292,12 +321,13 @@ class Hunyuan15Engine(Engine):
 
     def memory_refusal(self, width: int, height: int, num_frames: int) -> str | None:
         """One line saying why a request of this size cannot fit this GPU (by the computed
-        peak of :mod:`.memory`), or None where it fits or nothing is checked."""
+        peak of :mod:`.memory`), or None where it fits or nothing is checked. The SR
+        transformers resident beside the base one (offload=none) count against the GPU."""
         if self.gpu_memory is None:
             return None
         placement = self.placement
         return memory.refusal(
-            self.gpu_memory,
+            self.gpu_memory - self.sr.resident_bytes(),
             (width, height),
             num_frames,
             placement.offload,
@@ -367,12 +397,18 @@ class Hunyuan15Engine(Engine):
         described.pop("loras")
         described.update(self.loras.recorded(options.loras))
         described.update(self._cached.describe(request, options.step_cache))
+        if self.sr.last is not None and self.sr.last.request is request:
+            described.update(self.sr.last.describe())
         return {**described, **peak_memory(self.placement)}
 
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         options = Options.of(request, self.defaults)
+        # With super_resolution, the request is the video and ``request`` below its base pass.
+        video, (request, sr_run) = request, self.sr.plan(request)
         self._check_geometry(request)
         refused = self.memory_refusal(request.width, request.height, request.num_frames)
+        if sr_run is not None and refused is None:
+            refused = self.memory_refusal(video.width, video.height, video.num_frames)
         if refused is not None:
             # Before any work, rather than an out-of-memory error minutes in.
             raise InputError(refused, field="num_frames")
@@ -391,12 +427,22 @@ class Hunyuan15Engine(Engine):
             conditions = self._encode(request.prompt, options.negative_prompt)
             hooks.progress(1, 1, "encoding")
             hooks.raise_if_cancelled()
-            latents = self._denoise(image, conditions, request, options, hooks)
+            if sr_run is None:
+                latents = self._denoise(image, conditions, request, options, hooks)
+            else:
+                started = time.perf_counter()
+                renamed = RenamedPhase(hooks, {"denoising": BASE_PHASE})
+                latents = self._denoise(image, conditions, request, options, renamed)
+                sr_run.seconds["base"] = time.perf_counter() - started
+                latents = self.sr.run(self.pipe, sr_run, latents, conditions, hooks)
             if not self.decodes:
                 return
+            decode_started = time.perf_counter()
             hooks.progress(0, 1, "decoding")
             frames = self._decode(latents)
             hooks.progress(1, 1, "decoding")
+            if sr_run is not None:
+                sr_run.seconds["decoding"] = time.perf_counter() - decode_started
         finally:
             self._tidy()
         yield from frames

@@ -51,4 +51,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         linear=settings.linear,
         memory_check=settings.memory_check,
         loras=LoraSettings.of(settings),
+        sr_model=settings.hunyuan15_sr_model,
     )

@@ -26,14 +26,20 @@ from framecast.engines.hunyuan.tiny import (
     _token_id,
     _word_tokenizer,
 )
-from framecast.models.hunyuan15_i2v import CHECKPOINTS
+from framecast.models.hunyuan15_i2v import CHECKPOINTS, SrCheckpoint
 
 if TYPE_CHECKING:
+    from diffusers.models.transformers.transformer_hunyuan_video15 import (
+        HunyuanVideo15Transformer3DModel,
+    )
+
     # From its own module: mypy resolves the top-level diffusers name to a torch-less dummy.
     from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
         HunyuanVideo15ImageToVideoPipeline,
     )
     from transformers import PreTrainedTokenizerFast
+
+    from framecast.engines.hunyuan15.sr import SrModels
 
 LATENT_CHANNELS: Final = 4
 TARGET_SIZE: Final = 64
@@ -58,6 +64,12 @@ CHAT_TEMPLATE: Final = (
 )
 """Qwen2.5-VL's chat template for text-only messages, the only kind the pipeline sends."""
 
+TEXT_HIDDEN: Final = 16
+BYT5_HIDDEN: Final = 8
+SIGLIP_HIDDEN: Final = 8
+SR_TARGET_SIZE: Final = 2 * TARGET_SIZE
+"""The tiny SR transformers' bucket base (recorded in their config as the real ones' is)."""
+
 SIGLIP_IMAGE_SIZE: Final = 384
 SIGLIP_PATCH_SIZE: Final = 14
 
@@ -79,9 +91,6 @@ def build_tiny_pipeline(
     from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import (
         AutoencoderKLHunyuanVideo15,
     )
-    from diffusers.models.transformers.transformer_hunyuan_video15 import (
-        HunyuanVideo15Transformer3DModel,
-    )
     from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video import (
         HunyuanVideo15ImageToVideoPipeline,
     )
@@ -102,7 +111,7 @@ def build_tiny_pipeline(
     tokenizer_2 = ByT5Tokenizer()  # byte-level: no vocabulary file to download
     text_config = Qwen2_5_VLTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=16,
+        hidden_size=TEXT_HIDDEN,
         intermediate_size=32,
         # Three: the pipeline reads the hidden states two layers from the end, so one real
         # layer (attention mask, positions) lies on the path it uses.
@@ -119,7 +128,7 @@ def build_tiny_pipeline(
     )
     byt5_config = T5Config(
         vocab_size=len(tokenizer_2),
-        d_model=8,
+        d_model=BYT5_HIDDEN,
         d_kv=4,
         d_ff=16,
         num_layers=1,
@@ -131,7 +140,7 @@ def build_tiny_pipeline(
         eos_token_id=tokenizer_2.eos_token_id,
     )
     vision_config = SiglipVisionConfig(
-        hidden_size=8,
+        hidden_size=SIGLIP_HIDDEN,
         intermediate_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -141,25 +150,8 @@ def build_tiny_pipeline(
 
     with torch.random.fork_rng(devices=[]), _default_dtype(torch.float32):
         torch.manual_seed(seed)
-        transformer = HunyuanVideo15Transformer3DModel(
-            in_channels=2 * LATENT_CHANNELS + 1,  # noise, the image latent, its mask
-            out_channels=LATENT_CHANNELS,
-            num_attention_heads=2,
-            attention_head_dim=16,
-            # Two blocks: First Block Cache needs a first block to decide and others to skip.
-            num_layers=2,
-            num_refiner_layers=1,
-            mlp_ratio=2.0,
-            patch_size=1,
-            patch_size_t=1,
-            text_embed_dim=text_config.hidden_size,
-            text_embed_2_dim=byt5_config.d_model,
-            image_embed_dim=vision_config.hidden_size,
-            rope_axes_dim=(4, 6, 6),
-            target_size=TARGET_SIZE,
-            task_type="i2v",
-            use_meanflow=step_distilled,
-        )
+        # noise, the image latent, its mask
+        transformer = _tiny_transformer(2 * LATENT_CHANNELS + 1, TARGET_SIZE, step_distilled)
         vae = AutoencoderKLHunyuanVideo15(
             latent_channels=LATENT_CHANNELS,
             # Five levels as the real VAE has: four halve height and width, two of them time.
@@ -191,6 +183,53 @@ def build_tiny_pipeline(
         feature_extractor=siglip_image_processor(),
     )
     return pipe
+
+
+def _tiny_transformer(
+    in_channels: int, target_size: int, step_distilled: bool
+) -> HunyuanVideo15Transformer3DModel:
+    from diffusers.models.transformers.transformer_hunyuan_video15 import (
+        HunyuanVideo15Transformer3DModel,
+    )
+
+    model: HunyuanVideo15Transformer3DModel = HunyuanVideo15Transformer3DModel(
+        in_channels=in_channels,
+        out_channels=LATENT_CHANNELS,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        # Two blocks: First Block Cache needs a first block to decide and others to skip.
+        num_layers=2,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=1,
+        patch_size_t=1,
+        text_embed_dim=TEXT_HIDDEN,
+        text_embed_2_dim=BYT5_HIDDEN,
+        image_embed_dim=SIGLIP_HIDDEN,
+        rope_axes_dim=(4, 6, 6),
+        target_size=target_size,
+        task_type="i2v",
+        use_meanflow=step_distilled,
+    )
+    return model
+
+
+def build_tiny_sr(checkpoint: SrCheckpoint, seed: int = 1) -> SrModels:
+    """A tiny random SR stage for the tiny pipeline: a transformer of its shape with the SR
+    checkpoints' input (noise, the image-to-video condition and its mask, the low-resolution
+    latent and its mask), and the checkpoint's kind of upsampler, a few channels wide."""
+    from framecast.engines.hunyuan15.sr import SrModels
+    from framecast.engines.hunyuan15.upsampler import Upsampler720p, Upsampler1080p
+
+    with torch.random.fork_rng(devices=[]), _default_dtype(torch.float32):
+        torch.manual_seed(seed)
+        transformer = _tiny_transformer(3 * LATENT_CHANNELS + 2, SR_TARGET_SIZE, False)
+        upsampler: torch.nn.Module
+        if checkpoint.resolution == "720p":
+            upsampler = Upsampler720p(LATENT_CHANNELS, LATENT_CHANNELS, 8, 1, True)
+        else:
+            upsampler = Upsampler1080p(LATENT_CHANNELS, LATENT_CHANNELS, (8,), 0)
+    return SrModels(checkpoint, transformer.eval(), upsampler.eval())
 
 
 def siglip_image_processor() -> Any:
