@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, Header, Request
@@ -25,16 +25,18 @@ from sqlalchemy.engine import Connection
 from framecast.admission.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
-from framecast.api.views import request_urls, result_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
+from framecast.contract.errors import ErrorCode
+from framecast.contract.requests import Submitted
 from framecast.queue.jobs import Job
 from framecast.queue.states import Status
+from framecast.queue.views import result_body, submitted, wire
 
 InsertHook = Callable[[Connection, Job], None]
 """Runs in the transaction that inserts a request (``JobStore.submit``'s ``also``)."""
 
-Submitter = Callable[[str | None, InsertHook | None], Awaitable[dict[str, Any]]]
+Submitter = Callable[[str | None, InsertHook | None], Awaitable[Submitted]]
 """Makes the request: given the id to give it (None: a new one) and a hook for its INSERT's
 transaction; answers the submit body (``request_id`` and its URLs)."""
 
@@ -154,7 +156,7 @@ async def _admit(
         if claim is not None and key is not None:
             # Made only while the claim is still this submit's (see IdempotencyStore).
             guard = chain(services.idempotency.insert_guard(owner, key, claim.request_id), guard)
-        submitted = await make(claim.request_id if claim else None, guard)
+        made = await make(claim.request_id if claim else None, guard)
     except BaseException:
         if claim is not None and key is not None:
             # Let the client retry with the same key. Shielded: a client that hung up
@@ -162,7 +164,7 @@ async def _admit(
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(services.idempotency.release, owner, key, claim.request_id)
         raise
-    return await _answer(services, str(submitted["request_id"]), owner, base_url, wait, {}, slot)
+    return await _answer(services, made.request_id, owner, base_url, wait, {}, slot)
 
 
 def _check_limits(services: Services, owner: str) -> InsertHook | None:
@@ -196,7 +198,7 @@ async def _claim(services: Services, owner: str, key: str, digest: str) -> Claim
             raise IdempotencyConflict(
                 f"the submit that first used Idempotency-Key '{key}' is still running after "
                 f"{patience:g} s; ask again shortly with the same key and body",
-                code="idempotency_key_in_progress",
+                code=ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
             )
         await anyio.sleep(_CLAIM_POLL_S)
 
@@ -212,7 +214,7 @@ async def _answer(
 ) -> JSONResponse:
     """The submit answer; with ``Prefer: wait``, once the request has ended (or the wait is
     over) with its status, or its result when completed, beside the submit fields."""
-    body: dict[str, Any] = {"request_id": request_id, **request_urls(base_url, request_id)}
+    body = wire(submitted(base_url, request_id))
     if wait is not None:
         read = await wait_for_end(services, request_id, owner, base_url, wait, slot)
         if read is not None:
@@ -226,6 +228,6 @@ async def _answer(
                     services.storage,
                     services.settings.link_ttl_seconds,
                 )
-            body = {**state, **body}
+            body = {**wire(state), **body}
         headers = {**headers, **preference_applied(wait)}
     return JSONResponse(body, headers=headers)

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 
 class EngineUnavailable(FramecastError):
     """An engine cannot run here; the message says what is missing and what to do."""
 
-    code = "engine_unavailable"
+    code = ErrorCode.ENGINE_UNAVAILABLE
     status = 503
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import assert_never
 
 from framecast.admission.idempotency import IdempotencyStore
+from framecast.contract.errors import ErrorCode
 from framecast.db import create_db_engine, migrate
 from framecast.engines import Engine
 from framecast.engines.base import Cancelled
@@ -269,7 +270,9 @@ class Worker:
         workdir = self.scratch.folder / f"{job.id}-{lease.token[:8]}"
         # Whatever escapes the handlers below (KeyboardInterrupt, SystemExit) still ends the
         # request: the finally writes this.
-        outcome: Outcome = outcomes.Failed("worker_error", "the worker stopped unexpectedly")
+        outcome: Outcome = outcomes.Failed(
+            ErrorCode.WORKER_ERROR, "the worker stopped unexpectedly"
+        )
         try:
             outcome = outcomes.Succeeded(self._run_engine(lease, hooks, workdir))
         except Cancelled as why:
@@ -277,7 +280,7 @@ class Worker:
         except FramecastError as exc:
             outcome = outcomes.Failed(exc.code, exc.message)
         except MemoryError:
-            outcome = outcomes.Failed("out_of_memory", "the engine ran out of memory")
+            outcome = outcomes.Failed(ErrorCode.OUT_OF_MEMORY, "the engine ran out of memory")
         except Exception as exc:
             log.exception("request %s: engine error", job.id)
             outcome = _describe_engine_error(exc)
@@ -295,7 +298,9 @@ class Worker:
         try:
             data = self.storage.get_bytes(job.image_key)
         except FileNotFoundError as exc:
-            raise FramecastError("the stored input image is missing", code="input_missing") from exc
+            raise FramecastError(
+                "the stored input image is missing", code=ErrorCode.INPUT_MISSING
+            ) from exc
         image = decode_image(data, max_pixels=self.settings.max_image_pixels).image
         request = params.generation_request(image)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -385,10 +390,10 @@ def _describe_engine_error(exc: Exception) -> outcomes.Failed:
     name = type(exc).__name__
     if "OutOfMemory" in name:
         return outcomes.Failed(
-            "out_of_memory",
+            ErrorCode.OUT_OF_MEMORY,
             f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode",
         )
-    return outcomes.Failed("engine_error", f"the engine failed: {name}: {exc}"[:1000])
+    return outcomes.Failed(ErrorCode.ENGINE_ERROR, f"the engine failed: {name}: {exc}"[:1000])
 
 
 def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:
