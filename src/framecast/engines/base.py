@@ -26,6 +26,20 @@ class EngineUnavailable(FramecastError):
     status = 503
 
 
+class EngineOutOfMemory(FramecastError):
+    """The device ran out of memory for this request. Engines raise it in place of their
+    framework's error (torch's OutOfMemoryError), so the worker tells it apart by type without
+    knowing the framework; the request fails with ``out_of_memory`` and the worker goes on."""
+
+    code = ErrorCode.OUT_OF_MEMORY
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            f"the engine ran out of GPU memory ({type(cause).__name__}); try a smaller "
+            "resolution or a memory-saving offload mode"
+        )
+
+
 class Cancelled(Exception):
     """Raised by :meth:`Hooks.raise_if_cancelled` to stop an engine at a step boundary."""
 

@@ -387,12 +387,8 @@ class Worker:
 
 
 def _describe_engine_error(exc: Exception) -> outcomes.Failed:
+    # Out of memory is not among these: engines raise it as EngineOutOfMemory, a FramecastError.
     name = type(exc).__name__
-    if "OutOfMemory" in name:
-        return outcomes.Failed(
-            ErrorCode.OUT_OF_MEMORY,
-            f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode",
-        )
     return outcomes.Failed(ErrorCode.ENGINE_ERROR, f"the engine failed: {name}: {exc}"[:1000])
 
 

@@ -39,6 +39,7 @@ from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
     keep_on_gpu,
+    out_of_memory_as_engine_error,
     peak_memory,
     place,
     reset_peak_memory,
@@ -373,17 +374,18 @@ class Hunyuan15Engine(Engine):
             width=request.width,
             resize_mode="crop",
         )
-        try:
-            hooks.progress(0, 1, "encoding")
-            conditions = self._encode(request.prompt, options.negative_prompt)
-            hooks.progress(1, 1, "encoding")
-            hooks.raise_if_cancelled()
-            latents = self._denoise(image, conditions, request, options, hooks)
-            hooks.progress(0, 1, "decoding")
-            frames = self._decode(latents)
-            hooks.progress(1, 1, "decoding")
-        finally:
-            self._tidy()
+        with out_of_memory_as_engine_error():
+            try:
+                hooks.progress(0, 1, "encoding")
+                conditions = self._encode(request.prompt, options.negative_prompt)
+                hooks.progress(1, 1, "encoding")
+                hooks.raise_if_cancelled()
+                latents = self._denoise(image, conditions, request, options, hooks)
+                hooks.progress(0, 1, "decoding")
+                frames = self._decode(latents)
+                hooks.progress(1, 1, "decoding")
+            finally:
+                self._tidy()
         yield from frames
 
     # -- phases -------------------------------------------------------------------------------
