@@ -14,7 +14,7 @@ from framecast.api import metrics
 from framecast.db import requests, utcnow
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 from framecast.queue.jobs import JobStore
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 from framecast.queue.results import VideoResult
 from tests.integration.inprocess import SUBMIT, client_for, make_app, run_worker, submit
 
@@ -75,11 +75,11 @@ def test_snapshot_on_both_databases(db: Engine) -> None:
     assert jobs.fail(lease, "engine_error", "boom")
 
     registry.register("w-idle", "h", 1, serves=[MODEL])
-    registry.beat("w-idle", state="idle")
+    registry.beat("w-idle", state=WorkerState.IDLE)
     registry.register("w-failed", "h", 2, serves=[MODEL])
-    registry.beat("w-failed", state="failed", reason="no GPU")
+    registry.beat("w-failed", state=WorkerState.FAILED, reason="no GPU")
     registry.register("w-stopped", "h", 3)
-    registry.beat("w-stopped", state="stopped")
+    registry.beat("w-stopped", state=WorkerState.STOPPED)
 
     parsed = samples(metrics.render(db, [MODEL, OTHER], WINDOW).decode())
 

@@ -34,7 +34,7 @@ from framecast.queue import outcomes
 from framecast.queue.job_stores import build_job_store
 from framecast.queue.jobs import JobStore, Lease, StepAck
 from framecast.queue.outcomes import Outcome
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 from framecast.queue.results import VideoResult
 from framecast.queue.retention import sweep, sweep_orphan_inputs
 from framecast.queue.wakeup import waiter_for
@@ -131,7 +131,7 @@ class Worker:
         self.waiter = waiter_for(settings.resolved_database_url, self.stop)
         # A worker only claims requests for the models it serves.
         self.serves: list[str] = list(self.engines)
-        self._state = "loading"
+        self._state = WorkerState.LOADING
         self._current: str | None = None
         self._reason: str | None = None
         self._next_sweep = 0.0
@@ -159,7 +159,7 @@ class Worker:
         try:
             if not self.engines:
                 self._load_engines(plan)
-            self._state = "idle"
+            self._state = WorkerState.IDLE
             self._beat()
             for model_id, engine in self.engines.items():
                 log.info(
@@ -184,8 +184,8 @@ class Worker:
                     self.process(lease)
                 done += 1
         finally:
-            if self._state != "failed":
-                self._state = "stopped"
+            if self._state is not WorkerState.FAILED:
+                self._state = WorkerState.STOPPED
             self.stop.set()
             beat.join(timeout=5)
             self._beat()
@@ -204,7 +204,7 @@ class Worker:
                 self.settings, plan, stop=self.stop, report=report
             )
         except EngineLoadFailed as exc:
-            self._state, self._reason = "failed", exc.message
+            self._state, self._reason = WorkerState.FAILED, exc.message
             raise
         self._reason = None
         if list(loaded_plan) != self.serves:  # planned only now, after a failed first try
@@ -257,7 +257,7 @@ class Worker:
     def process(self, lease: Lease) -> None:
         job = lease.job
         log.info("request %s: claimed (attempt %d)", job.id, job.attempts)
-        self._state, self._current = "busy", job.id
+        self._state, self._current = WorkerState.BUSY, job.id
         hooks = LeaseHooks(self.jobs, lease, self.stop)
         renewing = threading.Event()
         # Run in a copy of this context: the renewer's lines carry the request id too.
@@ -289,7 +289,7 @@ class Worker:
             renewer.join()
             self._finish(lease, hooks, outcome)
             shutil.rmtree(workdir, ignore_errors=True)
-            self._state, self._current = "idle", None
+            self._state, self._current = WorkerState.IDLE, None
 
     def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> VideoResult:
         job = lease.job

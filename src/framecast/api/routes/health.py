@@ -19,7 +19,7 @@ from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, Services
 from framecast.contract.errors import ErrorCode
 from framecast.db import utcnow
-from framecast.queue.registry import WorkerInfo
+from framecast.queue.registry import READY_STATES, WorkerInfo
 
 router = APIRouter(tags=["health"])
 
@@ -125,7 +125,7 @@ def readyz(request: Request, services: AppServices) -> dict[str, Any] | JSONResp
         if not live:
             why = _why_no_worker(services, detailed)
         return error_response(503, ErrorCode.NO_READY_WORKER, why + retrying, workers=workers)
-    if not any(w.state in {"idle", "busy"} for w in live):
+    if not any(w.state in READY_STATES for w in live):
         # live is not empty here: some model is served by a live worker.
         why = "workers are still loading their engine"
         return error_response(503, ErrorCode.NO_READY_WORKER, why + retrying, workers=workers)
