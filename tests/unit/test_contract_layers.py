@@ -37,7 +37,9 @@ def _importers(folders: tuple[str, ...], prefix: str) -> list[str]:
 
 
 def test_the_layers_below_the_api_never_import_it() -> None:
-    assert _importers(("queue", "webhooks", "worker", "storage", "admission"), "framecast.api") == []
+    assert (
+        _importers(("queue", "webhooks", "worker", "storage", "admission"), "framecast.api") == []
+    )
 
 
 def test_the_contract_imports_only_pydantic_and_itself() -> None:
@@ -57,9 +59,6 @@ def test_the_contract_imports_only_pydantic_and_itself() -> None:
 
 
 def test_the_client_loads_none_of_the_server() -> None:
-    code = (
-        "import sys, framecast.client\n"
-        f"print([m for m in {SERVER!r} if m in sys.modules])\n"
-    )
+    code = f"import sys, framecast.client\nprint([m for m in {SERVER!r} if m in sys.modules])\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
