@@ -95,10 +95,22 @@ class RequestStatus(_Answer):
         json_schema_extra=_always_sent("status_url", "result_url", "created_at")
     )
 
+    # In the order the fields are sent (the order of the JSON before these models).
     request_id: str
     status: StatusName
+    status_url: str | None = None
+    result_url: str | None = None
+    created_at: Timestamp | None = None
     queue_position: int | None = Field(
         None, description="in_queue: how many queued requests run first."
+    )
+    note: str | None = Field(
+        None,
+        description="in_queue: no live worker serves its model; a result whose files "
+        "retention deleted: that they are gone.",
+    )
+    started_at: Timestamp | None = Field(
+        None, description="null for a request cancelled while queued."
     )
     progress: float | None = Field(None, description="in_progress: the fraction done, 0 to 1.")
     phase: str | None = Field(
@@ -110,19 +122,8 @@ class RequestStatus(_Answer):
     cancel_requested: bool | None = Field(
         None, description="in_progress: a cancel waits for the next step."
     )
-    note: str | None = Field(
-        None,
-        description="in_queue: no live worker serves its model; a result whose files "
-        "retention deleted: that they are gone.",
-    )
-    error: JobError | None = Field(None, description="failed: what went wrong.")
-    status_url: str | None = None
-    result_url: str | None = None
-    created_at: Timestamp | None = None
-    started_at: Timestamp | None = Field(
-        None, description="null for a request cancelled while queued."
-    )
     finished_at: Timestamp | None = None
+    error: JobError | None = Field(None, description="failed: what went wrong.")
 
     @property
     def is_terminal(self) -> bool:
