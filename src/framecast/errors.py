@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from framecast.contract.errors import ErrorCode
+
 
 class FramecastError(Exception):
-    """An error with a stable machine-readable ``code`` and an HTTP status.
+    """An error with a stable machine-readable ``code`` (one of :class:`ErrorCode`, the codes
+    clients may branch on) and an HTTP status.
 
     The API turns every one of these into ``{"error": {"code", "message", ...details}}``.
     """
 
-    code: str = "internal_error"
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
     status: int = 500
     headers: dict[str, str] | None = None
     """HTTP headers the answer carries, e.g. a 429's Retry-After."""
@@ -20,7 +23,7 @@ class FramecastError(Exception):
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         status: int | None = None,
         **details: Any,
     ) -> None:
@@ -39,5 +42,5 @@ class FramecastError(Exception):
 class InputError(FramecastError):
     """The request's input is unusable (HTTP 422)."""
 
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
     status = 422

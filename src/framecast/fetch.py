@@ -25,6 +25,7 @@ import anyio
 import httpcore
 
 from framecast import __version__
+from framecast.contract.errors import ErrorCode
 from framecast.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -137,7 +138,7 @@ def _refused(host: str, ip: IPAddress, reason: str) -> InputError:
         f"{subject}; only public internet addresses can be fetched. "
         "Host the image somewhere public or send it as a data: URI "
         "(FRAMECAST_ALLOW_PRIVATE_URLS=true lifts this check, for local development only).",
-        code="image_url_refused",
+        code=ErrorCode.IMAGE_URL_REFUSED,
     )
 
 
@@ -165,7 +166,7 @@ class _Target:
 
 
 def _invalid(message: str) -> InputError:
-    return InputError(message, code="image_url_invalid")
+    return InputError(message, code=ErrorCode.IMAGE_URL_INVALID)
 
 
 def _parse_http_url(url: str, *, label: str = "image_url") -> _Target:
@@ -181,7 +182,7 @@ def _parse_http_url(url: str, *, label: str = "image_url") -> _Target:
         shown = f"'{scheme}'" if scheme else "none"
         raise InputError(
             f"{label} has an unsupported scheme ({shown}); use an {allowed} URL.",
-            code="image_url_unsupported_scheme",
+            code=ErrorCode.IMAGE_URL_UNSUPPORTED_SCHEME,
         )
     if _UNSAFE_CHARS.search(url):
         raise _invalid(f"{label} contains spaces or control characters; percent-encode them.")
@@ -215,7 +216,7 @@ def ascii_target(path: str, query: str) -> str:
     return f"{target}?{percent_encode_non_ascii(query)}" if query else target
 
 
-def ascii_host(hostname: str, label: str, code: str = "image_url_invalid") -> str:
+def ascii_host(hostname: str, label: str, code: ErrorCode = ErrorCode.IMAGE_URL_INVALID) -> str:
     """A URL's host as it goes on the wire: IDNA (``xn--``) labels for a name, the canonical
     form of an IPv6 address. :class:`InputError` (``code``) when it is neither."""
     if ":" in hostname:
@@ -239,7 +240,7 @@ def _too_large(max_bytes: int, what: str = "the image at image_url") -> InputErr
     return InputError(
         f"{what} is larger than the {max_bytes / _MiB:g} MB limit; "
         "use a smaller or more compressed image.",
-        code="image_too_large",
+        code=ErrorCode.IMAGE_TOO_LARGE,
     )
 
 
@@ -373,7 +374,7 @@ def _unreachable(host: str, port: int, addresses: list[str]) -> InputError:
     return InputError(
         f"could not connect to image_url host {host} port {port} "
         f"(tried {', '.join(addresses)}); check that the URL works from the public internet.",
-        code="image_fetch_failed",
+        code=ErrorCode.IMAGE_FETCH_FAILED,
     )
 
 
@@ -432,7 +433,7 @@ async def _read_capped(chunks: AsyncIterable[bytes], max_bytes: int) -> bytes:
 
 
 def _fetch_failed(message: str) -> InputError:
-    return InputError(message, code="image_fetch_failed")
+    return InputError(message, code=ErrorCode.IMAGE_FETCH_FAILED)
 
 
 class UrlFetcher:
@@ -498,7 +499,7 @@ class UrlFetcher:
             raise InputError(
                 f"image_url took longer than {self._timeout:g} s to download; "
                 "use a faster host or a smaller image.",
-                code="image_fetch_timeout",
+                code=ErrorCode.IMAGE_FETCH_TIMEOUT,
             ) from None
 
     async def _follow(self, target: _Target) -> Fetched:
@@ -510,7 +511,7 @@ class UrlFetcher:
         raise InputError(
             f"image_url redirected more than {self._max_redirects} times; "
             "link to the image itself.",
-            code="image_fetch_too_many_redirects",
+            code=ErrorCode.IMAGE_FETCH_TOO_MANY_REDIRECTS,
         )
 
     async def _get(self, target: _Target) -> Fetched | str:

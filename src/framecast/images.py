@@ -13,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import InputError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
@@ -163,7 +164,7 @@ def _decode(
         if "truncated" in str(exc).lower():
             raise InputError(
                 "the image file is cut short (truncated); upload the complete file.",
-                code="image_truncated",
+                code=ErrorCode.IMAGE_TRUNCATED,
             ) from None
         raise _not_decodable(
             f"the {_signature(data) or 'image'} data is corrupt and cannot be decoded ({exc}); "
@@ -191,7 +192,7 @@ def _check_decode_bytes(opened: Image.Image, max_decode_bytes: int) -> None:
     raise InputError(
         f"the image is {what}: {_mb(cost)} once decoded, more than this server's "
         f"limit of {_mb(max_decode_bytes)}; {fix}, and try again.",
-        code="image_too_large_to_decode",
+        code=ErrorCode.IMAGE_TOO_LARGE_TO_DECODE,
     )
 
 
@@ -204,12 +205,12 @@ def _too_many_pixels(size: tuple[int, int] | None, max_pixels: int) -> InputErro
     return InputError(
         f"the image is {actual}, more than the limit of {max_pixels:,} pixels; "
         "scale it down and try again.",
-        code="image_too_many_pixels",
+        code=ErrorCode.IMAGE_TOO_MANY_PIXELS,
     )
 
 
 def _not_decodable(message: str) -> InputError:
-    return InputError(message, code="image_not_decodable")
+    return InputError(message, code=ErrorCode.IMAGE_NOT_DECODABLE)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -14,16 +14,10 @@ from; the database's CHECK constraint (migration 0003) refuses any value not in 
 
 from __future__ import annotations
 
-from enum import StrEnum
+# The values are the wire format's (clients read them): defined there, the machine here.
+from framecast.contract.requests import Status
 
-
-class Status(StrEnum):
-    IN_QUEUE = "in_queue"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
+__all__ = ["TERMINAL", "TRANSITIONS", "IllegalTransition", "Status", "check"]
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.IN_QUEUE: frozenset({Status.IN_PROGRESS, Status.CANCELLED}),

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from framecast.api.app import create_app
 from framecast.cli.main import app as cli
+from framecast.queue.registry import WorkerState
 from framecast.settings import Settings
 from framecast.startup import EXIT_CONFIG, EXIT_ENGINE_UNAVAILABLE
 
@@ -198,7 +199,7 @@ def test_readyz_names_the_reason_of_a_worker_still_retrying_its_engine(
         registry = client.app.state.services.registry  # type: ignore[attr-defined]
         registry.register("gpu-1", "host", 1, serves=serves)
         retrying = "loading the engine failed (try 1 of 3): CUDA busy; trying again in 5 s"
-        registry.beat("gpu-1", state="loading", reason=retrying)
+        registry.beat("gpu-1", state=WorkerState.LOADING, reason=retrying)
         r = client.get("/readyz")
     assert r.status_code == 503
     message = r.json()["error"]["message"]

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from framecast.api.app import create_app
 from framecast.api.services import build_services
 from framecast.db import utcnow, workers
+from framecast.queue.registry import WorkerState
 
 from .inprocess import KEY, assert_error, client_for, services_of, settings_for
 
@@ -28,7 +29,9 @@ def add_worker(app: FastAPI, worker_id: str, state: str, serves: list[str] | Non
     registry = services_of(app).registry
     registry.register(worker_id, "host", 1, serves=serves)
     if state != "loading":
-        registry.beat(worker_id, state=state, engine="preview", model="framecast/preview-camera")
+        registry.beat(
+            worker_id, state=WorkerState(state), engine="preview", model="framecast/preview-camera"
+        )
 
 
 async def test_healthz_needs_nothing(app: FastAPI) -> None:
@@ -132,7 +135,7 @@ def add_failing_workers(app: FastAPI) -> None:
     registry = services_of(app).registry
     why = f"OSError: {WEIGHTS}/transformer: no such file or directory"
     registry.register(f"{HOST}-41-a1b2c3", HOST, 41, serves=[I2V])
-    registry.beat(f"{HOST}-41-a1b2c3", state="failed", reason=why)
+    registry.beat(f"{HOST}-41-a1b2c3", state=WorkerState.FAILED, reason=why)
 
 
 async def test_readyz_keeps_paths_and_host_names_from_anonymous_remote_callers(
@@ -173,7 +176,7 @@ async def test_readyz_keeps_a_retrying_worker_s_reason_and_id_for_keyed_callers(
 async def test_a_ready_answer_names_workers_only_to_keyed_or_local_callers(app: FastAPI) -> None:
     registry = services_of(app).registry
     registry.register(f"{HOST}-43-abcdef", HOST, 43, serves=[I2V])
-    registry.beat(f"{HOST}-43-abcdef", state="idle", engine="hunyuan", model=WEIGHTS)
+    registry.beat(f"{HOST}-43-abcdef", state=WorkerState.IDLE, engine="hunyuan", model=WEIGHTS)
     async with remote(app) as anonymous:
         r = await anonymous.get("/readyz")
     assert r.status_code == 200 and WEIGHTS not in r.text and HOST not in r.text, r.text

@@ -20,8 +20,8 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from framecast.api.errors import MAX_LISTED_PROBLEMS
 from framecast.api.routes import models as submit_routes
+from framecast.contract.errors import MAX_LISTED_PROBLEMS
 from framecast.images import CheckedImage, check_image
 from framecast.settings import Settings
 

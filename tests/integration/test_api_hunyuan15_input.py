@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from framecast.models.hunyuan15_i2v import MODEL_ID as MODEL_15
+from framecast.queue.registry import WorkerState
 
 from .inprocess import SUBMIT_15, assert_error, client_for, data_uri, make_app, png, services_of
 
@@ -133,7 +134,7 @@ async def test_super_resolution_is_a_422_until_a_live_worker_runs_its_stage(
         # naming what it has.
         registry.register("w-1", "gpu-host", 1, serves=[MODEL_15])
         assert (await client.post(SUBMIT_15, json=body)).status_code == 200
-        registry.beat("w-1", state="idle", stages={MODEL_15: []})
+        registry.beat("w-1", state=WorkerState.IDLE, stages={MODEL_15: []})
         r = await client.post(SUBMIT_15, json=body)
         message = assert_error(r, 422, "invalid_input")["error"]["message"]
         assert "gpu-host: no optional stage" in message, message

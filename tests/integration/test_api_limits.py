@@ -15,6 +15,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from framecast.api.limits import BodySizeLimit, BodyTiming
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 from .inprocess import assert_error, make_app
@@ -146,7 +147,7 @@ def owners(header: str) -> str:
     """A stand-in for the key check: ``Bearer NAME`` is NAME's; anything else is a 401."""
     scheme, _, name = header.partition(" ")
     if scheme != "Bearer" or not name:
-        raise FramecastError("missing API key", code="unauthorized", status=401)
+        raise FramecastError("missing API key", code=ErrorCode.UNAUTHORIZED, status=401)
     return name
 
 

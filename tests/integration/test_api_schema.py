@@ -128,3 +128,35 @@ def test_the_document_declares_the_bearer_scheme(tmp_path: Path) -> None:
     assert (declared["type"], declared["scheme"]) == ("http", "bearer")
     submit = document["paths"]["/v1/models/tencent/hunyuan/image-to-video"]["post"]
     assert submit["security"] == [{"apiKey": []}]
+
+
+def test_every_answer_of_a_request_is_typed(tmp_path: Path) -> None:
+    """Submit, status, result, cancel and the listing: each success answer is a component of
+    the document (the contract's model), not an untyped object; every error, the error body."""
+    document = make_app(tmp_path).openapi()
+    schemas = document["components"]["schemas"]
+    successes = {
+        ("post", "/v1/models/tencent/hunyuan/image-to-video", "200"): "Submitted",
+        ("post", "/v1/models/tencent/hunyuan-video-v1.5/image-to-video", "200"): "Submitted",
+        ("get", "/v1/requests/{request_id}/status", "200"): "RequestStatus",
+        ("get", "/v1/requests/{request_id}/result", "200"): "RequestResult",
+        ("post", "/v1/requests/{request_id}/cancel", "200"): "CancelResult",
+        ("post", "/v1/requests/{request_id}/cancel", "202"): "CancelResult",
+        ("get", "/v1/requests", "200"): "RequestPage",
+    }
+    for (method, path, status), name in successes.items():
+        answers = document["paths"][path][method]["responses"]
+        schema = answers[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{name}"}, (method, path, status)
+        assert {"request_id", "next_cursor"} & set(schemas[name]["properties"]), name
+        for code, answer in answers.items():
+            if code.startswith(("4", "5")):
+                error = answer["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
+    listed = schemas["RequestPage"]["properties"]["requests"]["items"]
+    assert listed == {"$ref": "#/components/schemas/RequestStatus"}
+    # The status and the error code are the values framecast sends, not any string.
+    assert "in_progress" in schemas["RequestStatus"]["properties"]["status"]["enum"]
+    assert "out_of_memory" in schemas["JobError"]["properties"]["code"]["enum"]
+    assert schemas["ErrorDetail"]["properties"]["code"]["$ref"] == "#/components/schemas/ErrorCode"
+    assert "request_not_found" in schemas["ErrorCode"]["enum"]

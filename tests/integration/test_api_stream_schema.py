@@ -45,7 +45,7 @@ class Declared:
         self.data = Draft202012Validator({**content, **components})
         answer = document["paths"][STATUS]["get"]["responses"]["200"]["content"]
         self.status = Draft202012Validator({**answer["application/json"]["schema"], **components})
-        body = document["components"]["schemas"]["StatusBody"]
+        body = document["components"]["schemas"]["RequestStatus"]
         self.fields = set(body["properties"])
 
     def check_events(self, text: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from framecast.api import metrics
 from framecast.db import requests, utcnow
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 from framecast.queue.jobs import JobStore
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 from framecast.queue.results import VideoResult
 from tests.integration.inprocess import SUBMIT, client_for, make_app, run_worker, submit
 
@@ -75,11 +75,11 @@ def test_snapshot_on_both_databases(db: Engine) -> None:
     assert jobs.fail(lease, "engine_error", "boom")
 
     registry.register("w-idle", "h", 1, serves=[MODEL])
-    registry.beat("w-idle", state="idle")
+    registry.beat("w-idle", state=WorkerState.IDLE)
     registry.register("w-failed", "h", 2, serves=[MODEL])
-    registry.beat("w-failed", state="failed", reason="no GPU")
+    registry.beat("w-failed", state=WorkerState.FAILED, reason="no GPU")
     registry.register("w-stopped", "h", 3)
-    registry.beat("w-stopped", state="stopped")
+    registry.beat("w-stopped", state=WorkerState.STOPPED)
 
     parsed = samples(metrics.render(db, [MODEL, OTHER], WINDOW).decode())
 
@@ -124,9 +124,9 @@ def test_snapshot_on_both_databases(db: Engine) -> None:
     assert sample(parsed, f"{peak}_bucket", model=OTHER, le=repr(24 * gib)) == 0
     assert sample(parsed, f"{peak}_bucket", model=OTHER, le=repr(32 * gib)) == 1
     assert sample(parsed, f"{peak}_count", model=OTHER) == 1  # the failed one recorded none
-    assert sample(parsed, "framecast_workers", state="idle") == 1
-    assert sample(parsed, "framecast_workers", state="failed") == 1
-    assert sample(parsed, "framecast_workers", state="busy") == 0
+    assert sample(parsed, "framecast_workers", state=WorkerState.IDLE) == 1
+    assert sample(parsed, "framecast_workers", state=WorkerState.FAILED) == 1
+    assert sample(parsed, "framecast_workers", state=WorkerState.BUSY) == 0
 
 
 @pytest.mark.anyio

@@ -5,7 +5,7 @@ import datetime as dt
 from sqlalchemy import Engine, update
 
 from framecast.db import utcnow, workers
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 
 
 def _age(db: Engine, worker_id: str, seconds: float) -> None:
@@ -21,8 +21,8 @@ def test_live_lists_fresh_running_workers_only(db: Engine) -> None:
     reg = WorkerRegistry(db)
     for wid in ("fresh", "stale", "stopped"):
         reg.register(wid, "host", 1)
-    reg.beat("fresh", state="idle", engine="preview", model="m")
-    reg.beat("stopped", state="stopped")
+    reg.beat("fresh", state=WorkerState.IDLE, engine="preview", model="m")
+    reg.beat("stopped", state=WorkerState.STOPPED)
     _age(db, "stale", 60)
     live = reg.live(dt.timedelta(seconds=15))
     assert [(w.id, w.state, w.engine) for w in live] == [("fresh", "idle", "preview")]
@@ -32,10 +32,10 @@ def test_new_worker_reports_loading_until_it_says_otherwise(db: Engine) -> None:
     reg = WorkerRegistry(db)
     reg.register("w", "host", 1)
     assert reg.live(dt.timedelta(seconds=15))[0].state == "loading"
-    reg.beat("w", state="busy", current_request="r1")
+    reg.beat("w", state=WorkerState.BUSY, current_request="r1")
     [w] = reg.live(dt.timedelta(seconds=15))
     assert (w.state, w.current_request) == ("busy", "r1")
-    reg.beat("w", state="idle", current_request=None)
+    reg.beat("w", state=WorkerState.IDLE, current_request=None)
     assert reg.live(dt.timedelta(seconds=15))[0].current_request is None
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, update
 
-from framecast.api.views import result_body
 from framecast.db import requests, utcnow
 from framecast.queue.jobs import JobStore
 from framecast.queue.results import VideoResult
 from framecast.queue.retention import sweep, sweep_orphan_inputs
+from framecast.queue.views import result_body, wire
 from framecast.states import Status
 from framecast.storage import LocalStorage
 
@@ -53,14 +53,13 @@ def test_sweep_removes_old_files_only_and_the_result_says_so(db: Engine, tmp_pat
 
     job = store.get(old)
     assert job is not None and job.status is Status.COMPLETED and job.data_removed_at
-    body = result_body(job, "http://x", None, storage, 60)
+    body = wire(result_body(job, "http://x", None, storage, 60))
     assert body["output"] is None and "retention" in body["note"]
     assert body["metadata"] == {"seed": 1}
     fresh = store.get(new)
     assert fresh is not None
-    assert result_body(fresh, "http://x", None, storage, 60)["output"]["video"].startswith(
-        "http://x/"
-    )
+    links = wire(result_body(fresh, "http://x", None, storage, 60))
+    assert links["output"]["video"].startswith("http://x/")
     assert store.get(queued) is not None
 
     # Running again (another worker, or after a crash) changes nothing and fails on nothing.

@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import select, update
 
 from framecast.db import requests
-from framecast.engines.base import Engine, GenerationRequest, Hooks
+from framecast.engines.base import Engine, EngineOutOfMemory, GenerationRequest, Hooks
 from framecast.engines.preview import PreviewEngine
 from framecast.queue.jobs import CancelOutcome, JobStore
 from framecast.settings import Settings
@@ -39,8 +39,8 @@ class ScriptedEngine(Engine):
     def generate(self, request: GenerationRequest, hooks: Hooks) -> Iterator[np.ndarray]:
         if request.prompt == "explode":
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        if request.prompt == "oom":
-            raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory")
+        if request.prompt == "oom":  # as the Hunyuan engines raise torch's
+            raise EngineOutOfMemory(RuntimeError("CUDA out of memory"))
         for i, frame in enumerate(self.preview.generate(request, hooks)):
             if i == 3 and request.prompt == "steal":
                 with self.jobs.engine.begin() as conn:  # another worker's requeue, in effect

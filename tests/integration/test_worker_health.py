@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from framecast.db import create_db_engine, migrate, utcnow, workers
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 from framecast.settings import Settings
 from framecast.worker.health import main, why_unhealthy
 
@@ -40,9 +40,9 @@ def test_healthy_only_while_a_worker_of_this_host_beats(tmp_path: Path) -> None:
             .values(heartbeat_at=utcnow() - dt.timedelta(hours=1))
         )
     assert why_unhealthy(settings, HOST) is not None
-    registry.beat("here", state="failed", reason="torch not installed")  # a fresh beat
+    registry.beat("here", state=WorkerState.FAILED, reason="torch not installed")  # a fresh beat
     assert why_unhealthy(settings, HOST) is not None
-    registry.beat("here", state="idle")
+    registry.beat("here", state=WorkerState.IDLE)
     assert why_unhealthy(settings, HOST) is None
     db.dispose()
 

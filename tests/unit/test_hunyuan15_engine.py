@@ -29,7 +29,13 @@ from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video 
     HunyuanVideo15ImageToVideoPipeline,
 )
 
-from framecast.engines.base import Cancelled, EngineUnavailable, GenerationRequest, NullHooks
+from framecast.engines.base import (
+    Cancelled,
+    EngineOutOfMemory,
+    EngineUnavailable,
+    GenerationRequest,
+    NullHooks,
+)
 from framecast.engines.hunyuan15 import memory
 from framecast.engines.hunyuan15.engine import (
     Hunyuan15Engine,
@@ -351,6 +357,25 @@ def test_cancel_stops_at_that_step_and_the_next_request_is_unaffected(
     assert hooks.events[-1] == ("denoising", 1, 3)
     assert len(calls) == 2  # step 1's two CFG passes; no step 2, no decode
     assert "step" not in vars(engine.pipe.scheduler)  # the hook is gone
+    np.testing.assert_array_equal(run(engine, request(image)), before)
+
+
+def test_out_of_memory_is_the_engines_typed_error_and_the_next_request_runs(
+    engine: Hunyuan15Engine, image: PIL.Image.Image
+) -> None:
+    """torch's error becomes EngineOutOfMemory (the worker fails the request with
+    out_of_memory by its type, knowing nothing of torch); nothing of it stays behind."""
+    before = run(engine, request(image))
+
+    def oom_once(*_: Any) -> None:
+        handle.remove()
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = engine.pipe.transformer.register_forward_pre_hook(oom_once)
+    with pytest.raises(EngineOutOfMemory) as raised:
+        run(engine, request(image))
+    assert raised.value.code == "out_of_memory" and "smaller resolution" in raised.value.message
+    assert isinstance(raised.value.__cause__, torch.OutOfMemoryError)
     np.testing.assert_array_equal(run(engine, request(image)), before)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from framecast.contract.errors import ErrorCode
 from framecast.db import idempotency_keys, requests, utcnow
 from framecast.errors import FramecastError, InputError
 
@@ -144,7 +145,7 @@ class IdempotencyStore:
                     f"Idempotency-Key '{key}' was used within the last 24 hours for a different "
                     f"request ({row.request_id}); send the same body to get that request "
                     "again, or a new key for a new request",
-                    code="idempotency_key_reused",
+                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
                     request_id=row.request_id,
                 )
             return Claim(row.request_id, replay=True) if made is not None else None
@@ -171,7 +172,7 @@ class IdempotencyStore:
                     f"this submit took longer than {self.abandoned_after.total_seconds():g} s, "
                     f"and a later submit with Idempotency-Key '{key}' took the key over; that "
                     "submit makes the request: send the same key and body again to get it",
-                    code="idempotency_key_in_progress",
+                    code=ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
                 )
 
         return guard

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from framecast.admission.rates import UNLIMITED, Rate, parse_rate
+from framecast.contract.errors import ErrorCode
 from framecast.db import api_keys, requests, submit_counters
 from framecast.errors import FramecastError
 from framecast.states import Status
@@ -38,7 +39,7 @@ class QuotaExceeded(FramecastError):
 
     status = 429
 
-    def __init__(self, message: str, *, code: str, retry_after: int, **details: Any) -> None:
+    def __init__(self, message: str, *, code: ErrorCode, retry_after: int, **details: Any) -> None:
         super().__init__(message, code=code, retry_after=retry_after, **details)
         self.headers = {"Retry-After": str(retry_after)}
 
@@ -181,7 +182,7 @@ class QuotaStore:
             raise QuotaExceeded(
                 f"this key may submit {rate} (FRAMECAST_SUBMIT_RATE, or the key's own limit "
                 f"from `framecast keys set-limits`); try again in {retry} s",
-                code="rate_limited",
+                code=ErrorCode.RATE_LIMITED,
                 retry_after=retry,
             )
 
@@ -206,7 +207,7 @@ class QuotaStore:
                 "running, its limit (FRAMECAST_MAX_ACTIVE_PER_KEY, or the key's own from "
                 "`framecast keys set-limits`); wait for one to finish or cancel one, then "
                 "submit again",
-                code="too_many_active_requests",
+                code=ErrorCode.TOO_MANY_ACTIVE_REQUESTS,
                 retry_after=ACTIVE_RETRY_AFTER_S,
                 max_active=max_active,
             )

@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, Header, Request
@@ -27,17 +27,19 @@ from sqlalchemy.engine import Connection
 from framecast.admission.idempotency import Claim, IdempotencyConflict, body_hash, checked_key
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
-from framecast.api.views import NO_WORKER_NOTE, request_urls, result_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import preference_applied, wait_for_end
+from framecast.contract.errors import ErrorCode
+from framecast.contract.requests import Submitted
 from framecast.errors import FramecastError
 from framecast.queue.jobs import Job
+from framecast.queue.views import NO_WORKER_NOTE, result_body, submitted, wire
 from framecast.states import Status
 
 InsertHook = Callable[[Connection, Job], None]
 """Runs in the transaction that inserts a request (``JobStore.submit``'s ``also``)."""
 
-Submitter = Callable[[str | None, InsertHook | None], Awaitable[dict[str, Any]]]
+Submitter = Callable[[str | None, InsertHook | None], Awaitable[Submitted]]
 """Makes the request: given the id to give it (None: a new one) and a hook for its INSERT's
 transaction; answers the submit body (``request_id`` and its URLs)."""
 
@@ -89,7 +91,7 @@ SUBMIT_LIMIT_ERRORS[429]["headers"] = {
 class NoWorkerForModel(FramecastError):
     """FRAMECAST_NO_WORKER_SUBMIT=refuse, and no live worker serves the model submitted to."""
 
-    code = "no_worker_for_model"
+    code = ErrorCode.NO_WORKER_FOR_MODEL
     status = 503
 
     def __init__(self, model: str, retry_after: int) -> None:
@@ -206,7 +208,7 @@ async def _admit(
         if claim is not None and key is not None:
             # Made only while the claim is still this submit's (see IdempotencyStore).
             guard = chain(services.idempotency.insert_guard(owner, key, claim.request_id), guard)
-        submitted = await make(claim.request_id if claim else None, guard)
+        made = await make(claim.request_id if claim else None, guard)
     except BaseException:
         if claim is not None and key is not None:
             # Let the client retry with the same key. Shielded: a client that hung up
@@ -214,9 +216,7 @@ async def _admit(
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(services.idempotency.release, owner, key, claim.request_id)
         raise
-    return await _answer(
-        services, str(submitted["request_id"]), owner, base_url, wait, {}, slot, note
-    )
+    return await _answer(services, made.request_id, owner, base_url, wait, {}, slot, note)
 
 
 def _check_limits(services: Services, owner: str) -> InsertHook | None:
@@ -250,7 +250,7 @@ async def _claim(services: Services, owner: str, key: str, digest: str) -> Claim
             raise IdempotencyConflict(
                 f"the submit that first used Idempotency-Key '{key}' is still running after "
                 f"{patience:g} s; ask again shortly with the same key and body",
-                code="idempotency_key_in_progress",
+                code=ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
             )
         await anyio.sleep(_CLAIM_POLL_S)
 
@@ -269,9 +269,10 @@ async def _answer(
     over) with its status, or its result when completed, beside the submit fields. ``note``:
     why the request may wait long (no worker serves its model); a status after a wait says
     that itself, if it still applies."""
-    body: dict[str, Any] = {"request_id": request_id, **request_urls(base_url, request_id)}
+    answer = submitted(base_url, request_id)
     if note is not None and wait is None:
-        body["note"] = note
+        answer = answer.model_copy(update={"note": note})
+    body = wire(answer)
     if wait is not None:
         read = await wait_for_end(services, request_id, owner, base_url, wait, slot)
         if read is not None:
@@ -285,6 +286,6 @@ async def _answer(
                     services.storage,
                     services.settings.link_ttl_seconds,
                 )
-            body = {**state, **body}
+            body = {**wire(state), **body}
         headers = {**headers, **preference_applied(wait)}
     return JSONResponse(body, headers=headers)

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from framecast.admission.keys import KeyStore
 from framecast.api.errors import error_responses
 from framecast.api.services import AppServices
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 # Declares the bearer scheme in the OpenAPI document (the docs' Authorize button); the header is
@@ -34,12 +35,12 @@ def owner_for_header(keys: KeyStore, header: str) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise FramecastError(
             "missing API key: send it as 'Authorization: Bearer <key>'",
-            code="unauthorized",
+            code=ErrorCode.UNAUTHORIZED,
             status=401,
         )
     owner = keys.owner_for(key.strip())
     if owner is None:
-        raise FramecastError("invalid or revoked API key", code="unauthorized", status=401)
+        raise FramecastError("invalid or revoked API key", code=ErrorCode.UNAUTHORIZED, status=401)
     return owner
 
 

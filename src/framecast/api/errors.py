@@ -1,6 +1,7 @@
-"""One error shape for every 4xx/5xx: ``{"error": {"code", "message", ...}}``, with RunComfy's
-fields beside it (``error_code``, ``error_message``, ``detail`` on a 422) so that RunComfy's
-clients read framecast's errors as they read RunComfy's."""
+"""One error shape for every 4xx/5xx (:class:`~framecast.contract.errors.ErrorBody`):
+``{"error": {"code", "message", ...}}``, with RunComfy's fields beside it (``error_code``,
+``error_message``, ``detail`` on a 422) so that RunComfy's clients read framecast's errors as
+they read RunComfy's."""
 
 from __future__ import annotations
 
@@ -11,30 +12,27 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from framecast.contract.errors import MAX_LISTED_PROBLEMS, ErrorBody, ErrorCode
 from framecast.errors import FramecastError
 
 log = logging.getLogger("framecast.api")
 
-MAX_LISTED_PROBLEMS = 20
-"""A 422 lists at most this many problems and says how many more there were."""
-
 _MAX_SHOWN_CHARS = 80  # of a field name or value echoed back in a message
 
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",  # a body that arrived too slowly (api/limits.py)
-    409: "conflict",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_input",
-    429: "too_many_requests",
+_HTTP_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,  # a body that arrived too slowly (api/limits.py)
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.INVALID_INPUT,
+    429: ErrorCode.TOO_MANY_REQUESTS,
 }
 
 # RunComfy's numeric error_code (six digits: HTTP status, then a number within it) for each
@@ -53,73 +51,16 @@ _RUNCOMFY_CODES = {
     422: 422001,  # error-codes: Validation Error
     500: 500001,  # error-codes: Internal Error
 }
-_RUNCOMFY_CODES_BY_CODE = {
+_RUNCOMFY_CODES_BY_CODE: dict[str, int] = {
     # model-apis/error-codes: a wrong model_id is 400001 InvalidResourceIdentifier; framecast
     # keeps answering HTTP 404 for it (as before), with RunComfy's code.
-    "model_not_found": 400001,
+    ErrorCode.MODEL_NOT_FOUND: 400001,
 }
 
 
 def runcomfy_error_code(status: int, code: str) -> int:
     """RunComfy's ``error_code`` for a framecast error (see the sources above)."""
     return _RUNCOMFY_CODES_BY_CODE.get(code) or _RUNCOMFY_CODES.get(status, status * 1000 + 1)
-
-
-class ValidationProblem(BaseModel):
-    """One entry of RunComfy's (and FastAPI's) 422 ``detail`` array."""
-
-    loc: list[str | int] = Field(description='Where: ["body", "loras", 0, "scale"].')
-    msg: str
-    type: str = Field(description="pydantic's error type, or framecast's error code.")
-
-
-class FieldProblem(BaseModel):
-    field: str = Field(description="The input field, dotted for nested ones (loras.0.scale).")
-    message: str
-    allowed: str | list[str] | None = Field(
-        None, description="For enums: the values accepted; for loras.N.path: the LoRA names."
-    )
-
-
-class ErrorDetail(BaseModel):
-    # extra="allow": some codes carry more beside code and message, and clients should keep them.
-    model_config = ConfigDict(extra="allow")
-
-    code: str = Field(
-        description="Stable and machine-readable, e.g. unauthorized, invalid_input, "
-        "image_fetch_failed, request_not_found, request_already_finished, link_expired."
-    )
-    message: str = Field(description="What went wrong and what to do about it, for a person.")
-    details: list[FieldProblem] | None = Field(
-        None,
-        description=f"invalid_input from body validation: one entry per field, at most "
-        f"{MAX_LISTED_PROBLEMS}.",
-    )
-    details_omitted: int | None = Field(
-        None, description="invalid_input: how many more problems there were than listed."
-    )
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx and 5xx answer. request_already_finished adds the request's state as
-    ``error.request`` (and ``outcome: "not_cancellable"``, as RunComfy's cancel answer);
-    no_ready_worker adds the live workers as ``error.workers``. ``error_code``,
-    ``error_message`` and ``detail`` are RunComfy's fields, for its clients; an answer without
-    ``error_code`` is never an error."""
-
-    model_config = ConfigDict(extra="allow")
-
-    error: ErrorDetail
-    error_code: int = Field(
-        description="RunComfy's numeric code: 400001 bad request or unknown model, 401001 "
-        "unauthorized, 403001 forbidden, 404001 not found, 422001 invalid input, 500001 "
-        "internal; other statuses the status * 1000 + 1 (409001, 413001, 503001, ...).",
-        examples=[404001],
-    )
-    error_message: str = Field(description="The same text as error.message.")
-    detail: list[ValidationProblem] | None = Field(
-        None, description="Every 422: the problems, as RunComfy's 422001 lists them."
-    )
 
 
 def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -152,7 +93,7 @@ def document_error_shape(app: FastAPI) -> None:
 
 def error_response(
     status: int,
-    code: str,
+    code: ErrorCode,
     message: str,
     headers: dict[str, str] | None = None,
     *,
@@ -295,10 +236,12 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
         detail = validation_detail(list(errors[: len(details)]), [d["message"] for d in details])
         omitted = len(errors) - len(details)
         if omitted <= 0:
-            return error_response(422, "invalid_input", message, detail=detail, details=details)
+            return error_response(
+                422, ErrorCode.INVALID_INPUT, message, detail=detail, details=details
+            )
         return error_response(
             422,
-            "invalid_input",
+            ErrorCode.INVALID_INPUT,
             f"{message}; and {omitted:,} more problem{'s' * (omitted > 1)}, not listed",
             detail=detail,
             details=details,
@@ -307,7 +250,7 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(
             exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
@@ -318,6 +261,6 @@ def install_error_handlers(app: FastAPI, fields: Mapping[str, list[str]]) -> Non
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
             500,
-            "internal_error",
+            ErrorCode.INTERNAL_ERROR,
             "the server hit an unexpected error; it has been logged. Try again, and report it if it persists.",
         )

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from framecast.api.auth import AUTHENTICATED_OWNER
 from framecast.api.errors import error_response
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 log = logging.getLogger("framecast.api")
@@ -231,7 +232,9 @@ class BodySizeLimit:
                     "the server hit an unexpected error; it has been logged. Try again, and "
                     "report it if it persists."
                 )
-                await error_response(500, "internal_error", message, CLOSE)(scope, receive, send)
+                await error_response(500, ErrorCode.INTERNAL_ERROR, message, CLOSE)(
+                    scope, receive, send
+                )
                 return
             scope.setdefault("state", {})[AUTHENTICATED_OWNER] = owner
         if declared is not None and declared > self.limit:
@@ -312,7 +315,9 @@ class BodySizeLimit:
         except BodyTooSlow as exc:
             if started:
                 raise
-            await error_response(408, "request_timeout", exc.detail, CLOSE)(scope, receive, send)
+            await error_response(408, ErrorCode.REQUEST_TIMEOUT, exc.detail, CLOSE)(
+                scope, receive, send
+            )
 
     async def _cut(
         self,
@@ -346,7 +351,9 @@ class BodySizeLimit:
         )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "request_too_large", too_large_message(self.limit), CLOSE)
+        response = error_response(
+            413, ErrorCode.REQUEST_TOO_LARGE, too_large_message(self.limit), CLOSE
+        )
         await response(scope, receive, send)
 
     async def _busy(self, budget: int, scope: Scope, receive: Receive, send: Send) -> None:
@@ -357,7 +364,7 @@ class BodySizeLimit:
             "instead of a data: URI."
         )
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS), **CLOSE}
-        await error_response(503, "server_busy", message, retry)(scope, receive, send)
+        await error_response(503, ErrorCode.SERVER_BUSY, message, retry)(scope, receive, send)
 
     async def _key_busy(
         self, budget: BodyBudget, owner: str, scope: Scope, receive: Receive, send: Send
@@ -370,7 +377,9 @@ class BodySizeLimit:
             "instead of a data: URI."
         )
         retry = {"Retry-After": str(RETRY_AFTER_SECONDS), **CLOSE}
-        await error_response(429, "too_many_bodies_in_flight", message, retry)(scope, receive, send)
+        await error_response(429, ErrorCode.TOO_MANY_BODIES_IN_FLIGHT, message, retry)(
+            scope, receive, send
+        )
 
 
 def _body_cost(scope: Scope, declared: int | None, limit: int) -> int:

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, func, select
 
 from framecast.db import requests, utcnow, workers
 from framecast.queue import request_totals
+from framecast.queue.registry import LIVE_STATES, WorkerState
 from framecast.queue.request_totals import (
     GPU_MEMORY_BUCKETS,
     RUN_BUCKETS,
@@ -39,7 +40,7 @@ from framecast.states import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-WORKER_STATES = ("loading", "idle", "busy", "failed")
+WORKER_STATES = (*LIVE_STATES, WorkerState.FAILED)
 FAILED_WORKERS_FOR = dt.timedelta(days=1)
 """A worker that gave up loading its engine counts as ``failed`` this long (as /readyz says)."""
 
@@ -78,13 +79,14 @@ def read_snapshot(
         live = conn.execute(
             select(w.state, func.count())
             .where(
-                w.heartbeat_at >= now - heartbeat_window, w.state.in_(["loading", "idle", "busy"])
+                w.heartbeat_at >= now - heartbeat_window,
+                w.state.in_([s.value for s in LIVE_STATES]),
             )
             .group_by(w.state)
         ).all()
         failed = conn.execute(
             select(func.count()).where(
-                w.state == "failed", w.heartbeat_at >= now - FAILED_WORKERS_FOR
+                w.state == WorkerState.FAILED.value, w.heartbeat_at >= now - FAILED_WORKERS_FOR
             )
         ).scalar_one()
     queued: dict[str, int] = {}
@@ -102,7 +104,9 @@ def read_snapshot(
     run = totals.histograms[request_totals.RUN]
     gpu_memory = totals.histograms[request_totals.GPU_MEMORY]
     states = (
-        dict.fromkeys(WORKER_STATES, 0) | {s: int(n) for s, n in live} | {"failed": int(failed)}
+        {s.value: 0 for s in WORKER_STATES}
+        | {s: int(n) for s, n in live}
+        | {WorkerState.FAILED.value: int(failed)}
     )
     return Snapshot(known, queued, running, oldest, finished, wait, run, gpu_memory, states)
 

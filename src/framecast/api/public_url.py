@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 _HOST = re.compile(
@@ -52,7 +53,7 @@ def base_url(request: Request, configured: str | None) -> str:
         raise FramecastError(
             "the Host header is not a host name or address with an optional port; links in "
             "the answer are made from it (the server's FRAMECAST_PUBLIC_BASE_URL is unset)",
-            code="invalid_host",
+            code=ErrorCode.INVALID_HOST,
             status=400,
         )
     return str(request.base_url).rstrip("/")

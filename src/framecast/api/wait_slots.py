@@ -13,6 +13,7 @@ import threading
 from types import TracebackType
 
 from framecast.admission.quotas import QuotaExceeded
+from framecast.contract.errors import ErrorCode
 
 RETRY_AFTER_S = 5
 """Retry-After of a refused wait: a slot frees when one of the waits ends, which nobody can
@@ -45,7 +46,7 @@ class WaitSlots:
                     f"this key already has {mine} status streams and Prefer: wait answers open "
                     f"on this server, its limit (FRAMECAST_MAX_STREAMS_PER_KEY); close one, or "
                     f"poll the status instead, and retry in {RETRY_AFTER_S} seconds",
-                    code="too_many_streams",
+                    code=ErrorCode.TOO_MANY_STREAMS,
                     retry_after=RETRY_AFTER_S,
                     limit=self.per_key,
                 )
@@ -54,7 +55,7 @@ class WaitSlots:
                     f"this server has {self._open} status streams and Prefer: wait answers "
                     f"open, its limit (FRAMECAST_MAX_STREAMS); poll the status instead, or "
                     f"retry in {RETRY_AFTER_S} seconds",
-                    code="server_streams_full",
+                    code=ErrorCode.SERVER_STREAMS_FULL,
                     retry_after=RETRY_AFTER_S,
                     limit=self.total,
                 )

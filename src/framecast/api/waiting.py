@@ -10,7 +10,7 @@ FRAMECAST_MAX_STREAMS_PER_KEY or FRAMECAST_MAX_STREAMS.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header
 from fastapi.concurrency import run_in_threadpool
@@ -18,10 +18,11 @@ from fastapi.concurrency import run_in_threadpool
 from framecast import states
 from framecast.api.errors import error_responses
 from framecast.api.services import Services
-from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
+from framecast.contract.requests import RequestStatus
 from framecast.queue.jobs import Job
 from framecast.queue.status_watch import Snapshot
+from framecast.queue.views import status_body
 from framecast.states import Status
 
 MAX_WAIT_S = 60
@@ -72,8 +73,8 @@ def preference_applied(wait: int | None) -> dict[str, str]:
 
 def read_status(
     services: Services, request_id: str, owner: str, base_url: str
-) -> tuple[Job, dict[str, Any]] | None:
-    """The request and the status route's exact body for it; None if this owner has no such
+) -> tuple[Job, RequestStatus] | None:
+    """The request and the status route's answer for it; None if this owner has no such
     request. Blocking: call it in a thread."""
     job = services.jobs.get(request_id, owner)
     if job is None:
@@ -84,8 +85,8 @@ def read_status(
     return job, status_body(job, base_url, services.jobs.queue_position(job), serving)
 
 
-def snapshot_body(snapshot: Snapshot, base_url: str) -> dict[str, Any]:
-    """The status route's body for the request as the watcher read it."""
+def snapshot_body(snapshot: Snapshot, base_url: str) -> RequestStatus:
+    """The status route's answer for the request as the watcher read it."""
     return status_body(snapshot.job, base_url, snapshot.queue_position, snapshot.workers_serving)
 
 
@@ -112,7 +113,7 @@ async def wait_for_end(
     base_url: str,
     seconds: float,
     slot: WaitSlot | None = None,
-) -> tuple[Job, dict[str, Any]] | None:
+) -> tuple[Job, RequestStatus] | None:
     """The request's status once it has ended, or after ``seconds`` as it is then.
 
     Only a wait takes a slot (QuotaExceeded, a 429, past a cap): not an answer given at once,

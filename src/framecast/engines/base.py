@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 from framecast.models.base import NotRunnable as NotRunnable
 from framecast.models.request import GenerationRequest as GenerationRequest
@@ -21,7 +22,7 @@ from framecast.models.request import GenerationRequest as GenerationRequest
 class EngineUnavailable(FramecastError):
     """An engine cannot run here; the message says what is missing and what to do."""
 
-    code = "engine_unavailable"
+    code = ErrorCode.ENGINE_UNAVAILABLE
     status = 503
 
 
@@ -29,6 +30,20 @@ class EngineNeedsSetup(EngineUnavailable):
     """An engine cannot run here until someone changes something: a package is not installed,
     a setting names no model. A worker fails at once on it, where it retries a plain
     :class:`EngineUnavailable` (weights on a disk still mounting, a GPU still held)."""
+
+
+class EngineOutOfMemory(FramecastError):
+    """The device ran out of memory for this request. Engines raise it in place of their
+    framework's error (torch's OutOfMemoryError), so the worker tells it apart by type without
+    knowing the framework; the request fails with ``out_of_memory`` and the worker goes on."""
+
+    code = ErrorCode.OUT_OF_MEMORY
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            f"the engine ran out of GPU memory ({type(cause).__name__}); try a smaller "
+            "resolution or a memory-saving offload mode"
+        )
 
 
 class Cancelled(Exception):

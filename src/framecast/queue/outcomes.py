@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from framecast.contract.errors import ErrorCode
 from framecast.queue.results import VideoResult
 
 
@@ -18,7 +19,7 @@ class Succeeded:
 
 @dataclass(frozen=True)
 class Failed:
-    code: str
+    code: ErrorCode
     message: str
 
 

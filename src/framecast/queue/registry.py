@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import StrEnum
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 
 from framecast.db import utcnow, workers
+
+
+class WorkerState(StrEnum):
+    """What a worker is doing, as its heartbeat says (``workers.state``)."""
+
+    LOADING = "loading"
+    """Its engine is not ready yet."""
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    """It gave up loading its engine (``reason`` says why)."""
+
+
+LIVE_STATES = (WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY)
+"""The states of a worker that is running (given a recent heartbeat)."""
+READY_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
+"""The states of a worker that takes requests."""
 
 
 @dataclass(frozen=True)
@@ -17,9 +36,7 @@ class WorkerInfo:
     pid: int
     engine: str | None
     model: str | None
-    state: str
-    """``loading`` (engine not ready yet), ``idle``, ``busy``, ``stopped``, or ``failed`` (it
-    gave up loading its engine; ``reason`` says why)."""
+    state: WorkerState
     started_at: dt.datetime
     heartbeat_at: dt.datetime
     current_request: str | None
@@ -29,6 +46,10 @@ class WorkerInfo:
     stages: dict[str, list[str]] | None = None
     """Model id -> the optional stages it runs for that model (``Engine.stages``); None until
     its engines are loaded."""
+
+
+def _info(row: RowMapping) -> WorkerInfo:
+    return WorkerInfo(**{**row, "state": WorkerState(row["state"])})
 
 
 class WorkerRegistry:
@@ -46,7 +67,7 @@ class WorkerRegistry:
                     hostname=hostname,
                     pid=pid,
                     serves=serves,
-                    state="loading",
+                    state=WorkerState.LOADING.value,
                     started_at=now,
                     heartbeat_at=now,
                 )
@@ -56,7 +77,7 @@ class WorkerRegistry:
         self,
         worker_id: str,
         *,
-        state: str | None = None,
+        state: WorkerState | None = None,
         engine: str | None = None,
         model: str | None = None,
         current_request: str | bool | None = False,
@@ -73,7 +94,7 @@ class WorkerRegistry:
         if stages is not None:
             values["stages"] = stages
         if state is not None:
-            values["state"] = state
+            values["state"] = state.value
         if engine is not None:
             values["engine"] = engine
         if model is not None:
@@ -92,13 +113,15 @@ class WorkerRegistry:
                 conn.execute(
                     select(workers).where(
                         workers.c.heartbeat_at >= cutoff,
-                        workers.c.state.not_in(["stopped", "failed"]),
+                        workers.c.state.not_in(
+                            [WorkerState.STOPPED.value, WorkerState.FAILED.value]
+                        ),
                     )
                 )
                 .mappings()
                 .all()
             )
-        return [WorkerInfo(**row) for row in rows]
+        return [_info(row) for row in rows]
 
     def failed(self, since: dt.datetime) -> list[WorkerInfo]:
         """Workers that gave up loading their engine at ``since`` or later, newest first."""
@@ -106,13 +129,16 @@ class WorkerRegistry:
             rows = (
                 conn.execute(
                     select(workers)
-                    .where(workers.c.state == "failed", workers.c.heartbeat_at >= since)
+                    .where(
+                        workers.c.state == WorkerState.FAILED.value,
+                        workers.c.heartbeat_at >= since,
+                    )
                     .order_by(workers.c.heartbeat_at.desc())
                 )
                 .mappings()
                 .all()
             )
-        return [WorkerInfo(**row) for row in rows]
+        return [_info(row) for row in rows]
 
     def serving(self, model: str, max_age: dt.timedelta) -> list[WorkerInfo]:
         """Live workers that claim requests for ``model`` (loading ones included)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def check_key(key: str) -> str:
 class StorageError(FramecastError):
     """The store cannot be used as configured; the message names the bucket and what to check."""
 
-    code = "storage_unavailable"
+    code = ErrorCode.STORAGE_UNAVAILABLE
     status = 503
 
 
@@ -38,7 +39,7 @@ class LinkError(FramecastError):
     """A GET on ``/v1/files/<key>`` the store will not answer: the API sends it in its error
     shape (403 ``link_expired`` / ``invalid_signature``, 404 ``file_not_found``)."""
 
-    code = "file_not_found"
+    code = ErrorCode.FILE_NOT_FOUND
     status = 404
 
 

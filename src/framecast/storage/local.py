@@ -12,6 +12,7 @@ from pathlib import Path
 
 from starlette.responses import FileResponse
 
+from framecast.contract.errors import ErrorCode
 from framecast.storage import signing
 from framecast.storage.base import FILES_PATH, LinkError, Storage, StoredFile, check_key
 
@@ -101,11 +102,11 @@ class LocalStorage(Storage):
         if problem == "expired":
             raise LinkError(
                 "this link has expired; ask the result URL for a fresh one",
-                code="link_expired",
+                code=ErrorCode.LINK_EXPIRED,
                 status=403,
             )
         if problem is not None:
-            raise LinkError("this link is not valid", code="invalid_signature", status=403)
+            raise LinkError("this link is not valid", code=ErrorCode.INVALID_SIGNATURE, status=403)
         try:
             path = self.path(key)
         except ValueError:

@@ -24,9 +24,9 @@ import anyio
 from sqlalchemy import Engine, select
 
 from framecast.admission.keys import KeyStore
-from framecast.api.views import result_body
 from framecast.db import create_db_engine, migrate, request_webhooks, requests
 from framecast.queue.jobs import Job
+from framecast.queue.views import result_body, wire
 from framecast.queue.wakeup import Waiter, waiter_for
 from framecast.settings import Settings
 from framecast.states import TERMINAL, Status
@@ -110,7 +110,7 @@ class Dispatcher:
                 )
             if row is not None and base_url is not None:
                 job = Job.from_row(row)
-                payload = result_body(job, base_url, None, self.storage, self.link_ttl)
+                payload = wire(result_body(job, base_url, None, self.storage, self.link_ttl))
         return json.dumps(payload, separators=(",", ":")).encode()
 
     def secrets(self, owner: str) -> tuple[str, ...]:

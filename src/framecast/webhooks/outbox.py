@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 
-from framecast.api.views import status_body
 from framecast.db import request_webhooks, requests, utcnow, webhook_deliveries
 from framecast.queue.jobs import Job, StatusChange
+from framecast.queue.views import status_body, wire
 from framecast.states import TERMINAL, Status
 
 WEBHOOK_CHANNEL = "framecast_webhooks"
@@ -52,7 +52,7 @@ def snapshot(job: Job, base_url: str) -> dict[str, Any]:
     """The payload as of the change: the status answer's body, as the status route gives it,
     less the queue position (not known inside the change's transaction without counting the
     queue). A terminal delivery is rebuilt from the request when sent (fresh output links)."""
-    body = status_body(job, base_url, queue_position=None)
+    body = wire(status_body(job, base_url, queue_position=None))
     body.pop("queue_position", None)
     return body
 

@@ -8,6 +8,7 @@ from anyio import to_thread
 from fastapi import Query
 
 from framecast.admission.keys import KeyStore
+from framecast.contract.errors import ErrorCode
 from framecast.errors import InputError
 from framecast.fetch import Resolver, system_resolver
 from framecast.webhooks.outbox import WebhookTarget
@@ -55,7 +56,7 @@ async def webhook_target(
             raise _refused(
                 InputError(
                     "webhook_intermediate_status needs a webhook URL (?webhook=...)",
-                    code="webhook_url_missing",
+                    code=ErrorCode.WEBHOOK_URL_MISSING,
                 )
             )
         return None
@@ -69,7 +70,7 @@ async def webhook_target(
                 "this API key has no webhook secret to sign deliveries with (it was created "
                 "before webhooks existed); run `framecast keys rotate-webhook-secret "
                 f"{owner}` to give it one",
-                code="webhook_secret_missing",
+                code=ErrorCode.WEBHOOK_SECRET_MISSING,
             )
         )
     return WebhookTarget(url=checked.url, intermediate=intermediate, base_url=base_url)

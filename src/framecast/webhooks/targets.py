@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import InputError
 from framecast.fetch import Resolver, ascii_host, ascii_target, refusal_reason, system_resolver
 
@@ -43,7 +44,7 @@ class WebhookUrl:
         return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
-def invalid(message: str, code: str = "webhook_url_invalid") -> InputError:
+def invalid(message: str, code: ErrorCode = ErrorCode.WEBHOOK_URL_INVALID) -> InputError:
     return InputError(message, code=code)
 
 
@@ -63,13 +64,13 @@ def parse_webhook_url(url: str) -> WebhookUrl:
     if scheme not in _DEFAULT_PORTS:
         raise invalid(
             "webhook must be an http or https URL (URL-encoded in the query string)",
-            code="webhook_url_unsupported_scheme",
+            code=ErrorCode.WEBHOOK_URL_UNSUPPORTED_SCHEME,
         )
     if parts.username is not None or parts.password is not None:
         raise invalid("webhook must not contain a user name or password")
     if not parts.hostname or port == 0:
         raise invalid("webhook needs a host (and a real port, if any)")
-    host = ascii_host(parts.hostname, "webhook", code="webhook_url_invalid")
+    host = ascii_host(parts.hostname, "webhook", code=ErrorCode.WEBHOOK_URL_INVALID)
     port = port or _DEFAULT_PORTS[scheme]
     target = ascii_target(parts.path, parts.query)
     parsed = WebhookUrl("", scheme, host, port, target)
@@ -102,7 +103,7 @@ async def checked_addresses(
                     f"webhook host {host} is {article} {reason} address or resolves to one; "
                     "webhooks go to public internet addresses only "
                     "(FRAMECAST_ALLOW_PRIVATE_URLS=true lifts this, for local development only)",
-                    code="webhook_url_refused",
+                    code=ErrorCode.WEBHOOK_URL_REFUSED,
                 )
     return [str(ip) for ip in found]
 

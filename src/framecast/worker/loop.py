@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import assert_never
 
 from framecast.admission.idempotency import IdempotencyStore
+from framecast.contract.errors import ErrorCode
 from framecast.db import create_db_engine, migrate
 from framecast.engines import Engine
 from framecast.engines.base import Cancelled
@@ -32,7 +33,7 @@ from framecast.models import get_model
 from framecast.queue import outcomes
 from framecast.queue.jobs import JobStore, Lease, StepAck
 from framecast.queue.outcomes import Outcome
-from framecast.queue.registry import WorkerRegistry
+from framecast.queue.registry import WorkerRegistry, WorkerState
 from framecast.queue.results import VideoResult
 from framecast.queue.retention import sweep, sweep_deleted, sweep_orphan_inputs
 from framecast.queue.wakeup import waiter_for
@@ -134,7 +135,7 @@ class Worker:
         self.waiter = waiter_for(settings.resolved_database_url, self.stop)
         # A worker only claims requests for the models it serves.
         self.serves: list[str] = list(self.engines)
-        self._state = "loading"
+        self._state = WorkerState.LOADING
         self._current: str | None = None
         self._reason: str | None = None
         self._next_sweep = 0.0
@@ -162,7 +163,7 @@ class Worker:
         try:
             if not self.engines:
                 self._load_engines(plan)
-            self._state = "idle"
+            self._state = WorkerState.IDLE
             self._beat()
             for model_id, engine in self.engines.items():
                 log.info(
@@ -187,8 +188,8 @@ class Worker:
                     self.process(lease)
                 done += 1
         finally:
-            if self._state != "failed":
-                self._state = "stopped"
+            if self._state is not WorkerState.FAILED:
+                self._state = WorkerState.STOPPED
             self.stop.set()
             beat.join(timeout=5)
             self._beat()
@@ -207,7 +208,7 @@ class Worker:
                 self.settings, plan, stop=self.stop, report=report
             )
         except EngineLoadFailed as exc:
-            self._state, self._reason = "failed", exc.message
+            self._state, self._reason = WorkerState.FAILED, exc.message
             raise
         self._reason = None
         if list(loaded_plan) != self.serves:  # planned only now, after a failed first try
@@ -266,7 +267,7 @@ class Worker:
     def process(self, lease: Lease) -> None:
         job = lease.job
         log.info("request %s: claimed (attempt %d)", job.id, job.attempts)
-        self._state, self._current = "busy", job.id
+        self._state, self._current = WorkerState.BUSY, job.id
         hooks = LeaseHooks(self.jobs, lease, self.stop)
         renewing = threading.Event()
         # Run in a copy of this context: the renewer's lines carry the request id too.
@@ -279,7 +280,9 @@ class Worker:
         workdir = self.scratch.folder / f"{job.id}-{lease.token[:8]}"
         # Whatever escapes the handlers below (KeyboardInterrupt, SystemExit) still ends the
         # request: the finally writes this.
-        outcome: Outcome = outcomes.Failed("worker_error", "the worker stopped unexpectedly")
+        outcome: Outcome = outcomes.Failed(
+            ErrorCode.WORKER_ERROR, "the worker stopped unexpectedly"
+        )
         try:
             outcome = outcomes.Succeeded(self._run_engine(lease, hooks, workdir))
         except Cancelled as why:
@@ -287,7 +290,7 @@ class Worker:
         except FramecastError as exc:
             outcome = outcomes.Failed(exc.code, exc.message)
         except MemoryError:
-            outcome = outcomes.Failed("out_of_memory", "the engine ran out of memory")
+            outcome = outcomes.Failed(ErrorCode.OUT_OF_MEMORY, "the engine ran out of memory")
         except Exception as exc:
             log.exception("request %s: engine error", job.id)
             outcome = _describe_engine_error(exc)
@@ -296,7 +299,7 @@ class Worker:
             renewer.join()
             self._finish(lease, hooks, outcome)
             shutil.rmtree(workdir, ignore_errors=True)
-            self._state, self._current = "idle", None
+            self._state, self._current = WorkerState.IDLE, None
 
     def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> VideoResult:
         job = lease.job
@@ -305,7 +308,9 @@ class Worker:
         try:
             data = self.storage.get_bytes(job.image_key)
         except FileNotFoundError as exc:
-            raise FramecastError("the stored input image is missing", code="input_missing") from exc
+            raise FramecastError(
+                "the stored input image is missing", code=ErrorCode.INPUT_MISSING
+            ) from exc
         image = decode_image(data, max_pixels=self.settings.max_image_pixels).image
         request = params.generation_request(image)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -392,13 +397,9 @@ class Worker:
 
 
 def _describe_engine_error(exc: Exception) -> outcomes.Failed:
+    # Out of memory is not among these: engines raise it as EngineOutOfMemory, a FramecastError.
     name = type(exc).__name__
-    if "OutOfMemory" in name:
-        return outcomes.Failed(
-            "out_of_memory",
-            f"the engine ran out of GPU memory ({name}); try a smaller resolution or a memory-saving offload mode",
-        )
-    return outcomes.Failed("engine_error", f"the engine failed: {name}: {exc}"[:1000])
+    return outcomes.Failed(ErrorCode.ENGINE_ERROR, f"the engine failed: {name}: {exc}"[:1000])
 
 
 def run_worker(settings: Settings, *, exit_with_parent: bool = False) -> None:

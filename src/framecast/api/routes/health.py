@@ -17,8 +17,9 @@ from sqlalchemy import text
 
 from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, Services
+from framecast.contract.errors import ErrorCode
 from framecast.db import utcnow
-from framecast.queue.registry import WorkerInfo
+from framecast.queue.registry import READY_STATES, WorkerInfo
 
 router = APIRouter(tags=["health"])
 
@@ -99,7 +100,7 @@ def readyz(request: Request, services: AppServices) -> dict[str, Any] | JSONResp
     except Exception as exc:
         return error_response(
             503,
-            "database_unreachable",
+            ErrorCode.DATABASE_UNREACHABLE,
             f"the database is unreachable: {exc.__class__.__name__}",
         )
     live = services.registry.live(services.heartbeat_window)
@@ -123,11 +124,11 @@ def readyz(request: Request, services: AppServices) -> dict[str, Any] | JSONResp
         )
         if not live:
             why = _why_no_worker(services, detailed)
-        return error_response(503, "no_ready_worker", why + retrying, workers=workers)
-    if not any(w.state in {"idle", "busy"} for w in live):
+        return error_response(503, ErrorCode.NO_READY_WORKER, why + retrying, workers=workers)
+    if not any(w.state in READY_STATES for w in live):
         # live is not empty here: some model is served by a live worker.
         why = "workers are still loading their engine"
-        return error_response(503, "no_ready_worker", why + retrying, workers=workers)
+        return error_response(503, ErrorCode.NO_READY_WORKER, why + retrying, workers=workers)
     # Ready while any model is served; a model no live worker serves is named, since its
     # requests wait until a worker for it starts.
     return {"status": "ready", "database": "ok", "workers": workers, "unserved": unserved}

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from framecast.api.auth import KEYED, Owner
 from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, BaseUrl, Services
-from framecast.api.views import status_body
+from framecast.contract.errors import ErrorCode
+from framecast.contract.requests import RequestPage
 from framecast.queue.listing import BadCursor, list_requests
+from framecast.queue.views import status_body, wire
 from framecast.states import Status
 
 router = APIRouter(tags=["requests"])
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-
-
-class RequestPage(BaseModel):
-    requests: list[dict[str, Any]] = Field(
-        description="Newest first; each is the body `GET /v1/requests/{id}/status` answers."
-    )
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page."
-    )
 
 
 def _page(
@@ -56,6 +48,7 @@ def _page(
     "/v1/requests",
     response_model=RequestPage,
     responses={
+        200: {"description": "A page of this key's requests."},
         **KEYED,
         **error_responses(
             {
@@ -89,17 +82,19 @@ async def requests_page(
         str | None,
         Query(max_length=200, description="`next_cursor` of the previous page."),
     ] = None,
-) -> RequestPage | JSONResponse:
+) -> JSONResponse:
     """This key's requests, newest first (another key's never appear)."""
     try:
-        return await run_in_threadpool(
+        page = await run_in_threadpool(
             _page, services, owner, base_url, limit, status, model, cursor
         )
     except BadCursor:
         message = "cursor is not one this server handed out; pass a page's next_cursor as it is"
         return error_response(
             422,
-            "invalid_input",
+            ErrorCode.INVALID_INPUT,
             message,
             detail=[{"loc": ["query", "cursor"], "msg": message, "type": "invalid_cursor"}],
         )
+    # Each entry with only the fields its state has, as the status route answers it.
+    return JSONResponse(wire(page))

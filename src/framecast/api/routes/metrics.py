@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from framecast.api import metrics
 from framecast.api.errors import error_responses
 from framecast.api.services import AppServices
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 
 router = APIRouter(tags=["health"])
@@ -30,7 +31,7 @@ def check_scraper(request: Request, services: AppServices) -> None:
     ):
         raise FramecastError(
             "/metrics needs FRAMECAST_METRICS_TOKEN: send it as 'Authorization: Bearer <token>'",
-            code="unauthorized",
+            code=ErrorCode.UNAUTHORIZED,
             status=401,
         )
 

@@ -21,12 +21,14 @@ from framecast.api.bodies import OffLoopJSONRoute
 from framecast.api.deadlines import StartTimeout
 from framecast.api.errors import error_response, error_responses
 from framecast.api.services import AppServices, BaseUrl, Services
-from framecast.api.views import request_urls
 from framecast.api.waiting import PreferWait
+from framecast.contract.errors import ErrorCode
+from framecast.contract.requests import Submitted
 from framecast.errors import FramecastError, InputError
 from framecast.images import check_image
 from framecast.logs import bind_request_id
 from framecast.models import ModelInput, ModelSpec
+from framecast.queue.views import submitted
 from framecast.webhooks.outbox import WebhookTarget
 from framecast.webhooks.outbox import register as register_webhook
 from framecast.webhooks.requests import IntermediateParam, WebhookParam, webhook_target
@@ -69,7 +71,7 @@ async def submit(
     guard: InsertHook | None = None,
     start_timeout: dt.timedelta | None = None,
     image: bytes | None = None,
-) -> dict[str, Any]:
+) -> Submitted:
     """Fetch and check the image, store it, queue the request: a bad image is refused now,
     not in the worker, and an expiring image URL cannot break a queued request.
     ``request_id``: the id to give it (an Idempotency-Key's claim); ``guard``: runs in the
@@ -122,7 +124,7 @@ async def submit(
         )
     )
     log.info("queued for %s", spec.id)
-    return {"request_id": job.id, **request_urls(base_url, job.id)}
+    return submitted(base_url, job.id)
 
 
 def _submit_route(spec: ModelSpec) -> Callable[..., Awaitable[JSONResponse]]:
@@ -178,7 +180,9 @@ _cards = APIRouter()
 def unknown_model(model_id: str, owner: Owner, services: AppServices) -> JSONResponse:
     served = ", ".join(f"'{spec.id}'" for spec in services.models)
     return error_response(
-        404, "model_not_found", f"this server does not serve '{model_id}'; it serves {served}"
+        404,
+        ErrorCode.MODEL_NOT_FOUND,
+        f"this server does not serve '{model_id}'; it serves {served}",
     )
 
 
@@ -240,7 +244,7 @@ def model_card(model_id: str, owner: Owner, services: AppServices) -> dict[str, 
     served = ", ".join(f"'{spec.id}'" for spec in services.models)
     raise FramecastError(
         f"this server does not serve '{model_id[:200]}'; it serves {served}",
-        code="model_not_found",
+        code=ErrorCode.MODEL_NOT_FOUND,
         status=404,
     )
 
@@ -257,7 +261,15 @@ def router(specs: Sequence[ModelSpec]) -> APIRouter:
             methods=["POST"],
             tags=["requests"],
             name=f"submit {spec.id}",
-            responses=_SUBMIT_ERRORS,
+            # The route answers a JSONResponse (admission's); the model describes it.
+            response_model=Submitted,
+            responses={
+                200: {
+                    "description": "Queued. With `Prefer: wait=N`, the request's status (its "
+                    "result once completed) comes beside these fields."
+                },
+                **_SUBMIT_ERRORS,
+            },
         )
     models_router.include_router(_cards)
     return models_router

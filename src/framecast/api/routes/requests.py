@@ -3,8 +3,6 @@ presenting key's requests; another key's request id answers exactly like an unkn
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -12,11 +10,12 @@ from framecast.api.auth import KEYED, Owner
 from framecast.api.errors import error_response, error_responses
 from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.services import AppServices, BaseUrl, Services
-from framecast.api.status_schema import StatusBody
-from framecast.api.views import result_body, status_body
 from framecast.api.waiting import WAIT_LIMIT, PreferWait, preference_applied, wait_for_end
+from framecast.contract.errors import ErrorCode
+from framecast.contract.requests import CancelResult, RequestResult, RequestStatus
 from framecast.errors import FramecastError
 from framecast.queue.jobs import CancelOutcome, Job
+from framecast.queue.views import result_body, status_body, wire
 
 router = APIRouter(tags=["requests"])
 
@@ -29,7 +28,9 @@ NO_REQUEST = error_responses(
 
 
 def request_not_found(request_id: str) -> FramecastError:
-    return FramecastError(f"no request with id {request_id}", code="request_not_found", status=404)
+    return FramecastError(
+        f"no request with id {request_id}", code=ErrorCode.REQUEST_NOT_FOUND, status=404
+    )
 
 
 def _owned_job(services: Services, request_id: str, owner: str) -> Job:
@@ -41,10 +42,13 @@ def _owned_job(services: Services, request_id: str, owner: str) -> Job:
     return job
 
 
+# The routes answer JSONResponses of wire() bodies (only the fields a state has); the response
+# models describe them in the document.
 @router.get(
     "/v1/requests/{request_id}/status",
+    response_model=RequestStatus,
     responses={
-        200: {"model": StatusBody, "description": "The request's state."},
+        200: {"description": "The request's state."},
         **KEYED,
         **NO_REQUEST,
         **MALFORMED_ID,
@@ -62,31 +66,45 @@ async def status(
     read = await wait_for_end(services, request_id, owner, base_url, wait or 0)
     if read is None:
         raise request_not_found(request_id)
-    return JSONResponse(read[1], headers=preference_applied(wait))
+    return JSONResponse(wire(read[1]), headers=preference_applied(wait))
 
 
-@router.get("/v1/requests/{request_id}/result", responses={**KEYED, **NO_REQUEST, **MALFORMED_ID})
+@router.get(
+    "/v1/requests/{request_id}/result",
+    response_model=RequestResult,
+    responses={
+        200: {
+            "description": "Completed: the outputs, as links that expire. Before that, the "
+            "request's state, as the status route answers it."
+        },
+        **KEYED,
+        **NO_REQUEST,
+        **MALFORMED_ID,
+    },
+)
 def result(
     request_id: RequestIdPath, owner: Owner, services: AppServices, base_url: BaseUrl
-) -> dict[str, Any]:
+) -> JSONResponse:
     job = _owned_job(services, request_id, owner)
-    return result_body(
+    body = result_body(
         job,
         base_url,
         services.jobs.queue_position(job),
         services.storage,
         services.settings.link_ttl_seconds,
     )
+    return JSONResponse(wire(body))
 
 
 @router.post(
     "/v1/requests/{request_id}/cancel",
+    response_model=CancelResult,
     responses={
         200: {"description": 'Queued: cancelled, it never runs (`outcome: "cancelled"`).'},
         202: {
             "description": "Running: asked to stop at its next step (`cancel_requested`; "
             '`outcome: "cancel_requested"`, framecast\'s own value).',
-            "content": {"application/json": {}},
+            "model": CancelResult,
         },
         **KEYED,
         **NO_REQUEST,
@@ -107,11 +125,11 @@ def cancel(
     if outcome is None:
         raise request_not_found(request_id)
     kind, job = outcome
-    body = status_body(job, base_url, services.jobs.queue_position(job))
+    body = wire(status_body(job, base_url, services.jobs.queue_position(job)))
     if kind is CancelOutcome.ALREADY_FINISHED:
         return error_response(
             409,
-            "request_already_finished",
+            ErrorCode.REQUEST_ALREADY_FINISHED,
             f"request {job.id} is already {job.status.value} and cannot be cancelled",
             beside={"outcome": "not_cancellable"},  # RunComfy's value for a finished one
             request=body,

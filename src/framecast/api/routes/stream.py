@@ -28,10 +28,10 @@ from framecast.api.request_ids import MALFORMED_ID, RequestIdPath
 from framecast.api.routes.requests import NO_REQUEST, request_not_found
 from framecast.api.services import AppServices, BaseUrl
 from framecast.api.status_schema import STATUS_EVENT_STREAM
-from framecast.api.views import status_body
 from framecast.api.wait_slots import WaitSlot
 from framecast.api.waiting import WAIT_LIMIT, snapshot_body
 from framecast.queue.status_watch import StatusWatch
+from framecast.queue.views import status_body, wire
 
 router = APIRouter(tags=["requests"])
 
@@ -65,7 +65,7 @@ async def _events(watch: StatusWatch, request_id: str, base_url: str) -> AsyncGe
                 yield ": keep-alive\n\n"
                 sent_at = time.monotonic()
                 continue
-            body = snapshot_body(snapshot, base_url)
+            body = wire(snapshot_body(snapshot, base_url))
             if body != last:
                 yield status_event(body)
                 last, sent_at = body, time.monotonic()
@@ -122,7 +122,7 @@ async def status_stream(
         raise request_not_found(request_id)
     if job.status in states.TERMINAL:
         # Nothing to wait for: its one event, and no slot taken.
-        body = status_body(job, base_url, None)
+        body = wire(status_body(job, base_url, None))
         return StreamingResponse(_once(body), media_type="text/event-stream", headers=_HEADERS)
     slot = services.waits.take(owner)  # a 429 past a cap, before anything is sent
     return _HeldStream(_events(services.watch, request_id, base_url), slot)

@@ -34,6 +34,7 @@ from framecast.api.routes.requests import request_not_found
 from framecast.api.services import AppServices, BaseUrl, Services
 from framecast.api.video_params import BadParameter, model_fields
 from framecast.api.video_views import Video, VideoDeleted, VideoPage, video_object
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 from framecast.models import ModelInput, ModelSpec
 from framecast.queue.jobs import Job
@@ -105,7 +106,9 @@ _CREATE_BODY = {
 }
 
 
-def _bad(param: str | None, message: str, code: str = "invalid_input") -> FramecastError:
+def _bad(
+    param: str | None, message: str, code: ErrorCode = ErrorCode.INVALID_INPUT
+) -> FramecastError:
     return FramecastError(message, code=code, status=400, param=param)
 
 
@@ -201,7 +204,7 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> Upload:
             "input_reference",
             f"input_reference is larger than the {max_bytes / 2**20:g} MB limit; use a smaller "
             "or more compressed image",
-            code="image_too_large",
+            code=ErrorCode.IMAGE_TOO_LARGE,
         )
     return Upload(data, file.content_type or "application/octet-stream")
 
@@ -228,7 +231,7 @@ def _model(services: Services, name: str | None) -> ModelSpec:
     served = ", ".join(spec.id for spec in services.models)
     raise FramecastError(
         f"model '{wanted[:200]}' is not served here; models: {served}",
-        code="model_not_found",
+        code=ErrorCode.MODEL_NOT_FOUND,
         status=400,
         param="model",
     )
@@ -260,7 +263,7 @@ def _input(spec: ModelSpec, create: CreateVideo, form: bool) -> ModelInput:
             "input_reference",
             f"{spec.id} makes a video from an image: give input_reference (an image file "
             'upload, or {"image_url": "https://..."} with a URL or a data: URI)',
-            code="missing_input_reference",
+            code=ErrorCode.MISSING_INPUT_REFERENCE,
         )
     try:
         return spec.input.model_validate(fields)
@@ -393,13 +396,13 @@ def video_content(
             None,
             f"video {job.id} is {video_object(job, None, None).status}, not completed: poll "
             "GET /v1/videos/{id} until it is",
-            code="video_not_ready",
+            code=ErrorCode.VIDEO_NOT_READY,
         )
     if job.data_removed_at is not None:
         raise FramecastError(
             f"the files of video {job.id} were deleted after the retention period "
             "(FRAMECAST_RETENTION)",
-            code="video_expired",
+            code=ErrorCode.VIDEO_EXPIRED,
             status=404,
         )
     key = job.result.video_key if variant == "video" else job.result.poster_key

@@ -34,6 +34,7 @@ from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
     keep_on_gpu,
+    out_of_memory_as_engine_error,
     peak_memory,
     place,
     reset_peak_memory,
@@ -331,19 +332,20 @@ class HunyuanEngine(Engine):
         # Official: the VAE gets the image cropped to the video's size, while LLaVA sees the
         # original (its processor centre-crops a square itself), as in stock diffusers too.
         image = cover_fit(original, request.width, request.height)
-        try:
-            hooks.progress(0, 1, "encoding")
-            conditions = self._encode(original, request.prompt, options.negative_prompt)
-            hooks.progress(1, 1, "encoding")
-            hooks.raise_if_cancelled()
-            latents = self._denoise(image, conditions, request, options, hooks)
-            if not self.decodes:
-                return
-            hooks.progress(0, 1, "decoding")
-            frames = self._decode(latents)
-            hooks.progress(1, 1, "decoding")
-        finally:
-            self._tidy()
+        with out_of_memory_as_engine_error():
+            try:
+                hooks.progress(0, 1, "encoding")
+                conditions = self._encode(original, request.prompt, options.negative_prompt)
+                hooks.progress(1, 1, "encoding")
+                hooks.raise_if_cancelled()
+                latents = self._denoise(image, conditions, request, options, hooks)
+                if not self.decodes:
+                    return
+                hooks.progress(0, 1, "decoding")
+                frames = self._decode(latents)
+                hooks.progress(1, 1, "decoding")
+            finally:
+                self._tidy()
         yield from frames
 
     # -- phases -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from framecast.engines.base import PEAK_GPU_MEMORY_KEY, EngineUnavailable
+from framecast.engines.base import PEAK_GPU_MEMORY_KEY, EngineOutOfMemory, EngineUnavailable
 
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -113,6 +113,16 @@ def visiting(text_encoder: torch.nn.Module, placement: Placement) -> Iterator[No
     finally:
         if visit:
             text_encoder.to("cpu")
+
+
+@contextlib.contextmanager
+def out_of_memory_as_engine_error() -> Iterator[None]:
+    """torch's out-of-memory error (CUDA's, or another accelerator's) as
+    :class:`EngineOutOfMemory`, the worker's to tell apart from other failures."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is the same class
+        raise EngineOutOfMemory(exc) from exc
 
 
 def tidy(pipe: DiffusionPipeline, placement: Placement) -> None:

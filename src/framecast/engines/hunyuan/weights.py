@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from framecast.contract.errors import ErrorCode
 from framecast.errors import FramecastError
 from framecast.models.hunyuan_i2v import SETTING
 
@@ -55,7 +56,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 class WeightsError(FramecastError):
     """The configured weights cannot be used; the message says what to do."""
 
-    code = "weights_unavailable"
+    code = ErrorCode.WEIGHTS_UNAVAILABLE
     status = 503
 
 

@@ -42,6 +42,7 @@ from framecast.engines.hunyuan.placement import (
     choose_device,
     copy_out_of_mmap,
     keep_on_gpu,
+    out_of_memory_as_engine_error,
     peak_memory,
     place,
     reset_peak_memory,
@@ -422,29 +423,30 @@ class Hunyuan15Engine(Engine):
             width=request.width,
             resize_mode="crop",
         )
-        try:
-            hooks.progress(0, 1, "encoding")
-            conditions = self._encode(request.prompt, options.negative_prompt)
-            hooks.progress(1, 1, "encoding")
-            hooks.raise_if_cancelled()
-            if sr_run is None:
-                latents = self._denoise(image, conditions, request, options, hooks)
-            else:
-                started = time.perf_counter()
-                renamed = RenamedPhase(hooks, {"denoising": BASE_PHASE})
-                latents = self._denoise(image, conditions, request, options, renamed)
-                sr_run.seconds["base"] = time.perf_counter() - started
-                latents = self.sr.run(self.pipe, sr_run, latents, conditions, hooks)
-            if not self.decodes:
-                return
-            decode_started = time.perf_counter()
-            hooks.progress(0, 1, "decoding")
-            frames = self._decode(latents)
-            hooks.progress(1, 1, "decoding")
-            if sr_run is not None:
-                sr_run.seconds["decoding"] = time.perf_counter() - decode_started
-        finally:
-            self._tidy()
+        with out_of_memory_as_engine_error():
+            try:
+                hooks.progress(0, 1, "encoding")
+                conditions = self._encode(request.prompt, options.negative_prompt)
+                hooks.progress(1, 1, "encoding")
+                hooks.raise_if_cancelled()
+                if sr_run is None:
+                    latents = self._denoise(image, conditions, request, options, hooks)
+                else:
+                    started = time.perf_counter()
+                    renamed = RenamedPhase(hooks, {"denoising": BASE_PHASE})
+                    latents = self._denoise(image, conditions, request, options, renamed)
+                    sr_run.seconds["base"] = time.perf_counter() - started
+                    latents = self.sr.run(self.pipe, sr_run, latents, conditions, hooks)
+                if not self.decodes:
+                    return
+                decode_started = time.perf_counter()
+                hooks.progress(0, 1, "decoding")
+                frames = self._decode(latents)
+                hooks.progress(1, 1, "decoding")
+                if sr_run is not None:
+                    sr_run.seconds["decoding"] = time.perf_counter() - decode_started
+            finally:
+                self._tidy()
         yield from frames
 
     # -- phases -------------------------------------------------------------------------------
