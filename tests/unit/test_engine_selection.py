@@ -8,7 +8,7 @@ import pytest
 
 from framecast.engines.base import EngineUnavailable
 from framecast.engines.selection import load_engine, plan_engines
-from framecast.models import all_models
+from framecast.models import builtin_models
 from framecast.settings import Settings
 
 I2V = "tencent/hunyuan/image-to-video"
@@ -41,7 +41,7 @@ def test_auto_falls_back_to_preview_for_every_model_and_says_why(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="framecast.engines"):
         plan = plan_engines(Settings(engine="auto"))
-    assert plan == dict.fromkeys((spec.id for spec in all_models()), "preview")
+    assert plan == dict.fromkeys((spec.id for spec in builtin_models()), "preview")
     assert "using the CPU preview engine" in caplog.text
     assert "framecast weights download" in caplog.text
 
