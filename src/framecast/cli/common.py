@@ -40,7 +40,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def one_line_errors(settings: Settings) -> Iterator[None]:
     """What a user can fix (no database yet, a folder that cannot be written, a database that
     cannot be opened) ends the command as one line and exit code 2, not a traceback."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError
 
     from framecast.db import DatabaseUnavailable, describe_database
     from framecast.startup import StartupError
@@ -49,7 +49,7 @@ def one_line_errors(settings: Settings) -> Iterator[None]:
         yield
     except (DatabaseUnavailable, StartupError) as exc:
         fail(exc.message)
-    except OperationalError as exc:
+    except DatabaseError as exc:  # no file, a locked or damaged one, no server
         where = describe_database(settings.resolved_database_url)
         fail(
             f"cannot use the database at {where} ({exc.orig}); check FRAMECAST_DATABASE_URL, or "

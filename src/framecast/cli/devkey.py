@@ -11,7 +11,7 @@ from framecast.admission.keys import KeyStore
 from framecast.models import all_models
 from framecast.settings import Settings
 
-SAMPLE_IMAGE = Path(__file__).parent / "assets" / "sample.jpg"
+SAMPLE_IMAGE = Path(__file__).parents[1] / "assets" / "sample.jpg"
 DEV_KEY_NAME = "development (serve --dev)"
 
 
