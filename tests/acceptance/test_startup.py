@@ -112,13 +112,17 @@ def test_the_cli_run_from_the_project_finds_make_runs_data(
     assert not (tmp_path / "xdg").exists() and not any(elsewhere.iterdir())
 
 
-def test_serve_on_a_taken_port_says_which_setting_to_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--dev"]], ids=["serve", "serve --dev"])
+def test_serve_on_a_taken_port_says_which_setting_to_change(
+    tmp_path: Path, flags: list[str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         proc = framecast(
             "serve",
+            *flags,
             env={
                 "FRAMECAST_DATA_DIR": str(tmp_path / "data"),
                 "FRAMECAST_PORT": str(port),
@@ -126,6 +130,7 @@ def test_serve_on_a_taken_port_says_which_setting_to_change(tmp_path: Path) -> N
             },
         )
     assert_one_line_error(proc, EXIT_CONFIG, f"port {port}", "in use", "FRAMECAST_PORT")
+    assert proc.stdout == ""  # the port is checked before the --dev banner is printed
 
 
 def read_only(folder: Path) -> list[str]:
