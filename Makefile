@@ -12,7 +12,8 @@ SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
 # The real model on a GPU: torch and the `hunyuan` extra.
 GPU_STAMP := $(VENV)/.installed-gpu
-# `make run` keeps its database and files in the project, not in the user's data folder.
+# `make run` keeps its database and files in the project, not in the user's data folder; any
+# `framecast` command run from here finds ./framecast-data too (framecast.settings.PROJECT_DATA_DIR).
 DATA_DIR := $(or $(FRAMECAST_DATA_DIR),$(CURDIR)/framecast-data)
 
 # One pytest process per core; a test file stays in one process, so a module's server or model
@@ -41,7 +42,7 @@ $(GPU_STAMP): pyproject.toml $(SERVE_STAMP)
 
 ## Start the API and one worker on 127.0.0.1:8000 (every FRAMECAST_* variable is honoured).
 run: $(SERVE_STAMP)
-	@echo "data folder: $(DATA_DIR) (set FRAMECAST_DATA_DIR for another)"
+	@echo "data folder: $(DATA_DIR) (set FRAMECAST_DATA_DIR for another; .venv/bin/framecast run from here uses ./framecast-data)"
 	FRAMECAST_DATA_DIR='$(DATA_DIR)' $(BIN)/framecast serve --dev
 
 ## Install the real model's stack (torch, diffusers) into .venv; then `make run` serves it.

@@ -258,10 +258,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine on ``url``; ``create=False`` leaves a missing SQLite file's folder uncreated
+    (see :func:`open_existing_database`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if create and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -276,10 +278,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``, by default the newest (idempotent, safe to run
     concurrently); an older revision is for testing a migration against the data before it."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    # Most starts find the schema current: they take no lock and log nothing.
+    if revision == "head" and schema_revision(engine) == head_revision():
+        return
+    config = _alembic_config()
     with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Many processes start at once on a fleet: one migrates, the others wait for it
@@ -303,3 +306,71 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class DatabaseUnavailable(Exception):
+    """A database a command that only reads cannot use as it is, as one line saying what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration this framecast has."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None for one with no framecast tables yet."""
+    from sqlalchemy import inspect
+
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def describe_database(url: str) -> str:
+    """Where a database is, for a message: a SQLite file's path, else the URL without password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
+
+
+def open_existing_database(url: str) -> Engine:
+    """An engine on a database that exists at this framecast's schema, for commands that only
+    read: nothing is created, migrated or locked (a read-only data folder reads as well as any).
+    :class:`DatabaseUnavailable` says what to run otherwise."""
+    where = describe_database(url)
+    start = "start the server once (make run, or framecast serve) or run `framecast db upgrade`"
+    parsed = make_url(url)
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).is_file():
+        raise DatabaseUnavailable(
+            f"no database yet at {where}: {start}; or point --data-dir (FRAMECAST_DATA_DIR) "
+            "at the folder that has one"
+        )
+    engine = create_db_engine(url, create=False)
+    current, head = schema_revision(engine), head_revision()
+    if current is None:
+        engine.dispose()
+        raise DatabaseUnavailable(f"no framecast tables yet in {where}: {start}")
+    if current != head:
+        engine.dispose()
+        raise DatabaseUnavailable(
+            f"the database at {where} is at schema revision {current}, this framecast's is "
+            f"{head}: run `framecast db upgrade` (or use the framecast that serves it)"
+        )
+    return engine

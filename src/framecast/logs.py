@@ -118,3 +118,6 @@ def configure_logging(level: str, log_format: Literal["text", "json"]) -> None:
         root.removeHandler(old)
     root.addHandler(make_handler(log_format))
     root.setLevel(level.upper())
+    # alembic names each of its plug-ins at INFO whenever it is first imported: seven lines of
+    # every start that say nothing about framecast (its "Running upgrade" lines stay).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -37,11 +37,19 @@ def parse_duration(value: str, *, allow_zero: bool = False) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
+PROJECT_DATA_DIR = "framecast-data"
+"""Where ``make run`` keeps its data, in the project; any command run where one is finds it."""
+
+
 def default_data_dir() -> Path:
-    """The user's data folder for framecast (XDG_DATA_HOME/framecast on Linux), so every command
-    finds the same database whatever folder it is run from."""
+    """``./framecast-data`` when the working directory has one (``make run``'s, so every command
+    run from the project sees the server's data), else the user's data folder for framecast
+    (XDG_DATA_HOME/framecast on Linux), the same whatever folder a command is run from."""
     import platformdirs
 
+    project = Path.cwd() / PROJECT_DATA_DIR
+    if project.is_dir():
+        return project
     return platformdirs.user_data_path("framecast", appauthor=False)
 
 
@@ -57,7 +65,7 @@ class Settings(BaseSettings):
     # Where things live
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="SQLite database, media files, the generated secret key and workers' scratch folders; default: the user's data folder (e.g. ~/.local/share/framecast), the same from any working directory.",
+        description="SQLite database, media files, the generated secret key and workers' scratch folders; default: ./framecast-data when the working directory has one (make run's), else the user's data folder (e.g. ~/.local/share/framecast).",
     )
     database_url: str | None = Field(
         None, description="Any SQLAlchemy URL; default: SQLite in data_dir."

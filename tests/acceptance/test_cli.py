@@ -12,6 +12,10 @@ from pathlib import Path
 import av
 import httpx
 
+from framecast.admission.keys import KeyStore
+from framecast.db import create_db_engine
+from framecast.settings import Settings
+
 from .conftest import free_port
 
 SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
@@ -105,6 +109,12 @@ def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
                 break
         banner = "".join(lines)
         key = re.search(r"development API key:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+        key_id = re.search(r"its key id:\s+(\S+)", banner).group(1)  # type: ignore[union-attr]
+        signing = re.search(r"its webhook secret:\s+(whsec_\S+)", banner).group(1)  # type: ignore[union-attr]
+        # The secret the server signs this key's webhook deliveries with, as printed.
+        keys = KeyStore(create_db_engine(Settings(data_dir=tmp_path).resolved_database_url))
+        assert keys.owner_for(key) == key_id
+        assert keys.webhook_secrets(key_id) == (signing,)
         script = banner[banner.index("KEY=") : banner.index("then poll")]
         deadline = time.monotonic() + 30
         while True:
@@ -117,7 +127,7 @@ def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
             time.sleep(0.1)
         out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
         body = httpx.Response(200, content=out.stdout).json()
-        assert body["request_id"], out
+        assert "request_id" in body, (body, banner)
         status = httpx.get(body["status_url"], headers={"Authorization": f"Bearer {key}"})
         assert status.status_code == 200
     finally:

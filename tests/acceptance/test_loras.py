@@ -109,11 +109,11 @@ def test_a_request_with_known_loras_runs(server: Server) -> None:
 def test_generate_takes_lora_flags_and_refuses_an_unknown_name(
     lora_dir: Path, tmp_path: Path
 ) -> None:
-    from framecast.cli.main import _lora_flag
+    from framecast.cli.model_flags import lora_flag
 
-    assert _lora_flag("watercolor:0.5") == {"path": "watercolor", "scale": 0.5}
-    assert _lora_flag("watercolor") == {"path": "watercolor"}
-    assert _lora_flag("odd:name") == {"path": "odd:name"}
+    assert lora_flag("watercolor:0.5") == {"path": "watercolor", "scale": 0.5}
+    assert lora_flag("watercolor") == {"path": "watercolor"}
+    assert lora_flag("odd:name") == {"path": "odd:name"}
     sample = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
     proc = subprocess.run(
         [

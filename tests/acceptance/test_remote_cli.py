@@ -84,6 +84,10 @@ def test_ctrl_c_cancels_the_request_on_the_server(server: Server, tmp_path: Path
         env=env_for(server),
         stderr=subprocess.PIPE,
         text=True,
+        # A shell runs a background job (`make test &`) with SIGINT ignored, and a child keeps
+        # that: Python then never turns the signal into KeyboardInterrupt. A user's Ctrl-C
+        # arrives with the default disposition, so the child gets it back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stderr is not None
     request_id = None
@@ -120,6 +124,11 @@ def test_errors_are_one_line_with_the_servers_message(server: Server) -> None:
         text=True,
     )
     assert (done.returncode, done.stderr) == (1, "error: invalid or revoked API key\n")
+    keyless = {k: v for k, v in env_for(server).items() if k != "FRAMECAST_KEY"}
+    done = subprocess.run(cli("status", "x"), env=keyless, capture_output=True, text=True)
+    # The CLI's way to give a key, not the HTTP header the server's message is about.
+    assert done.returncode == 1 and "--key" in done.stderr and "FRAMECAST_KEY" in done.stderr
+    assert "Authorization" not in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 def test_client_subscribe_shows_progress_and_returns_the_result(

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from framecast.api.app import create_app
 from framecast.cli.main import app as cli
 from framecast.queue.registry import WorkerState
-from framecast.settings import Settings
+from framecast.settings import PROJECT_DATA_DIR, Settings
 from framecast.startup import EXIT_CONFIG, EXIT_ENGINE_UNAVAILABLE
 
 from .conftest import Server
@@ -81,13 +81,49 @@ def test_keys_list_finds_the_same_database_from_any_folder(
     assert not any(first.iterdir()) and not any(second.iterdir())
 
 
-def test_serve_on_a_taken_port_says_which_setting_to_change(tmp_path: Path) -> None:
+def test_the_cli_run_from_the_project_finds_make_runs_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` keeps its data in ./framecast-data (FRAMECAST_DATA_DIR, from the Makefile);
+    a command run from that folder with no FRAMECAST_DATA_DIR finds it, and one run elsewhere
+    that only reads says where it looked instead of making an empty database there."""
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    assert f"$(CURDIR)/{PROJECT_DATA_DIR}" in makefile  # the folder the CLI looks for
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    runner = CliRunner()
+
+    monkeypatch.setenv("FRAMECAST_DATA_DIR", str(project / PROJECT_DATA_DIR))  # as make run
+    created = runner.invoke(cli, ["keys", "create", "--name", "from-make-run"])
+    assert created.exit_code == 0, created.output
+    monkeypatch.delenv("FRAMECAST_DATA_DIR")
+    monkeypatch.chdir(project)
+    listed = runner.invoke(cli, ["keys", "list"])
+    assert listed.exit_code == 0 and "from-make-run" in listed.stdout, listed.output
+
+    monkeypatch.chdir(elsewhere)
+    for command in (["keys", "list"], ["webhooks", "list"]):
+        missing = runner.invoke(cli, command)
+        assert missing.exit_code == EXIT_CONFIG, missing.output
+        assert missing.stderr.startswith("error: no database yet at ")
+        assert str(tmp_path / "xdg" / "framecast" / "framecast.db") in missing.stderr
+        assert "make run" in missing.stderr and "framecast db upgrade" in missing.stderr
+    assert not (tmp_path / "xdg").exists() and not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("flags", [[], ["--dev"]], ids=["serve", "serve --dev"])
+def test_serve_on_a_taken_port_says_which_setting_to_change(
+    tmp_path: Path, flags: list[str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         proc = framecast(
             "serve",
+            *flags,
             env={
                 "FRAMECAST_DATA_DIR": str(tmp_path / "data"),
                 "FRAMECAST_PORT": str(port),
@@ -95,12 +131,13 @@ def test_serve_on_a_taken_port_says_which_setting_to_change(tmp_path: Path) -> N
             },
         )
     assert_one_line_error(proc, EXIT_CONFIG, f"port {port}", "in use", "FRAMECAST_PORT")
+    assert proc.stdout == ""  # the port is checked before the --dev banner is printed
 
 
 def read_only(folder: Path) -> list[str]:
     """A command prefix under which ``folder`` cannot be written. Root writes through permission
     bits, so for root the folder is bind-mounted read-only in a mount namespace of its own."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         folder.chmod(0o555)
         return []
@@ -124,6 +161,35 @@ def test_serve_with_a_read_only_data_folder_says_what_to_do(
         prefix=read_only(data),
     )
     assert_one_line_error(proc, EXIT_CONFIG, str(data), "cannot be written", "FRAMECAST_DATA_DIR")
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["keys", "create"], "cannot be written"),
+        (["db", "upgrade"], "cannot be written"),
+        # Only read: no lock to take, so nothing is written; there is no database to read.
+        (["keys", "list"], "no database yet"),
+        (["webhooks", "list"], "no database yet"),
+    ],
+    ids=lambda part: " ".join(part) if isinstance(part, list) else "",
+)
+def test_commands_with_a_read_only_data_folder_say_what_to_do(
+    tmp_path: Path, command: list[str], says: str
+) -> None:
+    data = tmp_path / "data"
+    proc = framecast(*command, env={"FRAMECAST_DATA_DIR": str(data)}, prefix=read_only(data))
+    assert_one_line_error(proc, EXIT_CONFIG, str(data), says)
+
+
+def test_a_read_only_command_on_an_unusable_database_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"FRAMECAST_DATA_DIR": str(data)}
+    assert framecast("db", "upgrade", env=env).returncode == 0
+    (data / "framecast.db").write_bytes(b"not a database")
+    assert_one_line_error(
+        framecast("keys", "list", env=env), EXIT_CONFIG, str(data / "framecast.db")
+    )
 
 
 LOCAL = ("127.0.0.1", 50000)

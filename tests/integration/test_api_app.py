@@ -111,7 +111,7 @@ async def test_injected_services_are_the_ones_the_routes_use(tmp_path: Path) -> 
     built = build_services(settings)
     migrate(built.db)
     # Serving one model only: its submit route exists, the other model's is an unknown model.
-    services = dataclasses.replace(built, models=(get_model(I2V),))
+    services = dataclasses.replace(built, models=(get_model(I2V, built.settings),))
     app = create_app(settings, services)
     assert services_of(app) is services
     async with client_for(app) as c:

@@ -67,7 +67,7 @@ def test_a_worker_clears_leftovers_at_start_and_its_own_at_stop(tmp_path: Path) 
     settings = Settings(data_dir=tmp_path / "data")
     root = settings.data_dir / "tmp"
     dead = killed_worker(root, "host-333-cccccc")
-    worker = Worker(settings, engines={spec.id: PreviewEngine() for spec in all_models()})
+    worker = Worker(settings, engines={spec.id: PreviewEngine() for spec in all_models(settings)})
     worker.run(max_jobs=0)  # starts, clears, stops
     assert not dead.exists()
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == []

@@ -13,11 +13,13 @@ from typing import Any
 
 import huggingface_hub
 import pytest
+from framecast.cli.model_flags import FlagError, parse_flags
 from typer.testing import CliRunner
 
 import framecast.parallel.launch as launch
 from framecast.cli.main import app
-from framecast.settings import get_settings
+from framecast.models import builtin_models
+from framecast.settings import Settings, get_settings
 
 SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
 I2V = "tencent/hunyuan/image-to-video"
@@ -301,3 +303,61 @@ def test_a_multi_gpu_worker_serves_the_one_model_it_is_given(
         code, _, err = framecast("worker", "--parallel", "2", "--engine", "hunyuan")
         assert code == 2 and err.splitlines() == ["error: the group would start here"]
         assert no_group[-1] == served
+
+
+# -- framecast models ----------------------------------------------------------------------------
+
+
+def _listed_flags(out: str, model_id: str) -> list[str]:
+    block = out.split(f"{model_id}: ")[1].split("\n")[1:]
+    flags = []
+    for line in block:
+        if not line.startswith("  "):
+            break
+        flags.append(line.split()[0])
+    return flags
+
+
+def test_models_lists_the_arguments_and_flags_generate_takes() -> None:
+    code, out, _ = framecast("models")
+    assert code == 0
+    assert "PydanticUndefined" not in out
+    for spec in builtin_models():
+        flags = _listed_flags(out, spec.id)
+        # The image is generate's argument, LoRAs are --lora NAME:SCALE: not fields as flags.
+        assert flags[:2] == ["IMAGE", "--prompt"], flags
+        assert f"--{spec.input.image_field.replace('_', '-')}" not in flags
+        assert "--loras" not in flags
+        assert ("--lora" in flags) == ("loras" in spec.input.model_fields)
+        # Every other flag listed is one generate parses (it refuses any other).
+        for flag in flags[2:]:
+            if flag != "--lora":
+                value = [] if "--no-" + flag[2:] in out else ["9"]
+                assert parse_flags(spec.input, [flag, *value])
+        with pytest.raises(FlagError):
+            parse_flags(spec.input, ["--not-an-input", "1"])
+        # Each input's description whole: "e.g." does not end it.
+        for name, info in spec.input.model_fields.items():
+            if info.description and name not in {spec.input.image_field}:
+                assert " ".join(info.description.split()) in out, name
+
+
+def test_the_models_are_those_of_the_settings_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from framecast.api.app import create_app
+    from framecast.models import all_models
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "plugins"))
+    acme = "acme/pan/image-to-video"
+    assert acme not in [m.id for m in all_models(Settings())]
+    settings = Settings(data_dir=tmp_path, model_plugins=["acme_model"])
+    assert acme in [m.id for m in all_models(settings)]
+    # Nothing read from the environment or a process-wide list: the app serves what it is given.
+    app = create_app(settings)
+    with TestClient(app):
+        assert f"/v1/models/{acme}" in app.openapi()["paths"]
+    code, out, _ = framecast("models")
+    assert code == 0 and acme not in out  # that app's settings did not leak into the process

@@ -10,7 +10,7 @@ import pytest
 from framecast.engines.base import EngineNeedsSetup, EngineUnavailable
 from framecast.engines.hunyuan import loader
 from framecast.engines.selection import load_engine, plan_engines
-from framecast.models import all_models
+from framecast.models import builtin_models
 from framecast.settings import Settings
 from framecast.worker.engine_loading import EngineLoadFailed, load_with_retries
 
@@ -44,7 +44,7 @@ def test_auto_falls_back_to_preview_for_every_model_and_says_why(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="framecast.engines"):
         plan = plan_engines(Settings(engine="auto"))
-    assert plan == dict.fromkeys((spec.id for spec in all_models()), "preview")
+    assert plan == dict.fromkeys((spec.id for spec in builtin_models()), "preview")
     assert "using the CPU preview engine" in caplog.text
     assert "framecast weights download" in caplog.text
 

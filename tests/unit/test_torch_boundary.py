@@ -42,7 +42,7 @@ def test_starting_the_api_worker_and_cli_does_not_load_torch() -> None:
         "import framecast.engines.hunyuan, framecast.engines.hunyuan.weights\n"
         "import framecast.engines.hunyuan15.loader, framecast.engines.hunyuan15.weights\n"
         "import framecast.engines.selection, framecast.models\n"
-        "framecast.models.all_models()\n"
+        "framecast.models.builtin_models()\n"
         "from framecast.api.app import create_app\n"
         f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))\n"
     )

@@ -68,6 +68,15 @@ class UnknownKey(LookupError):
     pass
 
 
+def env_webhook_secrets(server_key: bytes, env_keys: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``(key prefix, webhook secret)`` of each FRAMECAST_API_KEYS key: derived from the server's
+    secret alone, no database read."""
+    return tuple(
+        (key[:10], env_key_secret(server_key, ENV_OWNER_PREFIX + hash_key(key)[:16]))
+        for key in env_keys
+    )
+
+
 class KeyStore:
     def __init__(
         self, engine: Engine, env_keys: Iterable[str] = (), server_key: bytes | None = None
@@ -169,10 +178,7 @@ class KeyStore:
         """``(key prefix, webhook secret)`` of each FRAMECAST_API_KEYS key."""
         if self._server_key is None:
             raise ValueError("KeyStore needs the server's secret to derive these")
-        return tuple(
-            (key[:10], env_key_secret(self._server_key, ENV_OWNER_PREFIX + hash_key(key)[:16]))
-            for key in env_keys
-        )
+        return env_webhook_secrets(self._server_key, env_keys)
 
     def rotate_webhook_secret(self, key_id: str, overlap: dt.timedelta = ROTATION_OVERLAP) -> str:
         """Give the key a new webhook secret and return it (shown once). The old one keeps

@@ -87,7 +87,7 @@ def build_services(settings: Settings) -> Services:
         ),
         decode_limiter=decode_limiter,
         loras=LoraFolder(settings.lora_dir),
-        models=tuple(all_models()),
+        models=tuple(all_models(settings)),
         watch=StatusWatch(
             db, settings.poll_seconds, dt.timedelta(seconds=3 * settings.heartbeat_seconds)
         ),

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
-from framecast.cli.common import DataDir, configure_cli_logging, settings_from_flags
+from framecast.cli.common import (
+    DataDir,
+    configure_cli_logging,
+    fail,
+    one_line_errors,
+    read_database,
+    settings_from_flags,
+    write_database,
+)
 from framecast.cli.webhooks import webhooks_app
+from framecast.models import ModelSpec
+from framecast.settings import Settings
 
 app = typer.Typer(help="framecast: a self-hosted image-to-video API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -55,15 +64,10 @@ def serve(
     )
     configure_cli_logging(settings)
     from framecast.cli.serve import serve as run_serve
-    from framecast.startup import StartupError, check_data_dir
+    from framecast.startup import StartupError
 
     try:
-        if dev:
-            from framecast.cli.devkey import print_dev_banner
-
-            check_data_dir(settings)  # the dev key is kept there
-            print_dev_banner(settings)
-        run_serve(settings)
+        run_serve(settings, dev=dev)
     except StartupError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(exc.exit_code) from exc
@@ -106,14 +110,13 @@ def worker(
         raise typer.Exit(exc.exit_code) from exc
 
 
-def _key_store(data_dir: Path | None) -> Any:
+def _key_store(settings: Settings, *, write: bool) -> Any:
+    """The keys of ``settings``' database; only a command that writes creates or migrates it.
+    Call inside :func:`one_line_errors`."""
     from framecast.admission.keys import KeyStore
-    from framecast.db import create_db_engine, migrate
 
-    settings = settings_from_flags(data_dir=data_dir)
-    db = create_db_engine(settings.resolved_database_url)
-    migrate(db)
-    return KeyStore(db, settings.api_keys, server_key=settings.signing_key())
+    db = write_database(settings) if write else read_database(settings)
+    return KeyStore(db, settings.api_keys)
 
 
 MaxActive = Annotated[
@@ -172,11 +175,14 @@ def keys_create(
     """Create a key. It is printed once and only its hash is stored; so is its webhook
     secret (on stderr), which signs its webhook deliveries."""
     changes = _limit_changes(max_active, rate)
-    store = _key_store(data_dir)
-    new = store.create(name)
+    settings = settings_from_flags(data_dir=data_dir)
+    with one_line_errors(settings):
+        store = _key_store(settings, write=True)
+        new = store.create(name)
+        limits = _set_limits(store, new.record.id, changes) if changes else None
     typer.echo(f"id:  {new.record.id}", err=True)
-    if changes:
-        typer.echo(f"limits:  {_set_limits(store, new.record.id, changes)}", err=True)
+    if limits:
+        typer.echo(f"limits:  {limits}", err=True)
     typer.echo(f"webhook secret:  {new.webhook_secret}", err=True)
     typer.echo(new.secret)
 
@@ -203,8 +209,10 @@ def keys_rotate_webhook_secret(
     except ValueError as exc:
         typer.echo(f"--overlap: {exc}", err=True)
         raise typer.Exit(2) from None
+    settings = settings_from_flags(data_dir=data_dir)
     try:
-        fresh = _key_store(data_dir).rotate_webhook_secret(key_id, keep)
+        with one_line_errors(settings):
+            fresh = _key_store(settings, write=True).rotate_webhook_secret(key_id, keep)
     except UnknownKey as exc:
         typer.echo(str(exc.args[0]), err=True)
         raise typer.Exit(1) from None
@@ -216,19 +224,36 @@ def keys_rotate_webhook_secret(
 def keys_env_webhook_secrets(data_dir: DataDir = None) -> None:
     """The webhook secret of each FRAMECAST_API_KEYS key (derived from the server's secret, so
     run this with the server's FRAMECAST_SECRET_KEY or data folder)."""
+    from framecast.admission.keys import env_webhook_secrets
+
     settings = settings_from_flags(data_dir=data_dir)
-    for prefix, secret in _key_store(data_dir).env_webhook_secrets(settings.api_keys):
+    if not settings.api_keys:
+        fail("FRAMECAST_API_KEYS is not set: there are no environment keys to show secrets of")
+    secret_file = settings.data_dir / "secret_key"
+    if settings.secret_key is None and not secret_file.is_file():
+        # signing_key() would make a new secret here, which the server does not have.
+        fail(
+            f"no server secret at {secret_file}: the server makes it when it first starts "
+            "(make run); or set FRAMECAST_SECRET_KEY (or --data-dir) as the server has it"
+        )
+    for prefix, secret in env_webhook_secrets(settings.signing_key(), settings.api_keys):
         typer.echo(f"{prefix}...\t{secret}")
 
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
     """List keys (never their secrets), with their own limits."""
-    store = _key_store(data_dir)
-    quotas = _quotas(store)
-    for rec in store.list():
+    settings = settings_from_flags(data_dir=data_dir)
+    with one_line_errors(settings):
+        store = _key_store(settings, write=False)
+        quotas = _quotas(store)
+        records = [(rec, quotas.key_limits(rec.id)) for rec in store.list()]
+    if not records and not settings.api_keys:
+        typer.echo(
+            f"no keys in {settings.data_dir.resolve()} yet: `framecast keys create`", err=True
+        )
+    for rec, limits in records:
         state = f"revoked {rec.revoked_at:%Y-%m-%d %H:%M}" if rec.revoked_at else "active"
-        limits = quotas.key_limits(rec.id)
         typer.echo(
             f"{rec.id}\t{rec.prefix}...\t{rec.name}\t{rec.created_at:%Y-%m-%d %H:%M}\t{state}"
             f"\t{limits.describe() if limits is not None else ''}"
@@ -242,7 +267,9 @@ def keys_set_limits(
     """Set a key's own limits (those not given stay as they are); `default` gives it the
     server's again. Takes effect on its next submit, on every API node."""
     changes = _limit_changes(max_active, rate)
-    limits = _set_limits(_key_store(data_dir), key_id, changes)
+    settings = settings_from_flags(data_dir=data_dir)
+    with one_line_errors(settings):
+        limits = _set_limits(_key_store(settings, write=True), key_id, changes)
     if limits is None:
         typer.echo(f"no key with id {key_id} (see `framecast keys list`)", err=True)
         raise typer.Exit(1)
@@ -252,7 +279,10 @@ def keys_set_limits(
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     """Revoke a key by its id (from `keys list`)."""
-    if not _key_store(data_dir).revoke(key_id):
+    settings = settings_from_flags(data_dir=data_dir)
+    with one_line_errors(settings):
+        revoked = _key_store(settings, write=True).revoke(key_id)
+    if not revoked:
         typer.echo(f"no active key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -261,11 +291,12 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
     """Apply database migrations (serve and worker also do this at start)."""
-    from framecast.db import create_db_engine, migrate
+    from framecast.db import describe_database
 
     settings = settings_from_flags(data_dir=data_dir)
-    migrate(create_db_engine(settings.resolved_database_url))
-    typer.echo("database is up to date")
+    with one_line_errors(settings):
+        write_database(settings).dispose()
+    typer.echo(f"database {describe_database(settings.resolved_database_url)} is up to date")
 
 
 @app.command(
@@ -327,6 +358,7 @@ def generate(
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from framecast.cli.model_flags import FlagError, lora_flag, parse_flags
     from framecast.engines.base import Engine as EngineType
     from framecast.engines.hunyuan.loras import LoraFolder
     from framecast.engines.selection import load_engine
@@ -350,14 +382,14 @@ def generate(
         raise typer.Exit(2) from exc
     configure_cli_logging(settings)
     try:
-        spec = get_model(model) if model else all_models()[0]
+        spec = get_model(model, settings) if model else all_models(settings)[0]
         if settings.gpus or settings.parallel:
             check_group_models(
                 [spec.id], "run it without --parallel (FRAMECAST_PARALLEL, FRAMECAST_GPUS)"
             )
-        fields = _model_flags(spec.input, ctx.args)
+        fields = parse_flags(spec.input, ctx.args)
         if lora:
-            fields["loras"] = [_lora_flag(flag) for flag in lora]
+            fields["loras"] = [lora_flag(flag) for flag in lora]
         params = spec.input.model_validate(
             {"prompt": prompt, spec.input.image_field: "file:" + str(image), **fields}
         )
@@ -372,7 +404,7 @@ def generate(
             eng: EngineType = ctx.with_resource(group_engine(settings, model_id=spec.id))
         else:
             eng = load_engine(settings, spec.id)
-    except (UnknownModel, _FlagError, GroupError) as exc:
+    except (UnknownModel, FlagError, GroupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except ValidationError as exc:
@@ -437,65 +469,16 @@ def _output_problem(output: Path) -> str | None:
     return None
 
 
-class _FlagError(ValueError):
-    pass
-
-
-def _model_flags(schema: type[BaseModel], args: list[str]) -> dict[str, Any]:
-    """``--field-name VALUE`` (``--flag``/``--no-flag`` for booleans) for each of the model's
-    input fields, typed as the schema says; the schema then validates them as the API does."""
-    fields = {
-        name: info
-        for name, info in schema.model_fields.items()
-        if name not in {"prompt", "loras", getattr(schema, "image_field", "")}
-    }
-    values: dict[str, Any] = {}
-    rest = list(args)
-    while rest:
-        flag = rest.pop(0)
-        name = flag.removeprefix("--").replace("-", "_")
-        negated = name.startswith("no_") and name[3:] in fields
-        name = name[3:] if negated else name
-        info = fields.get(name) if flag.startswith("--") else None
-        if info is None:
-            known = ", ".join("--" + f.replace("_", "-") for f in fields)
-            raise _FlagError(f"no option {flag} for this model; its options: {known}")
-        kinds = [a for a in get_args(info.annotation) or (info.annotation,) if a is not type(None)]
-        if bool in kinds or info.annotation is bool:
-            values[name] = not negated
-            continue
-        if negated or not rest:
-            raise _FlagError(f"{flag} needs a value")
-        text = rest.pop(0)
-        try:
-            values[name] = int(text) if int in kinds else float(text) if float in kinds else text
-        except ValueError as exc:
-            raise _FlagError(f"{flag}: {text!r} is not a number") from exc
-    return values
-
-
 @app.command("models")
 def models_command() -> None:
-    """List the models this server serves, with every input `generate` takes as a flag."""
+    """List the models this server serves, with every input `generate` and `submit` take as
+    an argument or a flag."""
+    from framecast.cli.model_flags import describe
     from framecast.models import all_models
 
-    for spec in all_models():
-        typer.echo(f"{spec.id}: {spec.description}")
-        for name, info in spec.input.model_fields.items():
-            default = "required" if info.is_required() else f"default {info.get_default()!r}"
-            text = (info.description or info.title or "").split(". ")[0]
-            typer.echo(f"  --{name.replace('_', '-')}  ({default})  {text}")
-
-
-def _lora_flag(flag: str) -> dict[str, Any]:
-    """``--lora NAME`` or ``--lora NAME:SCALE`` as the API's ``{"path", "scale"}``."""
-    name, sep, scale = flag.rpartition(":")
-    if sep:
-        try:
-            return {"path": name, "scale": float(scale)}
-        except ValueError:
-            pass  # a name with a colon in it
-    return {"path": flag}
+    for spec in all_models(settings_from_flags()):
+        for line in describe(spec):
+            typer.echo(line)
 
 
 @weights_app.command("list")
@@ -503,7 +486,7 @@ def weights_list() -> None:
     """The checkpoints each model can run, and the setting that selects them."""
     from framecast.models import all_models
 
-    for spec in all_models():
+    for spec in all_models(settings_from_flags()):
         if spec.real_engine is None:
             continue
         typer.echo(f"{spec.id} ({spec.real_engine.setting}):")
@@ -540,8 +523,9 @@ def weights_download(
     from framecast.engines.hunyuan.weights import WeightsError
     from framecast.models import UnknownModel, all_models, get_model
 
+    settings = settings_from_flags()
     try:
-        spec = get_model(model) if model else all_models()[0]
+        spec = get_model(model, settings) if model else all_models(settings)[0]
     except UnknownModel as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -550,7 +534,7 @@ def weights_download(
         typer.echo(f"error: {spec.id} has no weights to download", err=True)
         raise typer.Exit(2)
     try:
-        repo_id = _checkpoint_repo(spec.id, real.checkpoints, checkpoint)
+        repo_id = _checkpoint_repo(spec.id, real.checkpoints, checkpoint, all_models(settings))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -570,19 +554,19 @@ def weights_download(
     typer.echo(f"complete: {path}\nuse it with {setting}={path if to is not None else name}")
 
 
-def _checkpoint_repo(model_id: str, names: Mapping[str, str], checkpoint: str | None) -> str:
+def _checkpoint_repo(
+    model_id: str, names: Mapping[str, str], checkpoint: str | None, models: list[ModelSpec]
+) -> str:
     """The hub id ``weights download --checkpoint`` names for a model: one of its checkpoints
     (by name or hub id), or another hub id (a fine-tune, a mirror); ValueError for a name it
     does not have, or another model's checkpoint (its weights would not load as this model)."""
-    from framecast.models import all_models
-
     if checkpoint is None:
         return next(iter(names.values()))
     if checkpoint in names.values():
         return checkpoint
     if checkpoint in names:
         return names[checkpoint]
-    for other in all_models():
+    for other in models:
         theirs = other.real_engine.checkpoints if other.real_engine is not None else {}
         if checkpoint in theirs or checkpoint in theirs.values():
             raise ValueError(

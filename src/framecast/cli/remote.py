@@ -46,6 +46,12 @@ def _client(server: str, key: str | None) -> Iterator[Client]:
         with Client(server, key) as client:
             yield client
     except APIError as exc:
+        if exc.status_code == 401 and not key:  # --key takes FRAMECAST_KEY too
+            # The server's own advice is for HTTP clients (an Authorization header).
+            raise _fail(
+                f"{server} wants an API key: give --key KEY or set FRAMECAST_KEY (`framecast "
+                "keys create` makes one; `make run` prints a development key)"
+            ) from exc
         raise _fail(exc.message) from exc
 
 
@@ -67,10 +73,10 @@ def _models(client: Client) -> list[ModelCard]:
 def _image_field(model_id: str, card: ModelCard | None) -> str:
     if card is not None and card.image_field:
         return card.image_field
-    from framecast.models import UnknownModel, get_model
+    from framecast.models import UnknownModel, builtin_models, find_model
 
     try:
-        return get_model(model_id).input.image_field
+        return find_model(model_id, builtin_models()).input.image_field
     except UnknownModel:
         return "image_url"  # RunComfy's name for it on most image-to-video models
 

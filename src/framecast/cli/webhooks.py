@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from framecast.cli.common import DataDir, configure_cli_logging, settings_from_flags
+from framecast.cli.common import (
+    DataDir,
+    configure_cli_logging,
+    one_line_errors,
+    read_database,
+    settings_from_flags,
+)
 
 webhooks_app = typer.Typer(
     help="Webhook deliveries: send them, or see what was sent.", no_args_is_help=True
@@ -44,7 +50,6 @@ def list_deliveries(
     """Deliveries, newest first: id, request, status reported, state, attempts, last error."""
     import datetime as dt
 
-    from framecast.db import create_db_engine, migrate
     from framecast.webhooks.store import DeliveryState, DeliveryStore, RetryPolicy
 
     try:
@@ -53,12 +58,14 @@ def list_deliveries(
         typer.echo(f"--state must be one of {', '.join(DeliveryState)}", err=True)
         raise typer.Exit(2) from None
     settings = settings_from_flags(data_dir=data_dir)
-    db = create_db_engine(settings.resolved_database_url)
-    migrate(db)
     # Only read: the lease and retry policy do not matter here.
     never = dt.timedelta(0)
-    store = DeliveryStore(db, lease=never, retry=RetryPolicy(never, never, never))
-    for d in store.recent(request_id=request, state=wanted, limit=limit):
+    with one_line_errors(settings):
+        store = DeliveryStore(
+            read_database(settings), lease=never, retry=RetryPolicy(never, never, never)
+        )
+        deliveries = store.recent(request_id=request, state=wanted, limit=limit)
+    for d in deliveries:
         when = d.finished_at or d.next_attempt_at
         error = f"\t{d.last_status_code or '-'} {d.last_error}" if d.last_error else ""
         typer.echo(

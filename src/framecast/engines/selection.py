@@ -28,9 +28,9 @@ EngineKind = Literal["preview", "real"]
 
 def wanted_models(settings: Settings) -> list[ModelSpec]:
     if not settings.models:
-        return all_models()
+        return all_models(settings)
     try:
-        return [get_model(model_id) for model_id in settings.models]
+        return [get_model(model_id, settings) for model_id in settings.models]
     except UnknownModel as exc:
         raise EngineNeedsSetup(f"FRAMECAST_MODELS: {exc}") from exc
 
@@ -96,7 +96,7 @@ def load_engines(settings: Settings, plan: Mapping[str, EngineKind]) -> dict[str
                 preview = PreviewEngine(step_seconds=settings.preview_step_seconds)
             engines[model_id] = preview
         else:
-            real = get_model(model_id).real_engine
+            real = get_model(model_id, settings).real_engine
             assert real is not None  # plan_engines chose it
             engine = real.load(settings)
             if not isinstance(engine, Engine):
@@ -107,7 +107,7 @@ def load_engines(settings: Settings, plan: Mapping[str, EngineKind]) -> dict[str
 
 def load_engine(settings: Settings, model_id: str) -> Engine:
     """The one engine ``framecast generate`` runs for ``model_id``."""
-    spec = get_model(model_id)
+    spec = get_model(model_id, settings)
     plan = plan_engines(settings.model_copy(update={"models": [spec.id]}))
     return load_engines(settings, plan)[spec.id]
 

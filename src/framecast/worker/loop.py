@@ -304,7 +304,7 @@ class Worker:
     def _run_engine(self, lease: Lease, hooks: LeaseHooks, workdir: Path) -> VideoResult:
         job = lease.job
         engine = self.engines[job.model]  # claims are only for the models served here
-        params = get_model(job.model).input.model_validate(job.input)
+        params = get_model(job.model, self.settings).input.model_validate(job.input)
         try:
             data = self.storage.get_bytes(job.image_key)
         except FileNotFoundError as exc:

@@ -99,7 +99,7 @@ def load_rank_engine(
     from framecast.models import get_model
 
     check_combination(settings)
-    real = get_model(model_id).real_engine
+    real = get_model(model_id, settings).real_engine
     if real is None:
         raise ParallelUnsupported(f"{model_id} has no engine but the preview one")
     # compile=auto means "on a GPU"; unverified with a split sequence, so off here.

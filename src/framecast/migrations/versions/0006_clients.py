@@ -1,5 +1,8 @@
-"""Clients: idempotency keys, per-key limits, a database rate-limit window, a listing index and
-(PostgreSQL) a NOTIFY on every status or progress change for status streams and waits.
+"""Clients: idempotency keys, per-key limits, a rate-limit window, a listing index, NOTIFY.
+
+Idempotency keys, per-key limits, a database rate-limit window, a listing index and
+(PostgreSQL) a NOTIFY on every status or progress change for status streams and waits. (The
+first paragraph stays on one line: alembic logs it as the migration's name.)
 
 Revision ID: 0006
 Revises: 0005

@@ -1,5 +1,7 @@
-"""/metrics' history as totals kept by each status change (framecast.queue.request_totals), filled
-here from the requests already recorded, so a scrape no longer reads the whole requests table.
+"""/metrics' history as totals kept by each status change, filled from the requests recorded.
+
+The totals are kept by framecast.queue.request_totals; filled here from the requests already
+recorded, so a scrape no longer reads the whole requests table.
 
 Revision ID: 0007
 Revises: 0006
