@@ -12,11 +12,12 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from framecast.models import hunyuan15_i2v, hunyuan_i2v
+from framecast.rates import parse_rate
 
 EngineChoice = Literal["auto", "preview", "hunyuan"]
 OffloadMode = Literal["none", "model", "sequential", "group"]
@@ -51,6 +52,19 @@ def default_data_dir() -> Path:
     if project.is_dir():
         return project
     return platformdirs.user_data_path("framecast", appauthor=False)
+
+
+def checked_public_base_url(value: str) -> str:
+    """FRAMECAST_PUBLIC_BASE_URL as links start with it (no trailing slash); ValueError when
+    it is not an absolute http(s) URL of a host (with a path, if the API is mounted under one)."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"must be an absolute http(s) URL such as https://api.example.com; got {value!r}"
+        )
+    if parts.query or parts.fragment or parts.username is not None:
+        raise ValueError(f"must be a scheme, host and optional path only; got {value!r}")
+    return value.strip().rstrip("/")
 
 
 def _default_decode_concurrency() -> int:
@@ -180,17 +194,19 @@ class Settings(BaseSettings):
     engine: EngineChoice = Field(
         "auto", description="auto: hunyuan when its weights and a GPU are there, else preview."
     )
-    hunyuan_model: str = Field(
-        hunyuan_i2v.DEFAULT_CHECKPOINT,
-        description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise).",
+    # The weights' defaults are the model declarations' (models/): None here means "the
+    # declaration's default", so settings, below the declarations, need not import them.
+    hunyuan_model: str | None = Field(
+        None,
+        description="HunyuanVideo-I2V weights: a local diffusers-format directory, a hub id already in the Hugging Face cache (`framecast weights download`), or `tiny-random` (a tiny random model for tests; its videos are noise); default: the model's own checkpoint (hunyuanvideo-community/HunyuanVideo-I2V).",
     )
-    hunyuan15_model: str = Field(
-        hunyuan15_i2v.DEFAULT_CHECKPOINT,
-        description="HunyuanVideo 1.5 image-to-video weights, as FRAMECAST_HUNYUAN_MODEL (which, set to `tiny-random`, selects the tiny model for every Hunyuan model).",
+    hunyuan15_model: str | None = Field(
+        None,
+        description="HunyuanVideo 1.5 image-to-video weights, as FRAMECAST_HUNYUAN_MODEL (which, set to `tiny-random`, selects the tiny model for every Hunyuan model); default: the 480p checkpoint.",
     )
-    hunyuan15_sr_model: str = Field(
-        hunyuan15_i2v.SR_REPO,
-        description="Where HunyuanVideo 1.5's super-resolution checkpoints are (the `super_resolution` request field): a local folder in the official layout (transformer/720p_sr_distilled, upsampler/720p_sr_distilled, ...), the official hub repo already in the Hugging Face cache (`framecast weights download --checkpoint 720p_sr`), or `off`. Without them the worker runs no SR stage and says so; the API then refuses such requests. With the tiny model, a tiny SR stage is built in memory.",
+    hunyuan15_sr_model: str | None = Field(
+        None,
+        description="Where HunyuanVideo 1.5's super-resolution checkpoints are (the `super_resolution` request field): a local folder in the official layout (transformer/720p_sr_distilled, upsampler/720p_sr_distilled, ...), the official hub repo already in the Hugging Face cache (`framecast weights download --checkpoint 720p_sr`), or `off`. Without them the worker runs no SR stage and says so; the API then refuses such requests. With the tiny model, a tiny SR stage is built in memory. Default: the official repo, tencent/HunyuanVideo-1.5.",
     )
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -364,15 +380,11 @@ class Settings(BaseSettings):
     @field_validator("public_base_url")
     @classmethod
     def _public_base_url(cls, value: str | None) -> str | None:
-        from framecast.api.public_url import checked_public_base_url
-
         return checked_public_base_url(value) if value else None
 
     @field_validator("submit_rate")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
-        from framecast.admission.rates import parse_rate
-
         return str(parse_rate(value)) if value else None
 
     @field_validator("gpus", mode="before")

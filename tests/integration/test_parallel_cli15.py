@@ -20,7 +20,7 @@ pytest.importorskip("diffusers")
 import av
 from typer.testing import CliRunner
 
-import framecast.parallel.launch as launch
+import framecast.worker.group as launch
 from framecast.cli.main import app
 from framecast.models.hunyuan15_i2v import MODEL_ID
 from framecast.settings import get_settings

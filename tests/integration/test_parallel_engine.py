@@ -23,8 +23,8 @@ from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.errors import InputError
 from framecast.models.request import LoraChoice
-from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
+from framecast.worker.group import group_engine
 
 from .tiny_jobs import CancelAfterFirstStep, engine_request
 from .tiny_loras import save_tiny_lora
@@ -99,7 +99,7 @@ def test_step_cache_is_refused_before_any_rank_runs(group: GroupEngine) -> None:
 
 
 def test_settings_the_group_cannot_run_are_refused_at_start(tmp_path: Path) -> None:
-    from framecast.parallel.launch import GroupError
+    from framecast.worker.group import GroupError
 
     settings = Settings(data_dir=tmp_path, device="cpu", engine="preview", parallel=2)
     with pytest.raises(GroupError, match="a group needs hunyuan"), group_engine(settings):

@@ -20,8 +20,8 @@ from framecast.engines.hunyuan.group import GroupEngine
 from framecast.engines.hunyuan15.engine import Hunyuan15Engine
 from framecast.engines.hunyuan15.weights import resolve_model
 from framecast.models.hunyuan15_i2v import MODEL_ID
-from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
+from framecast.worker.group import group_engine
 
 from .tiny_jobs import CancelAfterFirstStep, engine_request
 

@@ -16,8 +16,8 @@ pytest.importorskip("diffusers")
 from framecast.engines.base import NullHooks
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
-from framecast.parallel.launch import group_engine
 from framecast.settings import Settings
+from framecast.worker.group import group_engine
 
 from .tiny_jobs import engine_request
 

@@ -22,10 +22,10 @@ from framecast.db import migrate
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.weights import resolve_model
 from framecast.models.hunyuan_i2v import MODEL_ID
-from framecast.parallel.launch import GROUP_BROKEN
 from framecast.queue.jobs import Job
 from framecast.settings import Settings
 from framecast.states import Status
+from framecast.worker.group import GROUP_BROKEN
 from framecast.worker.loop import Worker
 
 from .tiny_jobs import submit

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from framecast.admission.keys import KeyStore
 from framecast.admission.quotas import KeyLimits, QuotaExceeded, QuotaStore, limit_value, rate_value
-from framecast.admission.rates import Rate, parse_rate
 from framecast.cli.main import app as cli_app
 from framecast.db import create_db_engine, migrate
+from framecast.rates import Rate, parse_rate
 
 from .inprocess import OTHER_KEY, SMALL, SUBMIT, assert_error, client_for, make_app, services_of
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import huggingface_hub
 import pytest
-from framecast.cli.model_flags import FlagError, parse_flags
 from typer.testing import CliRunner
 
-import framecast.parallel.launch as launch
+import framecast.worker.group as launch
 from framecast.cli.main import app
+from framecast.cli.model_flags import FlagError, parse_flags
 from framecast.models import builtin_models
 from framecast.settings import Settings, get_settings
 

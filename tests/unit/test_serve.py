@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from framecast.cli.common import settings_from_flags
 from framecast.cli import serve as serve_module
+from framecast.cli.common import settings_from_flags
 from framecast.settings import Settings
 
 

@@ -21,10 +21,10 @@ from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from framecast.admission.rates import UNLIMITED, Rate, parse_rate
 from framecast.contract.errors import ErrorCode
 from framecast.db import api_keys, requests, submit_counters
 from framecast.errors import FramecastError
+from framecast.rates import UNLIMITED, Rate, parse_rate
 from framecast.states import Status
 
 ACTIVE_RETRY_AFTER_S = 10

@@ -12,7 +12,6 @@ an invalid ``Host`` so) rather than echoed.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -28,19 +27,6 @@ _HOST = re.compile(
     """,
     re.VERBOSE,
 )
-
-
-def checked_public_base_url(value: str) -> str:
-    """FRAMECAST_PUBLIC_BASE_URL as links start with it (no trailing slash); ValueError when
-    it is not an absolute http(s) URL of a host (with a path, if the API is mounted under one)."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"must be an absolute http(s) URL such as https://api.example.com; got {value!r}"
-        )
-    if parts.query or parts.fragment or parts.username is not None:
-        raise ValueError(f"must be a scheme, host and optional path only; got {value!r}")
-    return value.strip().rstrip("/")
 
 
 def base_url(request: Request, configured: str | None) -> str:

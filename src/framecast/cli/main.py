@@ -95,7 +95,7 @@ def worker(
     from framecast.worker.loop import run_worker
 
     if settings.gpus or settings.parallel:
-        from framecast.parallel.launch import GroupError, run_group_worker
+        from framecast.worker.group import GroupError, run_group_worker
 
         try:
             run_group_worker(settings)
@@ -365,8 +365,8 @@ def generate(
     from framecast.errors import FramecastError
     from framecast.images import decode_image
     from framecast.models import UnknownModel, all_models, get_model
-    from framecast.parallel.launch import GroupError, check_group_models
     from framecast.video import encode_mp4
+    from framecast.worker.group import GroupError, check_group_models
 
     try:
         settings = settings_from_flags(
@@ -398,7 +398,7 @@ def generate(
             raise unknown
         decoded = decode_image(image.read_bytes(), max_pixels=settings.max_image_pixels)
         if settings.gpus or settings.parallel:
-            from framecast.parallel.launch import group_engine
+            from framecast.worker.group import group_engine
 
             # Closed (the other ranks told to exit) when the command ends.
             eng: EngineType = ctx.with_resource(group_engine(settings, model_id=spec.id))

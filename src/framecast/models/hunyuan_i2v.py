@@ -10,7 +10,7 @@ read them from this module.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -35,12 +35,21 @@ from framecast.models.loras import (
 from framecast.models.request import LoraChoice
 from framecast.sizes import Buckets
 
+if TYPE_CHECKING:
+    from framecast.settings import Settings
+
 MODEL_ID: Final = "tencent/hunyuan/image-to-video"
 SETTING: Final = "FRAMECAST_HUNYUAN_MODEL"
 """The setting that names this model's weights."""
 DEFAULT_CHECKPOINT: Final = "hunyuanvideo-community/HunyuanVideo-I2V"
 """The default ``FRAMECAST_HUNYUAN_MODEL``: the diffusers-format official weights (the 16-channel
 token_replace checkpoint, the only one the engine runs)."""
+
+
+def checkpoint(settings: Settings) -> str:
+    """The weights a worker loads: FRAMECAST_HUNYUAN_MODEL, else :data:`DEFAULT_CHECKPOINT`."""
+    return settings.hunyuan_model or DEFAULT_CHECKPOINT
+
 
 DEFAULT_PROMPT = (
     "A lone gunslinger in a black trench coat walks slowly down an empty desert highway, his "

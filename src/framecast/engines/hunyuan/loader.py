@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from framecast.engines.base import EngineNeedsSetup, NotRunnable
 from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
+from framecast.models.hunyuan_i2v import checkpoint
 
 if TYPE_CHECKING:
     from framecast.engines.base import Engine
@@ -65,7 +66,7 @@ def availability_of(
 def availability(settings: Settings) -> NotRunnable | None:
     """None if HunyuanVideo-I2V can run here (its packages, a GPU and its weights), else why not."""
     return availability_of(
-        settings, lambda: resolve_model(settings.hunyuan_model), "a 13B video model"
+        settings, lambda: resolve_model(checkpoint(settings)), "a 13B video model"
     )
 
 
@@ -73,7 +74,7 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo-I2V engine, loaded as the settings say, or a clear EngineUnavailable."""
     require_packages()
     if source is None:
-        source = resolve_model(settings.hunyuan_model)  # before importing torch: fail fast
+        source = resolve_model(checkpoint(settings))  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine
 
     return HunyuanEngine.load(

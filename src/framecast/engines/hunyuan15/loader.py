@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from framecast.engines.hunyuan.loader import availability_of, require_packages
 from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan15.weights import TINY_RANDOM, ModelSource, resolve_model
+from framecast.models.hunyuan15_i2v import DEFAULT_CHECKPOINT, SR_REPO
 
 if TYPE_CHECKING:
     from framecast.engines.base import Engine, NotRunnable
@@ -21,10 +22,10 @@ if TYPE_CHECKING:
 
 def model_spec(settings: Settings) -> str:
     """What this worker's ``FRAMECAST_HUNYUAN15_MODEL`` effectively is."""
-    own = "hunyuan15_model" in settings.model_fields_set  # given, not the default
-    if settings.hunyuan_model.strip() == TINY_RANDOM and not own:
+    own = settings.hunyuan15_model
+    if own is None and (settings.hunyuan_model or "").strip() == TINY_RANDOM:
         return TINY_RANDOM
-    return settings.hunyuan15_model
+    return own or DEFAULT_CHECKPOINT
 
 
 def availability(settings: Settings) -> NotRunnable | None:
@@ -51,5 +52,5 @@ def load(settings: Settings, source: ModelSource | None = None) -> Engine:
         linear=settings.linear,
         memory_check=settings.memory_check,
         loras=LoraSettings.of(settings),
-        sr_model=settings.hunyuan15_sr_model,
+        sr_model=settings.hunyuan15_sr_model or SR_REPO,
     )
