@@ -32,6 +32,7 @@ from framecast.engines.hunyuan15.engine import OFFLOAD_MODES
 from framecast.engines.hunyuan15.fullsize import (
     TRANSFORMER_CONFIGS,
     build_full_size_pipeline,
+    build_full_size_transformer,
     build_full_size_vae,
 )
 from framecast.engines.hunyuan15.memory import (
@@ -295,6 +296,32 @@ def test_fits_and_refusal() -> None:
         peak("720p", 121, "model", text_encoder_resident=True)
     with pytest.raises(ValueError, match="offload must be"):
         peak("720p", 121, "disk")
+
+
+def test_fp8_weights_are_counted_as_loaded() -> None:
+    # The engine passes its transformer's weights as they are (placement.weight_bytes): the
+    # full-size transformer, built on the meta device, converted as FRAMECAST_LINEAR=fp8 does.
+    from framecast.engines.hunyuan.fp8 import convert_blocks_to_fp8
+    from framecast.engines.hunyuan.placement import weight_bytes
+
+    transformer = build_full_size_transformer("meta")
+    assert weight_bytes(transformer) == COMPONENTS[0].bytes  # bf16: the table's
+    convert_blocks_to_fp8(transformer, "fp8")
+    fp8 = weight_bytes(transformer)
+    saved = COMPONENTS[0].bytes - fp8
+    assert round(saved / GiB, 1) == 5.1  # 15.5 -> 10.4 GiB
+    for mode, holding in (("none", 5), ("model", 1)):  # the phases the transformer is on
+        bf16_phases = peak("720p", 121, mode).phases
+        fp8_phases = peak("720p", 121, mode, False, fp8).phases
+        less = [a.name for a, b in zip(bf16_phases, fp8_phases, strict=True) if a.bytes > b.bytes]
+        assert len(less) == holding and "denoise" in less
+        assert all(a.bytes - b.bytes in (0, saved) for a, b in zip(bf16_phases, fp8_phases))
+    # Block by block (group, sequential) the modulation layers, which FP8 leaves, dominate.
+    assert peak("720p", 121, "group", False, fp8) == peak("720p", 121, "group")
+    # A GPU between the two needs: refused in bf16, run with FP8 weights.
+    between = (peak("720p", 121).required + peak("720p", 121, "none", False, fp8).required) // 2
+    assert refusal(between, "720p", 121) is not None
+    assert refusal(between, "720p", 121, transformer_bytes=fp8) is None
 
 
 def test_text_encoder_headroom() -> None:

@@ -26,7 +26,18 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"startup", "db"},
     {"settings"},
-    {"__init__", "contract", "states", "rates", "errors", "sizes", "images", "logs", "video", "fetch"},
+    {
+        "__init__",
+        "contract",
+        "states",
+        "rates",
+        "errors",
+        "sizes",
+        "images",
+        "logs",
+        "video",
+        "fetch",
+    },
 ]
 """Top first. A module may import its own package and anything in a lower layer. Two packages
 in one layer do not import each other (the API never imports the worker nor the worker the API),

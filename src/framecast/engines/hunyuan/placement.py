@@ -82,11 +82,15 @@ def place(pipe: DiffusionPipeline, placement: Placement, parts: Iterable[torch.n
                 part.to(device)
 
 
+def weight_bytes(module: torch.nn.Module) -> int:
+    """The bytes of ``module``'s weights as they are now (FP8 ones at one byte each)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def fits_beside(module: torch.nn.Module, device: torch.device, headroom: int) -> bool:
     """Whether ``module``'s weights fit on the GPU ``device`` and leave ``headroom`` bytes free."""
     free, _total = torch.cuda.mem_get_info(device)
-    size = sum(p.numel() * p.element_size() for p in module.parameters())
-    return bool(free - size >= headroom)
+    return bool(free - weight_bytes(module) >= headroom)
 
 
 def keep_on_gpu(module: torch.nn.Module, placement: Placement, headroom: int) -> bool:

@@ -48,6 +48,7 @@ from framecast.engines.hunyuan.placement import (
     reset_peak_memory,
     tidy,
     visiting,
+    weight_bytes,
 )
 from framecast.engines.hunyuan.speedups import (
     check_speedups,
@@ -333,6 +334,8 @@ class Hunyuan15Engine(Engine):
             num_frames,
             placement.offload,
             placement.text_encoder_resident,
+            # As loaded: FRAMECAST_LINEAR=fp8 weights count a byte each.
+            weight_bytes(self.pipe.transformer),
         )
 
     def check_fits_at_all(self) -> None:

@@ -363,6 +363,7 @@ def peak(
     num_frames: int,
     offload: str = "none",
     text_encoder_resident: bool = False,
+    transformer_bytes: int | None = None,
 ) -> Peak:
     """The peak of one request of ``size`` ("480p", "720p": 16:9; or (width, height)) and
     ``num_frames``, with the models placed as ``offload`` places them
@@ -385,6 +386,11 @@ def peak(
     - ``sequential``: each module in turn (:attr:`Component.largest_leaf_params`).
 
     ByT5 runs, and is counted, only for a prompt with quoted text; the worst case is counted.
+
+    ``transformer_bytes``: the transformer's weights as loaded (FRAMECAST_LINEAR=fp8 stores
+    most of them at a byte each), counted where the transformer is whole on the GPU (``none``,
+    ``model``); None: bf16's. ``group`` and ``sequential`` count its groups and modules in bf16
+    (FP8 leaves the modulation layers, the largest module, in bf16; groups over-count).
     """
     if offload not in OFFLOAD_MODES:
         raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
@@ -396,6 +402,8 @@ def peak(
     denoise = transformer_pass_bytes(width, height, num_frames)
     decode = vae_decode_bytes(width, height, num_frames)
     t, te, te2, ie, vae = (c.bytes for c in COMPONENTS)
+    if transformer_bytes is not None:
+        t = transformer_bytes
     if offload == "none":
         resident = t + vae + ie + te2 + (te if text_encoder_resident else 0)
         weights = {
@@ -456,10 +464,12 @@ def fits(
     num_frames: int,
     offload: str = "none",
     text_encoder_resident: bool = False,
+    transformer_bytes: int | None = None,
 ) -> bool:
     """Whether a GPU of ``total_gpu_bytes`` (its whole memory, as ``torch.cuda.mem_get_info``'s
     second value) holds the request: :attr:`Peak.required`."""
-    return peak(size, num_frames, offload, text_encoder_resident).required <= total_gpu_bytes
+    need = peak(size, num_frames, offload, text_encoder_resident, transformer_bytes)
+    return need.required <= total_gpu_bytes
 
 
 def refusal(
@@ -468,22 +478,30 @@ def refusal(
     num_frames: int,
     offload: str = "none",
     text_encoder_resident: bool = False,
+    transformer_bytes: int | None = None,
 ) -> str | None:
     """None where the request fits, else one line that says why and what would fit."""
-    need = peak(size, num_frames, offload, text_encoder_resident)
+    need = peak(size, num_frames, offload, text_encoder_resident, transformer_bytes)
     if need.required <= total_gpu_bytes:
         return None
     width, height = need.width, need.height
     others = [
         mode
         for mode in OFFLOAD_MODES[OFFLOAD_MODES.index(offload) + 1 :]
-        if fits(total_gpu_bytes, (width, height), num_frames, mode)
+        if fits(total_gpu_bytes, (width, height), num_frames, mode, False, transformer_bytes)
     ]
     fewer = next(
         (
             n
             for n in range(num_frames - FRAME_STEP, MIN_FRAMES - 1, -FRAME_STEP)
-            if fits(total_gpu_bytes, (width, height), n, offload, text_encoder_resident)
+            if fits(
+                total_gpu_bytes,
+                (width, height),
+                n,
+                offload,
+                text_encoder_resident,
+                transformer_bytes,
+            )
         ),
         None,
     )
