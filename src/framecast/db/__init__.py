@@ -2,6 +2,8 @@
 
 The tables are SQLAlchemy Core objects: every status change is a single guarded UPDATE written
 in :mod:`framecast.queue.jobs`, which reads more plainly in Core than through an ORM unit of work.
+What differs between SQLite and PostgreSQL (upserts, row locks, NOTIFY/LISTEN) is in
+:mod:`framecast.db.backend`, and in this module's engine and migration set-up only.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from framecast.db.backend import is_sqlite, supported_url
 from framecast.queue.states import Status
+
+MIGRATIONS = Path(__file__).parents[1] / "migrations"
+"""Alembic's script folder (beside this package, where it was before db became one)."""
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -252,8 +257,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 
 def create_db_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    """An engine for ``url``; :class:`framecast.startup.StartupError` (one line) unless it is a
+    SQLite or PostgreSQL URL."""
+    parsed = supported_url(url)
+    if is_sqlite(parsed):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -272,7 +279,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Many processes start at once on a fleet: one migrates, the others wait for it
