@@ -3,7 +3,7 @@
 framecast runs on SQLite (one machine) and PostgreSQL (many machines). Every statement elsewhere
 is SQLAlchemy Core that both run alike, ``UPDATE ... RETURNING`` and ``INSERT ... RETURNING``
 included (SQLite has had RETURNING since 3.35). The rest is here, and nowhere else
-(tests/unit/test_db_backend_rule.py holds that):
+(tests/unit/test_db_rules.py holds that):
 
 - :func:`upsert`: ``INSERT ... ON CONFLICT``, which SQLAlchemy builds per dialect only (both
   databases give it the same meaning).
