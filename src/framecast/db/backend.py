@@ -238,8 +238,11 @@ class Listener:
             with self._lock:
                 subscriptions = list(self._subscriptions)
                 if not subscriptions:
+                    # Under the lock: a subscription from here on starts a thread of its own.
                     self._thread = None
                     fds, self._wake_fds = self._wake_fds, None
+                    _closed(conn)
+                    self.backend_pid = None
                     break
             try:
                 if conn is None:
@@ -268,8 +271,6 @@ class Listener:
                 self._tell_lost()
                 _wait_readable((wake,), _STOP_CHECK_S)
             _drain(wake)
-        _closed(conn)
-        self.backend_pid = None
         if fds is not None:
             for fd in fds:
                 os.close(fd)
