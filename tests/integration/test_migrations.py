@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ from framecast.states import Status
 
 
 def _head() -> str | None:
-    folder = Path(framecast.db.__file__).parent / "migrations"
-    return ScriptDirectory(str(folder)).get_current_head()
+    return ScriptDirectory(str(framecast.db.MIGRATIONS)).get_current_head()
 
 
 def _row(request_id: str, status: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"engines"},
     {"parallel"},
     {"models"},
-    {"startup", "db"},
+    {"db"},
+    {"startup"},
     {"settings"},
     {
         "__init__",

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from framecast.contract.errors import ErrorCode
 from framecast.db import idempotency_keys, requests, utcnow
+from framecast.db.backend import upsert
 from framecast.errors import FramecastError, InputError
 
 KEY_TTL = dt.timedelta(hours=24)
@@ -98,18 +98,19 @@ class IdempotencyStore:
         for _ in range(10):  # each pass follows one concurrent change: a release, a takeover
             now = utcnow()
             with self.engine.begin() as conn:
-                upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
                 inserted = conn.execute(
-                    upsert(table)
-                    .values(
-                        owner=owner,
-                        key=key,
-                        body_hash=digest,
-                        request_id=request_id,
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=[table.c.owner, table.c.key])
-                    .returning(table.c.request_id)
+                    upsert(
+                        conn,
+                        table,
+                        {
+                            "owner": owner,
+                            "key": key,
+                            "body_hash": digest,
+                            "request_id": request_id,
+                            "created_at": now,
+                        },
+                        key=[table.c.owner, table.c.key],
+                    ).returning(table.c.request_id)
                 ).scalar_one_or_none()
                 if inserted is not None:
                     return Claim(request_id, replay=False)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from framecast.contract.errors import ErrorCode
 from framecast.db import api_keys, requests, submit_counters
+from framecast.db.backend import upsert
 from framecast.errors import FramecastError
 from framecast.rates import UNLIMITED, Rate, parse_rate
 from framecast.states import Status
@@ -86,12 +86,6 @@ def rate_value(text: str) -> str | None:
     if word == UNLIMITED:
         return UNLIMITED
     return str(parse_rate(word))
-
-
-def _upsert(conn: Connection) -> Any:
-    # INSERT ... ON CONFLICT is dialect-specific in SQLAlchemy; both backends framecast runs on
-    # have it with the same semantics.
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class QuotaStore:
@@ -161,18 +155,16 @@ class QuotaStore:
             return
         window = rate.window_of(now)
         table = submit_counters
-        statement = (
-            _upsert(conn)(table)
-            .values(owner=owner, window_start=window, submits=1)
-            .on_conflict_do_update(
-                index_elements=[table.c.owner],
-                set_={
-                    "submits": case((table.c.window_start == window, table.c.submits + 1), else_=1),
-                    "window_start": window,
-                },
-            )
-            .returning(table.c.submits)
-        )
+        statement = upsert(
+            conn,
+            table,
+            {"owner": owner, "window_start": window, "submits": 1},
+            key=[table.c.owner],
+            update={
+                "submits": case((table.c.window_start == window, table.c.submits + 1), else_=1),
+                "window_start": window,
+            },
+        ).returning(table.c.submits)
         self._check_count(rate, conn.execute(statement).scalar_one(), now)
 
     def _check_count(self, rate: Rate, submits: int, now: float) -> None:
@@ -222,10 +214,12 @@ class QuotaStore:
         def guard(conn: Connection, _job: object) -> None:
             table = submit_counters
             conn.execute(
-                _upsert(conn)(table)
-                .values(owner=owner, window_start=0, submits=0)
-                .on_conflict_do_update(
-                    index_elements=[table.c.owner], set_={"submits": table.c.submits}
+                upsert(
+                    conn,
+                    table,
+                    {"owner": owner, "window_start": 0, "submits": 0},
+                    key=[table.c.owner],
+                    update={"submits": table.c.submits},
                 )
             )
             # After the INSERT: the count includes the new request.

@@ -58,7 +58,9 @@ def one_line_errors(settings: Settings) -> Iterator[None]:
 
 
 def _is_sqlite_file(settings: Settings) -> bool:
-    return settings.database_url is None or settings.database_url.startswith("sqlite")
+    from framecast.db import is_sqlite_url
+
+    return is_sqlite_url(settings.resolved_database_url)
 
 
 def read_database(settings: Settings) -> Any:

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from framecast import states
 from framecast.db import requests, utcnow
+from framecast.db.backend import notify, skip_locked
 from framecast.queue import request_totals
 from framecast.queue.results import VideoResult
 from framecast.states import Status
@@ -134,7 +135,6 @@ class JobStore:
         listeners: Sequence[StatusListener] = (),
     ) -> None:
         self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.listeners = tuple(listeners)
@@ -255,8 +255,7 @@ class JobStore:
         )
         if models is not None:
             oldest = oldest.where(requests.c.model.in_(models))
-        if self.postgres:
-            oldest = oldest.with_for_update(skip_locked=True)
+        oldest = skip_locked(self.engine, oldest)
         token = secrets.token_hex(16)
         taken = self._transition(
             Status.IN_QUEUE,
@@ -494,8 +493,7 @@ class JobStore:
 
     def _notify(self, conn: Connection) -> None:
         # Delivered at commit, so a woken worker finds the row; SQLite workers just poll.
-        if self.postgres:
-            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": QUEUE_CHANNEL})
+        notify(conn, QUEUE_CHANNEL)
 
     def _finish(self, lease: Lease, target: Status, **values: Any) -> bool:
         finished = self._transition(

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from framecast.db import request_histograms, request_totals, requests
+from framecast.db.backend import upsert
 from framecast.engines.base import PEAK_GPU_MEMORY_KEY
 from framecast.states import TERMINAL, Status
 
@@ -107,18 +107,15 @@ def record(conn: Connection, source: Status, target: Status, row: Row[Any]) -> N
         _observe(conn, histogram, row.model, status, value)
 
 
-def _upsert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def _add_finished(conn: Connection, model: str, status: Status, error_code: str) -> None:
     t = request_totals
     conn.execute(
-        _upsert(conn)(t)
-        .values(model=model, status=status.value, error_code=error_code, requests=1)
-        .on_conflict_do_update(
-            index_elements=[t.c.model, t.c.status, t.c.error_code],
-            set_={"requests": t.c.requests + 1},
+        upsert(
+            conn,
+            t,
+            {"model": model, "status": status.value, "error_code": error_code, "requests": 1},
+            key=[t.c.model, t.c.status, t.c.error_code],
+            update={"requests": t.c.requests + 1},
         )
     )
 
@@ -126,18 +123,19 @@ def _add_finished(conn: Connection, model: str, status: Status, error_code: str)
 def _observe(conn: Connection, histogram: str, model: str, status: str, value: float) -> None:
     h = request_histograms
     conn.execute(
-        _upsert(conn)(h)
-        .values(
-            histogram=histogram,
-            model=model,
-            status=status,
-            le=le(histogram, value),
-            observations=1,
-            total=value,
-        )
-        .on_conflict_do_update(
-            index_elements=[h.c.histogram, h.c.model, h.c.status, h.c.le],
-            set_={"observations": h.c.observations + 1, "total": h.c.total + value},
+        upsert(
+            conn,
+            h,
+            {
+                "histogram": histogram,
+                "model": model,
+                "status": status,
+                "le": le(histogram, value),
+                "observations": 1,
+                "total": value,
+            },
+            key=[h.c.histogram, h.c.model, h.c.status, h.c.le],
+            update={"observations": h.c.observations + 1, "total": h.c.total + value},
         )
     )
 

@@ -10,8 +10,9 @@ used to be a thread-pool trip per waiter per interval, and 500 streams left ever
 (``/healthz`` included) queueing for the pool (docs/performance.md).
 
 With PostgreSQL, a trigger on ``requests`` (migration 0006) NOTIFYs :data:`STATUS_CHANNEL` with
-the request's id on every status or progress change; a second thread LISTENs and has the watcher
-read a notified request at once. The full sweep then runs every :data:`LISTEN_FALLBACK_S` only:
+the request's id on every status or progress change; the process's one LISTEN connection
+(:func:`framecast.db.backend.listener_for`, shared with the webhook dispatcher's wake-ups) hands
+the id over, and the watcher reads a notified request at once. The full sweep then runs every :data:`LISTEN_FALLBACK_S` only:
 a queued request's position changes without a notification, and notifications are missed while
 that connection reconnects. With SQLite, which has no notifications, the sweep runs every
 ``FRAMECAST_POLL_SECONDS``.
@@ -33,6 +34,7 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.engine import Connection
 
 from framecast.db import requests
+from framecast.db.backend import Subscription, listener_for
 from framecast.queue.jobs import Job
 from framecast.queue.registry import WorkerRegistry
 from framecast.states import Status
@@ -82,8 +84,8 @@ Version = tuple[Any, ...]
 class StatusWatch:
     def __init__(self, engine: Engine, poll_seconds: float, heartbeat_window: dt.timedelta) -> None:
         self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._listener = listener_for(engine.url)
+        self._subscription: Subscription | None = None
         self.poll_seconds = poll_seconds
         self.heartbeat_window = heartbeat_window
         self._registry = WorkerRegistry(engine)
@@ -97,6 +99,11 @@ class StatusWatch:
         self._threads: list[threading.Thread] = []
         self.sweeps = 0
         """Sweeps of every followed request so far (for tests and the curious)."""
+
+    @property
+    def postgres(self) -> bool:
+        """Whether changes are notified (PostgreSQL): the watcher then listens as well."""
+        return self._listener is not None
 
     @property
     def interval(self) -> float:
@@ -144,8 +151,14 @@ class StatusWatch:
                         self._urgent.discard(request_id)
 
     def close(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            subscription, self._subscription = self._subscription, None
         self._kick.set()
+        if subscription is not None:
+            # Not holding the lock: the listener's thread may be waiting on it in _notified.
+            subscription.close()
+        self._listening.clear()
         threads, self._threads = self._threads, []
         for thread in threads:
             thread.join(timeout=_STOP_CHECK_S * 3)
@@ -156,13 +169,15 @@ class StatusWatch:
         with self._lock:
             if self._threads or self._stop.is_set():
                 return
-            targets = [("framecast-status-watch", self._watch)]
-            if self.postgres:
-                targets.append(("framecast-status-listen", self._listen))
-            for name, target in targets:
-                thread = threading.Thread(target=target, name=name, daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            thread = threading.Thread(
+                target=self._watch, name="framecast-status-watch", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+            if self._listener is not None:
+                self._subscription = self._listener.subscribe(
+                    STATUS_CHANNEL, self._notified, self._listening_changed
+                )
 
     def _watch(self) -> None:
         next_sweep = 0.0
@@ -257,28 +272,12 @@ class StatusWatch:
         live = self._registry.live(self.heartbeat_window)
         return {m: sum(1 for w in live if w.serves is None or m in w.serves) for m in models}
 
-    def _listen(self) -> None:
-        conn: Any = None
-        while not self._stop.is_set():
-            try:
-                if conn is None:
-                    import psycopg
-
-                    conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-                    conn.execute(f"LISTEN {STATUS_CHANNEL}")
-                    self._listening.set()
-                for note in conn.notifies(timeout=_STOP_CHECK_S):
-                    self._notified(note.payload)
-            except Exception:
-                log.warning(
-                    "status LISTEN connection failed; polling until it is back", exc_info=True
-                )
-                self._listening.clear()
-                _closed(conn)
-                conn = None
-                self._stop.wait(_STOP_CHECK_S)
-        self._listening.clear()
-        _closed(conn)
+    def _listening_changed(self, listening: bool) -> None:
+        """From the listener: LISTEN is in effect (sweep rarely), or lost (sweep as polling)."""
+        if listening and not self._stop.is_set():
+            self._listening.set()
+        else:
+            self._listening.clear()
 
     def _notified(self, request_id: str) -> None:
         with self._lock:
@@ -327,14 +326,6 @@ def _versions(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, Vers
 def _deliver(batch: list[tuple[Following, Snapshot]]) -> None:
     for following, snapshot in batch:
         following.offer(snapshot)
-
-
-def _closed(conn: Any) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except Exception:  # already broken; nothing to release
-            log.debug("closing the status LISTEN connection failed", exc_info=True)
 
 
 class Following:

@@ -16,10 +16,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from framecast.db import request_webhooks, requests, utcnow, webhook_deliveries
+from framecast.db.backend import notify
 from framecast.queue.jobs import Job, StatusChange
 from framecast.queue.views import status_body, wire
 from framecast.states import TERMINAL, Status
@@ -73,9 +74,7 @@ def _insert_delivery(conn: Connection, job: Job, target: WebhookTarget) -> None:
             next_attempt_at=now,
         )
     )
-    if conn.dialect.name == "postgresql":
-        # Delivered at commit, so a woken dispatcher finds the row.
-        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WEBHOOK_CHANNEL})
+    notify(conn, WEBHOOK_CHANNEL)  # delivered at commit, so a woken dispatcher finds the row
 
 
 def register(conn: Connection, job: Job, target: WebhookTarget) -> None:

@@ -14,11 +14,9 @@ such deliveries once a minute).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import random
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +26,7 @@ from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from framecast.db import utcnow, webhook_deliveries
+from framecast.db.backend import skip_locked, write_turns
 
 _d = webhook_deliveries.c
 
@@ -121,12 +120,9 @@ class DeliveryStore:
         self.retry = retry
         self.clock = clock
         self._next_sweep = dt.datetime.min.replace(tzinfo=dt.UTC)
-        # SQLite has one writer at a time, and a connection that finds the file locked sleeps
-        # in growing steps before it tries again: a dispatcher's own attempts, recording their
-        # outcomes from many threads at once, would mostly sleep. They take turns here instead.
-        self._write_lock = (
-            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
-        )
+        # A dispatcher's own attempts record their outcomes from many threads at once: on
+        # SQLite they take turns here rather than sleep on the file's lock.
+        self._write_lock = write_turns(engine)
 
     def claim(self, limit: int) -> list[Delivery]:
         """Take up to ``limit`` due deliveries (oldest due first) for one attempt each; first
@@ -142,8 +138,7 @@ class DeliveryStore:
             .order_by(_d.next_attempt_at)
             .limit(limit)
         )
-        if self.engine.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        due = skip_locked(self.engine, due)
         token = secrets.token_hex(16)
         with self._write_lock, self.engine.begin() as conn:
             if now >= self._next_sweep:
@@ -169,8 +164,7 @@ class DeliveryStore:
             _d.created_at < now - self.retry.give_up_after,
             _d.lease_expires_at < now,
         )
-        if self.engine.dialect.name == "postgresql":
-            stale = stale.with_for_update(skip_locked=True)  # as claim: no waiting, no deadlock
+        stale = skip_locked(self.engine, stale)  # as claim: no waiting, no deadlock
         conn.execute(
             update(webhook_deliveries)
             .where(_d.seq.in_(stale.scalar_subquery()))

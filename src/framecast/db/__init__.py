@@ -2,6 +2,8 @@
 
 The tables are SQLAlchemy Core objects: every status change is a single guarded UPDATE written
 in :mod:`framecast.queue.jobs`, which reads more plainly in Core than through an ORM unit of work.
+What differs between SQLite and PostgreSQL (upserts, row locks, NOTIFY/LISTEN) is in
+:mod:`framecast.db.backend`, and in this module's engine and migration set-up only.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from framecast.db.backend import is_sqlite, supported_url
 from framecast.states import Status
+
+MIGRATIONS = Path(__file__).parents[1] / "migrations"
+"""Alembic's script folder (beside this package, where it was before db became one)."""
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -260,9 +266,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 def create_db_engine(url: str, *, create: bool = True) -> Engine:
     """An engine on ``url``; ``create=False`` leaves a missing SQLite file's folder uncreated
-    (see :func:`open_existing_database`)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    (see :func:`open_existing_database`). :class:`framecast.startup.StartupError` (one line)
+    unless it is a SQLite or PostgreSQL URL."""
+    parsed = supported_url(url)
+    if is_sqlite(parsed):
         if create and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -320,7 +327,7 @@ def _alembic_config() -> Any:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
@@ -339,6 +346,11 @@ def schema_revision(engine: Engine) -> str | None:
         if not inspect(connection).has_table("alembic_version"):
             return None
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def is_sqlite_url(url: str) -> bool:
+    """Whether ``url`` is a SQLite database (a file in the data folder, usually)."""
+    return is_sqlite(make_url(url))
 
 
 def describe_database(url: str) -> str:
