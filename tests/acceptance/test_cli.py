@@ -16,8 +16,6 @@ from framecast.admission.keys import KeyStore
 from framecast.db import create_db_engine
 from framecast.settings import Settings
 
-from .conftest import free_port
-
 SAMPLE = Path(__file__).parents[2] / "src/framecast/assets/sample.jpg"
 
 
@@ -84,11 +82,10 @@ def test_generate_rejects_bad_options_clearly(tmp_path: Path) -> None:
 
 
 def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
-    port = free_port()
     env = {
         **os.environ,
         "FRAMECAST_DATA_DIR": str(tmp_path),
-        "FRAMECAST_PORT": str(port),
+        "FRAMECAST_PORT": "0",  # the system's choice: the banner names the port bound
         "FRAMECAST_ENGINE": "preview",
         "FRAMECAST_API_KEYS": "",
     }
@@ -116,7 +113,8 @@ def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
         assert keys.owner_for(key) == key_id
         assert keys.webhook_secrets(key_id) == (signing,)
         script = banner[banner.index("KEY=") : banner.index("then poll")]
-        deadline = time.monotonic() + 30
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", script).group(1))  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30  # a hang guard
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:

@@ -17,6 +17,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 
 def free_port() -> int:
+    """A port chosen before anything listens: the tests send to a receiver that is down, then
+    start it on the same address (a server that binds port 0 could not be down first)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
