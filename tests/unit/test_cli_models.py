@@ -26,8 +26,8 @@ I2V = "tencent/hunyuan/image-to-video"
 I2V_15 = "tencent/hunyuan-video-v1.5/image-to-video"
 HUB_15 = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-"
 
-# What the commands write into the environment (flags become FRAMECAST_* for the processes
-# they start), restored after each test.
+# The settings these commands read: unset for each test, so a FRAMECAST_* of the shell that
+# runs the suite cannot change what a command here does (tests/conftest.py restores them after).
 _WRITTEN = (
     "ENGINE", "HUNYUAN_MODEL", "HUNYUAN15_MODEL", "OFFLOAD", "LORA_DIR", "PARALLEL", "GPUS",
     "MODELS", "DEVICE", "DATA_DIR",
