@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -38,6 +39,23 @@ def _framecast_environment() -> Iterator[None]:
             del os.environ[name]
     os.environ.update(before)
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """A command run in-process configures the root logger (framecast.logs) with a handler on
+    the stderr of its moment, which pytest closes after the test: put the root logger back as
+    it was, so a later test's log line does not meet a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
