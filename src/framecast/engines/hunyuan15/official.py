@@ -33,25 +33,30 @@ TARGET_SIZE: Final = {**BUCKET_BASE, **{c.resolution: c.bucket_base for c in SR_
 ``SizeMap`` in ``hyvideo/pipelines/hunyuan_video_sr_pipeline.py``)."""
 
 
-def diffusers_config(official: Mapping[str, Any], state_keys: set[str]) -> dict[str, Any]:
+def diffusers_config(
+    official: Mapping[str, Any], state: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
     """diffusers' ``HunyuanVideo15Transformer3DModel`` arguments for an official config.json
-    (and the weights' names, which tell the refiner depth)."""
+    (and the weights, which tell the refiner's depth and ByT5's width)."""
     try:
         heads = int(official["heads_num"])
         patch = list(official.get("patch_size", [1, 1, 1]))
+        latent = int(official["in_channels"])
+        byt5 = state.get("byt5_in.fc1.weight")
         return {
-            "in_channels": int(official["in_channels"]),
-            "out_channels": int(official.get("out_channels") or official["in_channels"]),
+            "in_channels": input_channels(official),
+            "out_channels": int(official.get("out_channels") or latent),
             "num_attention_heads": heads,
             "attention_head_dim": int(official["hidden_size"]) // heads,
             "num_layers": int(official["mm_double_blocks_depth"]),
-            "num_refiner_layers": block_count(state_keys, REFINER_BLOCKS) or 2,
+            "num_refiner_layers": block_count(state, REFINER_BLOCKS) or 2,
             "mlp_ratio": float(official.get("mlp_width_ratio", 4.0)),
             "patch_size_t": int(patch[0]),
             "patch_size": int(patch[1]),
             "qk_norm": "rms_norm",  # the official qk_norm_type "rms"
             "text_embed_dim": int(official["text_states_dim"]),
-            "text_embed_2_dim": 1472,  # official ByT5Mapper in_dim, fixed in its code
+            # The official ByT5Mapper's in_dim is fixed in its code (1472) and in no config.
+            "text_embed_2_dim": 1472 if byt5 is None else int(byt5.shape[1]),
             "image_embed_dim": int(official["vision_states_dim"]),
             "rope_theta": float(official.get("rope_theta", 256)),
             "rope_axes_dim": tuple(official["rope_dim_list"]),
@@ -63,6 +68,20 @@ def diffusers_config(official: Mapping[str, Any], state_keys: set[str]) -> dict[
         raise WeightsError(
             f"not an official HunyuanVideo 1.5 transformer config ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def input_channels(official: Mapping[str, Any]) -> int:
+    """The channels the official patch embedding takes, diffusers' ``in_channels``: the
+    config's ``in_channels`` is the latent's, and with ``concat_condition`` (its default) the
+    official ``PatchEmbed`` (``hyvideo/models/transformers/modules/embed_layers.py``) widens it
+    for the image condition and its mask, 2c + 1 (c + c // 2 + 1 with
+    ``is_reshape_temporal_channels``)."""
+    channels = int(official["in_channels"])
+    if not official.get("concat_condition", True):
+        return channels
+    if official.get("is_reshape_temporal_channels", False):
+        return channels + channels // 2 + 1
+    return 2 * channels + 1
 
 
 def official_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -93,7 +112,7 @@ def load_official_transformer(folder: Path, dtype: torch.dtype) -> HunyuanVideo1
             state.update(load_file(file))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"cannot read the transformer in {folder}: {exc}") from exc
-    config = diffusers_config(official, set(state))
+    config = diffusers_config(official, state)
     with torch.device("meta"):
         model = HunyuanVideo15Transformer3DModel(**config)
     try:
