@@ -27,7 +27,9 @@ the rank), else the header's ``lora_alpha``, else its rank (the diffusers/PEFT c
 1). A fused layer (official ``*_qkv``) is split: its ``down`` shared, its ``up`` cut in three.
 The official final modulation stores (shift, scale) where diffusers stores (scale, shift)
 (diffusers' ``scripts/convert_hunyuan_video1_5_to_diffusers.py``, ``swap_scale_shift``): its
-``up`` rows are swapped to match.
+``up`` rows are swapped to match. The official names, diffusers' for them, and which layers
+are fused or swapped are engines/hunyuan15/official_names.py's, which the official checkpoint
+loader (official.py) reads too.
 
 A file for another model is refused saying so: one with single-stream blocks (HunyuanVideo v1,
 Flux), one in Wan's layout, one that adapts layers this transformer lacks or of other shapes.
@@ -42,59 +44,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from framecast.engines.hunyuan.lora_peft import LayerLora, inject
+from framecast.engines.hunyuan15.official_names import (
+    DOUBLE_BLOCK,
+    Renamed,
+    official_modules,
+    renamed,
+)
 
 if TYPE_CHECKING:
     import torch
 
-DOUBLE_BLOCK: Final[Mapping[str, tuple[str, ...]]] = {
-    # The official MMDoubleStreamBlock's linear layers -> diffusers' HunyuanVideo15TransformerBlock
-    # (diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py, step 10).
-    "img_mod.linear": ("norm1.linear",),
-    "txt_mod.linear": ("norm1_context.linear",),
-    "img_attn_q": ("attn.to_q",),
-    "img_attn_k": ("attn.to_k",),
-    "img_attn_v": ("attn.to_v",),
-    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),  # ComfyUI's fused layer
-    "img_attn_proj": ("attn.to_out.0",),
-    "txt_attn_q": ("attn.add_q_proj",),
-    "txt_attn_k": ("attn.add_k_proj",),
-    "txt_attn_v": ("attn.add_v_proj",),
+FUSED_DOUBLE_BLOCK: Final[Mapping[str, tuple[str, ...]]] = {
+    **DOUBLE_BLOCK,
+    # ComfyUI's fused layers, once COMFY_NAMES has named them the official way (1.5's own
+    # blocks keep q, k and v apart).
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
     "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
-    "txt_attn_proj": ("attn.to_add_out",),
-    "img_mlp.fc1": ("ff.net.0.proj",),
-    "img_mlp.fc2": ("ff.net.2",),
-    "txt_mlp.fc1": ("ff_context.net.0.proj",),
-    "txt_mlp.fc2": ("ff_context.net.2",),
 }
-REFINER_BLOCK: Final[Mapping[str, tuple[str, ...]]] = {
-    # txt_in.individual_token_refiner.blocks.N -> context_embedder.token_refiner.refiner_blocks.N
-    # (the same script, step 5).
-    "self_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-    "self_attn_proj": ("attn.to_out.0",),
-    "mlp.fc1": ("ff.net.0.proj",),
-    "mlp.fc2": ("ff.net.2",),
-    "adaLN_modulation.1": ("norm_out.linear",),
-}
-TOP_LEVEL: Final[Mapping[str, str]] = {
-    # The same script, steps 1-4, 6, 7 and 11 (img_in is a convolution: no LoRA here).
-    "time_in.mlp.0": "time_embed.timestep_embedder.linear_1",
-    "time_in.mlp.2": "time_embed.timestep_embedder.linear_2",
-    "txt_in.t_embedder.mlp.0": "context_embedder.time_text_embed.timestep_embedder.linear_1",
-    "txt_in.t_embedder.mlp.2": "context_embedder.time_text_embed.timestep_embedder.linear_2",
-    "txt_in.c_embedder.linear_1": "context_embedder.time_text_embed.text_embedder.linear_1",
-    "txt_in.c_embedder.linear_2": "context_embedder.time_text_embed.text_embedder.linear_2",
-    "txt_in.input_embedder": "context_embedder.proj_in",
-    "byt5_in.fc1": "context_embedder_2.linear_1",
-    "byt5_in.fc2": "context_embedder_2.linear_2",
-    "byt5_in.fc3": "context_embedder_2.linear_3",
-    "vision_in.proj.1": "image_embedder.linear_1",
-    "vision_in.proj.3": "image_embedder.linear_2",
-    "final_layer.linear": "proj_out",
-    "final_layer.adaLN_modulation.1": "norm_out.linear",
-}
-SWAPPED: Final = frozenset({"final_layer.adaLN_modulation.1"})
-"""Official layers whose output halves diffusers stores the other way round."""
-
 COMFY_NAMES: Final[tuple[tuple[str, str], ...]] = (
     # ComfyUI's module names -> the official ones (comfy/lora.py's HunyuanVideo key map, and
     # ComfyUI's MLPEmbedder's in_layer/out_layer for the official mlp.0/mlp.2, linear_1/_2).
@@ -196,16 +162,12 @@ def to_diffusers(
         rank = down.shape[0]
         alpha = float(parts["alpha"]) if "alpha" in parts else (default_alpha or 0.0)
         layer_alpha = alpha or float(rank)  # kohya's and musubi-tuner's rule: 0 means the rank
-        targets, swapped = names.targets(module)
-        ups = up.chunk(len(targets)) if len(targets) > 1 else (up,)
-        if len(targets) > 1 and up.shape[0] % len(targets):
-            raise ValueError(f"{module} has {up.shape[0]} outputs, not {len(targets)} equal parts")
-        if swapped:
-            import torch
-
-            shift, scale = up.chunk(2)
-            ups = (torch.cat([scale, shift]),)
-        for target, part in zip(targets, ups, strict=True):
+        layer = names.targets(module)
+        if len(layer.targets) > 1 and up.shape[0] % len(layer.targets):
+            raise ValueError(
+                f"{module} has {up.shape[0]} outputs, not {len(layer.targets)} equal parts"
+            )
+        for target, part in zip(layer.targets, layer.rows(up), strict=True):
             out[target] = LayerLora(down, part.contiguous(), layer_alpha)
     return out
 
@@ -217,48 +179,28 @@ class Names:
         self.linears = {
             name for name, module in transformer.named_modules() if hasattr(module, "in_features")
         }
-        official = list(TOP_LEVEL)
-        official += [
-            f"double_blocks.{i}.{layer}"
-            for i in range(len(transformer.transformer_blocks))
-            for layer in DOUBLE_BLOCK
-        ]
-        refiners = transformer.context_embedder.token_refiner.refiner_blocks
-        official += [
-            f"txt_in.individual_token_refiner.blocks.{i}.{layer}"
-            for i in range(len(refiners))
-            for layer in REFINER_BLOCK
-        ]
+        official = official_modules(
+            len(transformer.transformer_blocks),
+            len(transformer.context_embedder.token_refiner.refiner_blocks),
+            FUSED_DOUBLE_BLOCK,
+        )
         self.underscored = {name.replace(".", "_"): name for name in official}
 
-    def targets(self, module: str) -> tuple[tuple[str, ...], bool]:
-        """The diffusers layers ``module`` adapts, and whether its output halves are swapped."""
+    def targets(self, module: str) -> Renamed:
+        """The diffusers layers ``module`` adapts (and whether its output halves are swapped)."""
         name = module
         for prefix in PREFIXES:
             name = name.removeprefix(prefix)
         if name in self.linears:
-            return (name,), False
+            return Renamed(name, (name,))
         if name.startswith(MUSUBI_PREFIX):
             name = self.underscored.get(name.removeprefix(MUSUBI_PREFIX), name)
         for pattern, replacement in COMFY_NAMES:
             name = re.sub(pattern, replacement, name)
-        targets = self.official(name)
-        missing = [t for t in targets if t not in self.linears]
-        if not targets or missing:
+        layer = renamed(name, FUSED_DOUBLE_BLOCK)
+        if layer is None or any(t not in self.linears for t in layer.targets):
             raise ValueError(
                 f"it adapts {module}, which HunyuanVideo 1.5's transformer does not have "
                 "(is it a LoRA for another model?)"
             )
-        return targets, name in SWAPPED
-
-    @staticmethod
-    def official(name: str) -> tuple[str, ...]:
-        if name in TOP_LEVEL:
-            return (TOP_LEVEL[name],)
-        if match := re.fullmatch(r"double_blocks\.(\d+)\.(.+)", name):
-            layers = DOUBLE_BLOCK.get(match[2], ())
-            return tuple(f"transformer_blocks.{match[1]}.{layer}" for layer in layers)
-        if match := re.fullmatch(r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.(.+)", name):
-            block = f"context_embedder.token_refiner.refiner_blocks.{match[1]}"
-            return tuple(f"{block}.{layer}" for layer in REFINER_BLOCK.get(match[2], ()))
-        return ()
+        return layer

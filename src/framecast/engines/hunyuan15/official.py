@@ -7,18 +7,14 @@ safetensors with its parameter names. They are the 8.3B architecture diffusers i
 ``HunyuanVideo15Transformer3DModel``, with more input channels, so we translate the config's
 names and the weights' names and load them into diffusers' class.
 
-The translation is ours, written from what each official module is (``hyvideo/models/
-transformers/hunyuanvideo_1_5_transformer.py`` and its ``modules/``) and what diffusers calls
-it; diffusers' own conversion script (``scripts/convert_hunyuan_video1_5_to_diffusers.py``)
-was the check. Three things are more than a rename: the token refiner's fused ``self_attn_qkv``
-is split into q, k and v; the final layer's modulation is stored (shift, scale) where diffusers
-reads (scale, shift); the official 54-block count and refiner depth come from the weights.
+The weights' names are translated through engines/hunyuan15/official_names.py (the one table of
+official and diffusers names, which the LoRA reader shares); the official 54-block count and the
+refiner's depth come from the config and the weights.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -29,78 +25,38 @@ from diffusers.models.transformers.transformer_hunyuan_video15 import (
 )
 
 from framecast.engines.hunyuan.weights import WeightsError
+from framecast.engines.hunyuan15.official_names import REFINER_BLOCKS, block_count, renamed
 from framecast.models.hunyuan15_i2v import BUCKET_BASE, SR_CHECKPOINTS
 
 TARGET_SIZE: Final = {**BUCKET_BASE, **{c.resolution: c.bucket_base for c in SR_CHECKPOINTS}}
 """Official ``ideal_resolution`` -> diffusers' ``target_size`` (the bucket base, official
 ``SizeMap`` in ``hyvideo/pipelines/hunyuan_video_sr_pipeline.py``)."""
 
-_RENAMES: Final = (
-    # (official pattern, diffusers replacement), tried in order; the first that matches wins.
-    (r"^time_in\.mlp\.0\.", "time_embed.timestep_embedder.linear_1."),
-    (r"^time_in\.mlp\.2\.", "time_embed.timestep_embedder.linear_2."),
-    (r"^time_r_in\.mlp\.0\.", "time_embed.timestep_embedder_r.linear_1."),
-    (r"^time_r_in\.mlp\.2\.", "time_embed.timestep_embedder_r.linear_2."),
-    (r"^txt_in\.t_embedder\.mlp\.0\.", "context_embedder.time_text_embed.timestep_embedder.linear_1."),
-    (r"^txt_in\.t_embedder\.mlp\.2\.", "context_embedder.time_text_embed.timestep_embedder.linear_2."),
-    (r"^txt_in\.c_embedder\.", "context_embedder.time_text_embed.text_embedder."),
-    (r"^txt_in\.input_embedder\.", "context_embedder.proj_in."),
-    (r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.self_attn_proj\.", r"context_embedder.token_refiner.refiner_blocks.\1.attn.to_out.0."),
-    (r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.mlp\.fc1\.", r"context_embedder.token_refiner.refiner_blocks.\1.ff.net.0.proj."),
-    (r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.mlp\.fc2\.", r"context_embedder.token_refiner.refiner_blocks.\1.ff.net.2."),
-    (r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.adaLN_modulation\.1\.", r"context_embedder.token_refiner.refiner_blocks.\1.norm_out.linear."),
-    (r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.(norm[12])\.", r"context_embedder.token_refiner.refiner_blocks.\1.\2."),
-    (r"^byt5_in\.layernorm\.", "context_embedder_2.norm."),
-    (r"^byt5_in\.fc([123])\.", r"context_embedder_2.linear_\1."),
-    (r"^vision_in\.proj\.0\.", "image_embedder.norm_in."),
-    (r"^vision_in\.proj\.1\.", "image_embedder.linear_1."),
-    (r"^vision_in\.proj\.3\.", "image_embedder.linear_2."),
-    (r"^vision_in\.proj\.4\.", "image_embedder.norm_out."),
-    (r"^img_in\.proj\.", "x_embedder.proj."),
-    (r"^cond_type_embedding\.", "cond_type_embed."),
-    (r"^double_blocks\.(\d+)\.img_mod\.linear\.", r"transformer_blocks.\1.norm1.linear."),
-    (r"^double_blocks\.(\d+)\.txt_mod\.linear\.", r"transformer_blocks.\1.norm1_context.linear."),
-    (r"^double_blocks\.(\d+)\.img_attn_([qkv])\.", r"transformer_blocks.\1.attn.to_\2."),
-    (r"^double_blocks\.(\d+)\.img_attn_([qk])_norm\.", r"transformer_blocks.\1.attn.norm_\2."),
-    (r"^double_blocks\.(\d+)\.img_attn_proj\.", r"transformer_blocks.\1.attn.to_out.0."),
-    (r"^double_blocks\.(\d+)\.txt_attn_([qkv])\.", r"transformer_blocks.\1.attn.add_\2_proj."),
-    (r"^double_blocks\.(\d+)\.txt_attn_([qk])_norm\.", r"transformer_blocks.\1.attn.norm_added_\2."),
-    (r"^double_blocks\.(\d+)\.txt_attn_proj\.", r"transformer_blocks.\1.attn.to_add_out."),
-    (r"^double_blocks\.(\d+)\.img_mlp\.fc1\.", r"transformer_blocks.\1.ff.net.0.proj."),
-    (r"^double_blocks\.(\d+)\.img_mlp\.fc2\.", r"transformer_blocks.\1.ff.net.2."),
-    (r"^double_blocks\.(\d+)\.txt_mlp\.fc1\.", r"transformer_blocks.\1.ff_context.net.0.proj."),
-    (r"^double_blocks\.(\d+)\.txt_mlp\.fc2\.", r"transformer_blocks.\1.ff_context.net.2."),
-    (r"^final_layer\.linear\.", "proj_out."),
-)  # fmt: skip
-_COMPILED: Final = tuple((re.compile(pattern), to) for pattern, to in _RENAMES)
-_FUSED_QKV: Final = re.compile(r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.self_attn_qkv\.")
-_FINAL_MODULATION: Final = re.compile(r"^final_layer\.adaLN_modulation\.1\.")
 
-
-def diffusers_config(official: Mapping[str, Any], state_keys: set[str]) -> dict[str, Any]:
+def diffusers_config(
+    official: Mapping[str, Any], state: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
     """diffusers' ``HunyuanVideo15Transformer3DModel`` arguments for an official config.json
-    (and the weights' names, which tell the refiner depth)."""
+    (and the weights, which tell the refiner's depth and ByT5's width)."""
     try:
         heads = int(official["heads_num"])
         patch = list(official.get("patch_size", [1, 1, 1]))
-        refiner_blocks = {
-            int(m.group(1))
-            for k in state_keys
-            if (m := re.match(r"^txt_in\.individual_token_refiner\.blocks\.(\d+)\.", k))
-        }
+        latent = int(official["in_channels"])
+        byt5 = state.get("byt5_in.fc1.weight")
         return {
-            "in_channels": int(official["in_channels"]),
-            "out_channels": int(official.get("out_channels") or official["in_channels"]),
+            "in_channels": input_channels(official),
+            "out_channels": int(official.get("out_channels") or latent),
             "num_attention_heads": heads,
             "attention_head_dim": int(official["hidden_size"]) // heads,
             "num_layers": int(official["mm_double_blocks_depth"]),
-            "num_refiner_layers": len(refiner_blocks) or 2,
+            "num_refiner_layers": block_count(state, REFINER_BLOCKS) or 2,
             "mlp_ratio": float(official.get("mlp_width_ratio", 4.0)),
             "patch_size_t": int(patch[0]),
             "patch_size": int(patch[1]),
             "qk_norm": "rms_norm",  # the official qk_norm_type "rms"
             "text_embed_dim": int(official["text_states_dim"]),
-            "text_embed_2_dim": 1472,  # official ByT5Mapper in_dim, fixed in its code
+            # The official ByT5Mapper's in_dim is fixed in its code (1472) and in no config.
+            "text_embed_2_dim": 1472 if byt5 is None else int(byt5.shape[1]),
             "image_embed_dim": int(official["vision_states_dim"]),
             "rope_theta": float(official.get("rope_theta", 256)),
             "rope_axes_dim": tuple(official["rope_dim_list"]),
@@ -114,26 +70,31 @@ def diffusers_config(official: Mapping[str, Any], state_keys: set[str]) -> dict[
         ) from exc
 
 
+def input_channels(official: Mapping[str, Any]) -> int:
+    """The channels the official patch embedding takes, diffusers' ``in_channels``: the
+    config's ``in_channels`` is the latent's, and with ``concat_condition`` (its default) the
+    official ``PatchEmbed`` (``hyvideo/models/transformers/modules/embed_layers.py``) widens it
+    for the image condition and its mask, 2c + 1 (c + c // 2 + 1 with
+    ``is_reshape_temporal_channels``)."""
+    channels = int(official["in_channels"])
+    if not official.get("concat_condition", True):
+        return channels
+    if official.get("is_reshape_temporal_channels", False):
+        return channels + channels // 2 + 1
+    return 2 * channels + 1
+
+
 def official_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The official transformer weights under diffusers' names (see the module docstring)."""
+    """The official transformer weights under diffusers' names (see official_names.py)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if m := _FUSED_QKV.match(key):
-            prefix = f"context_embedder.token_refiner.refiner_blocks.{m.group(1)}.attn."
-            for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):
-                out[prefix + f"to_{name}." + key[m.end() :]] = part
-            continue
-        if m := _FINAL_MODULATION.match(key):
-            shift, scale = value.chunk(2, dim=0)
-            out["norm_out.linear." + key[m.end() :]] = torch.cat([scale, shift], dim=0)
-            continue
-        for pattern, to in _COMPILED:
-            renamed, hits = pattern.subn(to, key, count=1)
-            if hits:
-                out[renamed] = value
-                break
-        else:
+        module, _, parameter = key.rpartition(".")
+        layer = renamed(module)
+        if layer is None:
             out[key] = value  # left for load_state_dict to name as unexpected
+            continue
+        for target, rows in zip(layer.targets, layer.rows(value), strict=True):
+            out[f"{target}.{parameter}"] = rows
     return out
 
 
@@ -151,7 +112,7 @@ def load_official_transformer(folder: Path, dtype: torch.dtype) -> HunyuanVideo1
             state.update(load_file(file))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"cannot read the transformer in {folder}: {exc}") from exc
-    config = diffusers_config(official, set(state))
+    config = diffusers_config(official, state)
     with torch.device("meta"):
         model = HunyuanVideo15Transformer3DModel(**config)
     try:
