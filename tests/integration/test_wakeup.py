@@ -105,6 +105,11 @@ def test_a_broken_listen_connection_falls_back_to_polling_and_reconnects(
         pid = waiter._conn.info.backend_pid
         with admin.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            gone = time.monotonic() + 60  # a hang guard: the backend exits when signalled
+            alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            while conn.execute(alive, {"pid": pid}).scalar_one():
+                assert time.monotonic() < gone, "the LISTEN backend was not terminated"
+                time.sleep(0.05)
         # The broken connection is noticed; the wait neither ends early (no spinning) nor
         # hangs on it: it ends once its time is up (a hang guard, not a speed bound).
         started = time.monotonic()
