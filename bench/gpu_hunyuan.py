@@ -40,7 +40,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+from unittest import mock
 
 import PIL.Image
 import torch
@@ -49,6 +51,7 @@ from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideo
 from torch.profiler import ProfilerActivity, profile
 
 from framecast.engines.base import GenerationRequest
+from framecast.engines.hunyuan import engine as engine_module
 from framecast.engines.hunyuan.blocks import transformer_blocks
 from framecast.engines.hunyuan.engine import HunyuanEngine, Options, Placement, load_pipeline
 from framecast.engines.hunyuan.flops import step_flops, video_tokens
@@ -63,6 +66,7 @@ from framecast.engines.hunyuan.speedups import (
     ATTENTION_BACKENDS,
     AttentionUnavailable,
     check_attention_backend,
+    compile_blocks,
     trim_padding,
 )
 from framecast.engines.hunyuan.weights import ModelSource
@@ -301,7 +305,10 @@ def measure(
         attention="auto" if path == "stock" else args.attention,
     )
     if path.endswith("-compiled") and not engine.compiled:
-        engine.compile()
+        # The engine's own compile; only the backend swapped when asked (the tests' CPU runs).
+        backend = partial(compile_blocks, backend=args.compile_backend)
+        with mock.patch.object(engine_module, "compile_blocks", backend):
+            engine.compile()
     record["metadata"] = engine.metadata()
     if converted:
         record["fp8_layers"] = converted
@@ -462,6 +469,12 @@ def parse_args() -> argparse.Namespace:
         help="the attention backends' rates at the real shapes, after the paths",
     )
     parser.add_argument("--seed", type=int, default=0, help="of the full-size random weights")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the -compiled paths (aot_eager: dynamo's graphs and "
+        "recompiles without inductor's code generation; for testing the harness on a CPU)",
+    )
     parser.add_argument("--out", help="the JSON file, or a folder for it (default: bench/results/)")
     # For the test that a killed run keeps its figures: after this path, wait to be killed.
     parser.add_argument("--stall-after", help=argparse.SUPPRESS)

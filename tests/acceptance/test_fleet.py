@@ -99,13 +99,9 @@ def test_postgres_and_s3_end_to_end_then_retention_removes_the_files(
 ) -> None:
     for name, value in _s3_env(s3_server, "fleet").items():
         monkeypatch.setenv(name, value)  # the server process inherits the environment
-    server = make_server(
-        storage_url="s3://fleet/prod",
-        retention="3s",
-        retention_sweep_seconds="0.5",
-        x264_preset="ultrafast",
-        **pg,
-    )
+    # No retention while the output is checked: a retention of seconds could remove the
+    # files before a loaded machine has fetched them. It is switched on by a restart below.
+    server = make_server(storage_url="s3://fleet/prod", x264_preset="ultrafast", **pg)
     server.start()
     with server.client() as c:
         r = c.post(SUBMIT_PATH, json={"prompt": "tilt up", "image_url": DATA_URL, **SMALL})
@@ -125,7 +121,11 @@ def test_postgres_and_s3_end_to_end_then_retention_removes_the_files(
             stream = container.streams.video[0]
             assert (stream.width, stream.height) == (608, 352)
 
-        deadline = time.monotonic() + 30
+    server.stop()
+    server.env.update(FRAMECAST_RETENTION="1s", FRAMECAST_RETENTION_SWEEP_SECONDS="0.5")
+    server.start()
+    with server.client() as c:
+        deadline = time.monotonic() + 60  # a hang guard: the sweep runs every 0.5 s
         while (body := c.get(f"/v1/requests/{rid}/result").json()).get("output"):
             assert time.monotonic() < deadline, "retention never removed the files"
             time.sleep(0.3)

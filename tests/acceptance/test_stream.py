@@ -105,7 +105,7 @@ def test_prefer_wait_answers_when_the_request_ends(nodes: tuple[Server, Server])
     assert r.status_code == 200
     assert r.json()["status"] == "completed"
     assert r.headers["preference-applied"] == "wait=60"
-    assert took < 20, took  # it answered at the end, not after the 60 s
+    assert took < 60 / 2, took  # it answered at the end, not after the 60 s
 
 
 def test_the_client_subscribes_through_the_stream_and_sees_progress(

@@ -147,7 +147,7 @@ async def test_prefer_wait_gives_up_after_n_seconds_with_the_current_state(
     took = time.monotonic() - started
     assert r.json()["status"] == "in_queue"
     assert r.headers["preference-applied"] == "wait=1"
-    assert 0.9 <= took < 5, took
+    assert 0.9 <= took < MAX_WAIT_S / 2, took  # gave up at its n seconds, not at the cap
     # Without the header: at once, and nothing said to be applied.
     r = await client.get(f"/v1/requests/{request_id}/status")
     assert "preference-applied" not in r.headers

@@ -7,9 +7,11 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from framecast.db import create_db_engine, migrate
+from framecast.queue import wakeup
 from framecast.queue.jobs import JobStore
 from framecast.queue.wakeup import ListenWaiter, PollingWaiter, Waiter, waiter_for
 
@@ -19,9 +21,18 @@ MODEL = "tencent/hunyuan/image-to-video"
 POLL_S = 30.0
 """The poll interval the waits below are given: a wake-up that works ends them in milliseconds."""
 
-PROMPT_S = 0.5
-"""How soon after the submit's commit a listening worker must wake. Well below the
-1 s slices a wait is cut into, so a waiter that only notices work at a slice's end fails."""
+PROMPT_S = POLL_S / 3
+"""How soon after the submit's commit a listening worker must wake: a third of the poll
+interval, so only a wake-up ends the wait in time, whatever the machine's load. The waits
+are cut into slices as long as the poll interval here (``slices_as_long_as_the_poll``), so
+a waiter that only notices work at a slice's end fails too."""
+
+
+@pytest.fixture
+def slices_as_long_as_the_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait cut into 1 s slices would end 1 s in, woken or not; slices of the whole poll
+    interval leave only a wake-up to end it early."""
+    monkeypatch.setattr(wakeup, "_STOP_CHECK_S", POLL_S)
 
 
 class SubmitLater:
@@ -59,6 +70,7 @@ class SubmitLater:
         )
 
 
+@pytest.mark.usefixtures("slices_as_long_as_the_poll")
 def test_a_submit_wakes_a_listening_worker_long_before_its_poll_interval(
     pg_schema_url: str,
 ) -> None:
@@ -77,6 +89,7 @@ def test_a_submit_wakes_a_listening_worker_long_before_its_poll_interval(
         engine.dispose()
 
 
+@pytest.mark.usefixtures("slices_as_long_as_the_poll")
 def test_a_broken_listen_connection_falls_back_to_polling_and_reconnects(
     pg_schema_url: str, pg_url: str
 ) -> None:
@@ -92,9 +105,16 @@ def test_a_broken_listen_connection_falls_back_to_polling_and_reconnects(
         assert pid is not None
         with admin.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            gone = time.monotonic() + 60  # a hang guard: the backend exits when signalled
+            alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            while conn.execute(alive, {"pid": pid}).scalar_one():
+                assert time.monotonic() < gone, "the LISTEN backend was not terminated"
+                time.sleep(0.05)
+        # The broken connection is noticed; the wait neither ends early (no spinning) nor
+        # hangs on it: it ends once its time is up (a hang guard, not a speed bound).
         started = time.monotonic()
-        waiter.wait(2.0)  # the broken connection is noticed; the wait still ends on time
-        assert 2.0 <= time.monotonic() - started < 4
+        waiter.wait(2.0)
+        assert 2.0 <= time.monotonic() - started < 2.0 + PROMPT_S
         # Reconnected and listening: a NOTIFY ends a whole poll interval's wait at once.
         sent: list[float] = []
 
@@ -126,5 +146,5 @@ def test_sqlite_workers_poll(tmp_path: Path) -> None:
     assert time.monotonic() - started >= 0.3
     stop.set()
     started = time.monotonic()
-    PollingWaiter(stop).wait(30)  # a stopping worker does not sit out its poll interval
-    assert time.monotonic() - started < 5
+    PollingWaiter(stop).wait(POLL_S)  # a stopping worker does not sit out its poll interval
+    assert time.monotonic() - started < PROMPT_S

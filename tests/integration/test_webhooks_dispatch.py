@@ -136,13 +136,13 @@ def test_a_receiver_that_is_down_gets_each_delivery_once_when_it_is_back(setup: 
     thread = threading.Thread(target=run_dispatcher, args=(setup.settings, stop))
     thread.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # hang guards: the loops end on what they wait for
         while min(r.attempts for r in setup.rows()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(r.state == "pending" and r.last_error for r in setup.rows())
         receiver.start()
         got = receiver.wait_for(9)  # 3 requests x in_queue, in_progress, completed
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while any(r.state != "delivered" for r in setup.rows()) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
@@ -171,8 +171,12 @@ def test_redirects_are_not_followed(setup: Setup, receiver: Receiver) -> None:
     assert row.state == "pending" and row.last_status_code == 302  # retried later
 
 
+SLOW_RECEIVER_S = 20.0
+"""How long the slow receiver takes to answer (its thread sleeps on; nothing waits for it)."""
+
+
 def test_a_receiver_gets_the_time_limit_and_no_more(setup: Setup) -> None:
-    slow = Receiver(setup.secret, delay=2.0).start()
+    slow = Receiver(setup.secret, delay=SLOW_RECEIVER_S).start()
     try:
         setup.completed(slow.url)
         started = time.monotonic()
@@ -180,7 +184,8 @@ def test_a_receiver_gets_the_time_limit_and_no_more(setup: Setup) -> None:
         took = time.monotonic() - started
     finally:
         slow.stop()
-    assert outcome.result.error == "no answer within 0.3 s" and took < 1.5
+    # Given up at the limit, not when the receiver answers: a hang guard, not a speed bound.
+    assert outcome.result.error == "no answer within 0.3 s" and took < SLOW_RECEIVER_S / 2
 
 
 def test_the_address_is_checked_again_at_delivery(setup: Setup, receiver: Receiver) -> None:
@@ -228,7 +233,7 @@ def test_several_dispatchers_share_the_outbox(tmp_path: Path, db_url: str) -> No
         for _ in range(20):
             setup.completed(receiver.url)
         receiver.wait_for(20)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while any(r.state != "delivered" for r in setup.rows()) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:

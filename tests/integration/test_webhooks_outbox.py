@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from functools import partial
 from pathlib import Path
 
@@ -197,32 +196,37 @@ def test_concurrent_claims_never_take_the_same_delivery(db: Engine) -> None:
 
 def test_an_expired_claim_is_taken_over_and_the_old_holder_cannot_record(db: Engine) -> None:
     (delivery_id,) = _pending(db, 1)
-    first = DeliveryStore(db, lease=dt.timedelta(seconds=0.1), retry=RETRY)
+    now = [utcnow()]  # moved on, not waited for: the lease runs out when the test says
+    lease = dt.timedelta(minutes=1)
+    first = DeliveryStore(db, lease=lease, retry=RETRY, clock=lambda: now[0])
     (mine,) = first.claim(1)
-    assert first.claim(1) == []
-    time.sleep(0.15)
+    now[0] += lease - dt.timedelta(seconds=1)
+    assert first.claim(1) == []  # still under lease
+    now[0] += dt.timedelta(seconds=2)
     (theirs,) = first.claim(1)  # a dispatcher that died mid-attempt: the row is due again
     assert theirs.id == delivery_id and theirs.lease_token != mine.lease_token
     assert not first.delivered(mine, 200)
     assert first.delivered(theirs, 200)
     (done,) = first.recent(state=DeliveryState.DELIVERED)
-    assert done.attempts == 1 and done.last_status_code == 200 and done.finished_at is not None
+    assert done.attempts == 1 and done.last_status_code == 200 and done.finished_at == now[0]
 
 
 def test_a_failed_attempt_backs_off_and_the_window_ends_in_failed(db: Engine) -> None:
     (delivery_id,) = _pending(db, 1)
-    store = DeliveryStore(db, lease=dt.timedelta(minutes=1), retry=RETRY)
+    now = [utcnow()]
+    store = DeliveryStore(db, lease=dt.timedelta(minutes=1), retry=RETRY, clock=lambda: now[0])
     (delivery,) = store.claim(1)
-    before = utcnow()
     assert store.attempt_failed(delivery, 500, "answered 500")
     (again,) = store.recent()
     assert again.state is DeliveryState.PENDING and again.attempts == 1
-    assert 0.2 <= (again.next_attempt_at - before).total_seconds() <= 0.3
+    # The first back-off: RETRY.base, plus up to 10% jitter.
+    assert 0.2 <= (again.next_attempt_at - now[0]).total_seconds() <= 0.22
+    now[0] += dt.timedelta(seconds=0.19)
     assert store.claim(1) == []  # not before its time
-    time.sleep(0.3)
+    now[0] += dt.timedelta(seconds=0.04)
     # Past the window (the change was two hours ago): no more attempts, kept for inspection.
     with db.begin() as conn:
-        conn.execute(update(webhook_deliveries).values(created_at=utcnow() - dt.timedelta(hours=2)))
+        conn.execute(update(webhook_deliveries).values(created_at=now[0] - dt.timedelta(hours=2)))
     (delivery,) = store.claim(1)
     assert store.attempt_failed(delivery, None, "no answer within 10 s")
     (failed,) = store.recent(state=DeliveryState.FAILED)

@@ -109,8 +109,9 @@ class Receiver:
             self._server.server_close()
             self._server = None
 
-    def wait_for(self, count: int, timeout: float = 15.0) -> dict[str, Received]:
-        """Wait until ``count`` distinct deliveries arrived; them, by id."""
+    def wait_for(self, count: int, timeout: float = 60.0) -> dict[str, Received]:
+        """Wait until ``count`` distinct deliveries arrived; them, by id. ``timeout``: a hang
+        guard (the wait ends when they are there), generous for a loaded machine."""
         deadline = time.monotonic() + timeout
         while len(self.unique) < count and time.monotonic() < deadline:
             time.sleep(0.02)
