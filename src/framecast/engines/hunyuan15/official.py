@@ -98,12 +98,13 @@ def official_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def load_official_transformer(folder: Path, dtype: torch.dtype) -> HunyuanVideo15Transformer3DModel:
-    """An official-layout transformer folder as diffusers' model, in ``dtype``, eval mode."""
+def read_folder(folder: Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An official checkpoint folder's ``config.json`` and the tensors of all its safetensors
+    files (the transformers and the upsamplers alike); :class:`WeightsError` naming ``what``."""
     from safetensors.torch import load_file
 
     try:
-        official = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors in {folder}")
@@ -111,7 +112,13 @@ def load_official_transformer(folder: Path, dtype: torch.dtype) -> HunyuanVideo1
         for file in files:
             state.update(load_file(file))
     except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read the transformer in {folder}: {exc}") from exc
+        raise WeightsError(f"cannot read the {what} in {folder}: {exc}") from exc
+    return config, state
+
+
+def load_official_transformer(folder: Path, dtype: torch.dtype) -> HunyuanVideo15Transformer3DModel:
+    """An official-layout transformer folder as diffusers' model, in ``dtype``, eval mode."""
+    official, state = read_folder(folder, "transformer")
     config = diffusers_config(official, state)
     with torch.device("meta"):
         model = HunyuanVideo15Transformer3DModel(**config)

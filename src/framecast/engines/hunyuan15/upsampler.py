@@ -21,7 +21,6 @@ are; the one official name diffusers' ResNet block spells otherwise (``nin_short
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, cast
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framecast.engines.hunyuan.weights import WeightsError
+from framecast.engines.hunyuan15.official import read_folder
 
 
 class ResidualCausalBlock(nn.Module):
@@ -162,18 +162,7 @@ def official_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 def load_upsampler(folder: Path) -> nn.Module:
     """An official ``upsampler/<version>`` folder (config.json and safetensors) as a float32
     module in eval mode: the official pipeline runs the upsampler in float32."""
-    from safetensors.torch import load_file
-
-    try:
-        config = json.loads((folder / "config.json").read_text())
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors in {folder}")
-        state: dict[str, torch.Tensor] = {}
-        for file in files:
-            state.update(load_file(file))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read the upsampler in {folder}: {exc}") from exc
+    config, state = read_folder(folder, "upsampler")
     model = build_upsampler(config)
     try:
         model.load_state_dict(official_to_ours(state), strict=True)
