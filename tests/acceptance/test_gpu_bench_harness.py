@@ -108,8 +108,8 @@ def test_harness_times_both_compiled_paths_in_one_run(tmp_path: Path) -> None:
     # The GPU plan's FP8 question (fp8 + compile against exact-compiled, in the same run): the
     # fast path converts the compiled model in place, so its blocks must compile again. With
     # aot_eager: dynamo's graphs and guards decide that, and inductor's C++ code generation
-    # took a minute and more of a loaded CPU here; the inductor-compiled fp8 engine is
-    # tests/unit/test_hunyuan_fp8.py's, an inductor-compiled bench path the GPU check's below.
+    # took a minute and more of a loaded CPU here; the engine compiled by inductor, fp8 too,
+    # is tests/unit's (test_hunyuan_cache.py, test_hunyuan_fp8.py).
     report = run_bench(
         tmp_path,
         "--paths",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from framecast.api.routes import stream
 from framecast.api.waiting import MAX_WAIT_S, parse_prefer_wait
@@ -23,6 +25,7 @@ from framecast.engines.preview import PreviewEngine
 from framecast.worker.loop import Worker
 
 from .inprocess import (
+    KEY,
     OTHER_KEY,
     SMALL,
     SUBMIT,
@@ -49,6 +52,22 @@ def run_worker(app: FastAPI) -> None:
     settings = services.settings.model_copy(update={"x264_preset": "ultrafast"})
     engine = PreviewEngine(step_seconds=0.08)
     Worker(settings, engines={spec.id: engine for spec in services.models}).run(max_jobs=1)
+
+
+class FirstBody:
+    """The app, noting when a response first sends body bytes (a stream: its first event)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.sent = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                self.sent.set()
+            await send(message)
+
+        await self.app(scope, receive, noting)
 
 
 def events_of(text: str) -> list[dict[str, Any]]:
@@ -78,9 +97,25 @@ async def test_the_stream_sends_each_state_in_order_and_ends_at_the_end(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     request_id = await submit(client, num_frames=9)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(anyio.to_thread.run_sync, run_worker, app)
-        r = await client.get(f"/v1/requests/{request_id}/status/stream")
+    watched = FirstBody(app)
+
+    def work_once_the_stream_has_begun() -> None:
+        # Event-based: a worker started beside the request could claim it first on a loaded
+        # machine, and the stream would rightly begin at in_progress.
+        assert watched.sent.wait(60), "the stream sent nothing"  # a hang guard
+        run_worker(app)
+
+    async with (
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=watched, raise_app_exceptions=False),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=30,
+        ) as watching,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(anyio.to_thread.run_sync, work_once_the_stream_has_begun)
+        r = await watching.get(f"/v1/requests/{request_id}/status/stream")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["cache-control"] == "no-cache"
