@@ -11,6 +11,7 @@ there: a submit refused for any reason uses none of the key's rate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
@@ -154,10 +155,9 @@ async def admit(
     make: Submitter,
 ) -> JSONResponse:
     """Submit through ``make`` unless the key replays an earlier submit or a limit refuses."""
-    if not wait:
-        return await _admit(request, model, body, owner, services, base_url, key, wait, make, None)
     # A wait's slot is taken before anything is made: a 429 past its cap leaves no request.
-    with services.waits.take(owner) as slot:
+    taken = services.waits.take(owner) if wait else contextlib.nullcontext(None)
+    with taken as slot:
         return await _admit(request, model, body, owner, services, base_url, key, wait, make, slot)
 
 
