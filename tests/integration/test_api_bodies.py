@@ -80,24 +80,30 @@ async def test_a_67_mb_submit_leaves_the_event_loop_free(tmp_path: Path) -> None
     body = json.dumps(
         {"prompt": "p", "image_url": "data:image/png;base64," + base64.b64encode(image).decode()}
     ).encode()
-    # What parsing on the loop would stall it for, on this machine now (Starlette joins the
-    # chunks, then json.loads).
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
-    started = time.perf_counter()
-    json.loads(b"".join(chunks))
-    on_the_loop = time.perf_counter() - started
-
     transport = httpx.ASGITransport(app=make_app(tmp_path))
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    async with (
-        httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client,
-        loop_waits() as gaps,
-    ):
-        answer = await client.post(SUBMIT, content=body, timeout=120)
-    assert answer.status_code == 422 and answer.json()["error"]["code"] != "invalid_input"
     # Measured: ~40 ms against ~150 ms on the loop; the bound sits between, relative to what
-    # the loop would have taken on this machine now, so a busy machine does not fail it.
-    assert max(gaps) < 0.6 * on_the_loop, f"{max(gaps) * 1000:.0f} ms of {on_the_loop * 1000:.0f}"
+    # the loop would have taken on this machine just before. A machine busy with other work
+    # can stall any one try past it (another process took the core): three tries, one must
+    # pass. Parsing on the loop fails all three.
+    tries: list[str] = []
+    for _ in range(3):
+        # What parsing on the loop would stall it for (Starlette joins the chunks, then
+        # json.loads).
+        started = time.perf_counter()
+        json.loads(b"".join(chunks))
+        on_the_loop = time.perf_counter() - started
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client,
+            loop_waits() as gaps,
+        ):
+            answer = await client.post(SUBMIT, content=body, timeout=120)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] != "invalid_input"
+        if max(gaps) < 0.6 * on_the_loop:
+            return
+        tries.append(f"{max(gaps) * 1000:.0f} ms of {on_the_loop * 1000:.0f}")
+    raise AssertionError(f"the loop stalled in every try: {tries}")
 
 
 # (body, the parser's complaint, its line and column, whether the body was cut short). The

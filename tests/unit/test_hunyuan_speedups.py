@@ -157,7 +157,11 @@ def test_regional_compile_covers_the_token_replace_blocks(conditions: Conditions
     trimmed, _ = trim_padding(conditions)
     engine._attention.unpadded = True  # type: ignore[union-attr]
     eager = forward(engine, trimmed)
-    assert compile_blocks(transformer) == 2
+    # aot_eager: which blocks are compiled and what they compute is dynamo's (inductor's C++
+    # generation on a CPU takes tens of seconds and is not what a GPU runs; the engine compiled
+    # by inductor is test_hunyuan_fp8.py's).
+    torch._dynamo.reset()
+    assert compile_blocks(transformer, backend="aot_eager") == 2
     assert all(
         b._compiled_call_impl is not None
         for b in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
