@@ -19,8 +19,13 @@ DATA_DIR := $(or $(FRAMECAST_DATA_DIR),$(CURDIR)/framecast-data)
 # One pytest process per core; a test file stays in one process, so a module's server or model
 # is built once. PYTEST_ARGS= runs the suite in one process.
 PYTEST_ARGS ?= -n auto --dist loadfile
+# The tests' own modules keep their bytecode even where the environment says not to write any
+# (Docker images often set PYTHONDONTWRITEBYTECODE=1): every pytest process and every server or
+# worker a test starts would otherwise compile src/ and tests/ again (about 6 s of CPU a pytest
+# process). __pycache__ is git-ignored.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q
 
-.PHONY: run gpu test lint typecheck check bench clean
+.PHONY: run gpu test test-slow test-all lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +53,17 @@ run: $(SERVE_STAMP)
 ## Install the real model's stack (torch, diffusers) into .venv; then `make run` serves it.
 gpu: $(GPU_STAMP)
 
-## Run the whole test suite (unit, integration, acceptance).
+## Run the test suite (unit, integration, acceptance) but the tests marked slow.
 test: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+## The tests marked slow (pyproject.toml says which and why); .ci/run runs them after `make test`.
+test-slow: $(STAMP)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
+
+## Every test in one run.
+test-all: $(STAMP)
+	$(PYTEST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -59,7 +72,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test test-slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/preview_render.py

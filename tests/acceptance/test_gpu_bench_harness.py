@@ -104,6 +104,7 @@ def test_harness_reports_every_figure_for_every_path(tmp_path: Path) -> None:
     assert report["summary"]["failed"] == {}
 
 
+@pytest.mark.slow
 def test_harness_times_both_compiled_paths_in_one_run(tmp_path: Path) -> None:
     # The GPU plan's FP8 question (fp8 + compile against exact-compiled, in the same run): the
     # fast path converts the compiled model in place, so its blocks must compile again. With
@@ -196,6 +197,7 @@ def test_a_killed_run_keeps_every_finished_measurement(tmp_path: Path) -> None:
     assert "attention_tflops" not in report
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_part_on_the_tiny_models(tmp_path: Path) -> None:
     """bench/gpu_check.sh --cpu-tiny: the GPU check's parts, in its order, with the tiny models
     at tiny sizes; every part's JSON holds its figures (peak memory is None on the CPU)."""

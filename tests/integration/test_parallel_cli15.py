@@ -43,6 +43,7 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_generate_runs_hunyuan_1_5_on_two_processes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -91,6 +91,7 @@ def _start_group(tmp_path: Path, timeout_s: int) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
     queue: Worker, tmp_path: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_group_worker_completes_a_request_then_a_dead_rank_requeues_its_request(
     assert _outputs(queue, slow) == ["poster.jpg", "video.mp4"]
 
 
+@pytest.mark.slow
 def test_a_hung_rank_stops_the_group_once_the_timeout_passes(queue: Worker, tmp_path: Path) -> None:
     group = _start_group(tmp_path, timeout_s=4)
     stopped: int | None = None

@@ -215,6 +215,7 @@ def test_fp8_asks_for_compiled_blocks_and_makes_a_nearby_video(
 # -- compile ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compiled_blocks_make_the_same_video_within_rounding(engine: Hunyuan15Engine) -> None:
     # The one test that compiles (tens of seconds on a CPU): FRAMECAST_COMPILE=on with fp8
     # linears, the fast path as it runs. One pass a step (guidance 1), so one graph.

@@ -218,6 +218,7 @@ def test_converted_transformer_stays_close_to_the_exact_one(linear: str) -> None
     assert 1e-4 < rel_error(out, ref) < 0.05
 
 
+@pytest.mark.slow
 def test_a_compiled_float8_linear_is_one_fused_cast_and_bitwise_eager() -> None:
     # What FRAMECAST_LINEAR=fp8 compiles for: the per-token cast (largest magnitude, divide,
     # round to e4m3) becomes one kernel, and the product is the same _scaled_mm, so nothing
@@ -263,6 +264,7 @@ def compiled_block_kernels(linear: str, kind: str) -> tuple[int, int]:
     return code.count("async_compile.cpp_pybinding("), code.count("extern_kernels._scaled_mm(")
 
 
+@pytest.mark.slow
 def test_compiled_fp8_casts_join_the_kernels_a_block_runs_anyway() -> None:
     # The fast path pays only if the per-token casts cost no pass of their own: compiled,
     # each is computed in a kernel the bf16 block has anyway (the layer norm with its
@@ -279,6 +281,7 @@ def test_compiled_fp8_casts_join_the_kernels_a_block_runs_anyway() -> None:
     assert fp8[0] <= bf16[0] + 2
 
 
+@pytest.mark.slow
 def test_engine_on_the_fast_path_compiles_says_so_and_makes_a_nearby_video(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
