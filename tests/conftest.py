@@ -142,12 +142,14 @@ def _start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                httpx.get(endpoint, timeout=1)
-                return proc, endpoint
-            except httpx.TransportError:
-                time.sleep(0.1)
+        # One client for every poll: a new one builds an SSL context each time.
+        with httpx.Client(timeout=1) as poller:
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    poller.get(endpoint)
+                    return proc, endpoint
+                except httpx.TransportError:
+                    time.sleep(0.1)
         proc.kill()
         proc.wait()
     pytest.fail(f"moto server did not start; its log:\n{log.read_text()[-4000:]}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -75,22 +74,32 @@ class Server:
         )
         deadline = time.monotonic() + 60  # a hang guard, not a speed bound
         path = "/readyz" if wait_ready else "/healthz"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            if not self.port:
-                found = LISTENING.search(log_path.read_text(errors="replace"))
-                if found is None:
-                    time.sleep(0.05)
-                    continue
-                self.port = int(found.group(1))
-            try:
-                if httpx.get(self.base_url + path, timeout=1).status_code == 200:
+        # One client for every poll: each new one builds an SSL context (about 30 ms of CPU,
+        # taken from the server starting beside it).
+        with httpx.Client(timeout=1) as poller:
+            while time.monotonic() < deadline:
+                if self._ready(poller, log_path, path):
                     return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
         raise RuntimeError(f"server not ready in time:\n{self.log()}")
+
+    def _ready(self, poller: httpx.Client, log_path: Path, path: str) -> bool:
+        """One look: the port once the log names it, then ``path``; False after a pause."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{self.log()}")
+        if not self.port:
+            found = LISTENING.search(log_path.read_text(errors="replace"))
+            if found is None:
+                time.sleep(0.05)
+                return False
+            self.port = int(found.group(1))
+        try:
+            if poller.get(self.base_url + path).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+        return False
 
     def signal_stop(self) -> subprocess.Popen[bytes] | None:
         """SIGTERM the server, once, without waiting; the process, if one was signalled."""
@@ -142,8 +151,22 @@ def _signal_a_modules_servers_to_stop(_servers: list[Server]) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def _after_the_servers() -> Iterator[list[Callable[[], None]]]:
+    """What must wait until every server has stopped: the PostgreSQL schemas' drops. A schema
+    dropped under a running server fails its workers' last writes (their "stopped" beat), and
+    the tracebacks cost seconds of CPU. make_server asks for this first, so this ends after
+    make_server's end, which waits for every server."""
+    later: list[Callable[[], None]] = []
+    yield later
+    for step in later:
+        step()
+
+
+@pytest.fixture(scope="session")
 def make_server(
-    tmp_path_factory: pytest.TempPathFactory, _servers: list[Server]
+    tmp_path_factory: pytest.TempPathFactory,
+    _after_the_servers: list[Callable[[], None]],
+    _servers: list[Server],
 ) -> Iterator[Callable[..., Server]]:
     servers = _servers
 
@@ -217,31 +240,32 @@ def png_bytes(size: tuple[int, int] = (64, 36)) -> bytes:
     return buf.getvalue()
 
 
-@contextlib.contextmanager
-def _backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
+def pg_schema_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server settings on a fresh schema of the test PostgreSQL server (tests/conftest.py finds
+    or skips it), dropped once every server has stopped."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     pg_url: str = request.getfixturevalue("pg_url")
+    later: list[Callable[[], None]] = request.getfixturevalue("_after_the_servers")
     schema = f"fc_accept_{secrets.token_hex(6)}"
-    admin = create_engine(pg_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield {"database_url": url.render_as_string(hide_password=False)}
-    finally:
+
+    def run(statement: str) -> None:
+        admin = create_engine(pg_url)
         with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            conn.execute(text(statement))
         admin.dispose()
+
+    run(f"CREATE SCHEMA {schema}")
+    drop = partial(run, f"DROP SCHEMA {schema} CASCADE")
+
+    later.append(drop)
+    url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return {"database_url": url.render_as_string(hide_password=False)}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
     """Server settings for each queue backend, shared by a module's server: SQLite in the data
-    dir, or a fresh schema of the test PostgreSQL server (tests/conftest.py finds or skips it)."""
-    with _backend_env(request) as env:
-        yield env
+    dir, or a fresh schema of the test PostgreSQL server."""
+    return {} if request.param == "sqlite" else pg_schema_env(request)

@@ -115,14 +115,15 @@ def test_dev_banner_prints_a_curl_example_that_works(tmp_path: Path) -> None:
         script = banner[banner.index("KEY=") : banner.index("then poll")]
         port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", script).group(1))  # type: ignore[union-attr]
         deadline = time.monotonic() + 30  # a hang guard
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        with httpx.Client() as poller:  # one for every poll: each new one builds an SSL context
+            while True:
+                try:
+                    if poller.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
         out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
         body = httpx.Response(200, content=out.stdout).json()
         assert "request_id" in body, (body, banner)

@@ -16,15 +16,15 @@ import av
 import httpx
 import pytest
 
-from .conftest import SUBMIT_PATH, Server, png_bytes, wait_for
+from .conftest import SUBMIT_PATH, Server, pg_schema_env, png_bytes, wait_for
 
 DATA_URL = "data:image/png;base64," + base64.b64encode(png_bytes((96, 54))).decode()
 SMALL = {"resolution": "360p", "num_frames": 5}
 
 
 @pytest.fixture
-def pg(pg_schema_url: str) -> dict[str, str]:
-    return {"database_url": pg_schema_url}
+def pg(request: pytest.FixtureRequest) -> dict[str, str]:
+    return pg_schema_env(request)
 
 
 def test_four_workers_a_hundred_requests_each_run_exactly_once(

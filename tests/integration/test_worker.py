@@ -16,6 +16,7 @@ from framecast.db import requests
 from framecast.engines.base import Engine, EngineOutOfMemory, GenerationRequest, Hooks
 from framecast.engines.preview import PreviewEngine
 from framecast.queue.jobs import CancelOutcome, JobStore
+from framecast.queue.registry import WorkerState
 from framecast.settings import Settings
 from framecast.states import Status
 from framecast.video import probe_mp4
@@ -143,3 +144,18 @@ def test_a_stopping_worker_gives_the_request_back_without_counting_the_attempt(
     job = worker.jobs.get(rid)
     assert job is not None and job.status is Status.IN_QUEUE
     assert job.attempts == 0 and job.lease_token is None and job.finished_at is None
+
+
+def test_a_database_gone_at_shutdown_still_releases_the_scratch_folder(
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The last beat ("stopped") fails, as when the database went away first: the worker still
+    # gives up its scratch claim and ends without a traceback.
+    def beat(*_args: object, **fields: object) -> None:
+        if fields.get("state") is WorkerState.STOPPED:
+            raise RuntimeError('relation "workers" does not exist')
+
+    worker.registry.beat = beat  # type: ignore[method-assign]
+    worker.run(max_jobs=0)
+    assert not worker.scratch.folder.exists()
+    assert 'could not record that it stopped: relation "workers" does not exist' in caplog.text

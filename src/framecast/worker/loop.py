@@ -192,7 +192,13 @@ class Worker:
                 self._state = WorkerState.STOPPED
             self.stop.set()
             beat.join(timeout=5)
-            self._beat()
+            try:
+                self._beat()
+            except Exception as exc:
+                # The database gone at shutdown must not skip the rest of it (the scratch
+                # claim, connections) or end the process in a traceback; the row goes stale
+                # and /readyz stops counting it as it would after a kill.
+                log.warning("worker %s: could not record that it stopped: %s", self.id, exc)
             self.scratch.release()
             self.waiter.close()
             self.db.dispose()
