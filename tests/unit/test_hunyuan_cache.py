@@ -29,9 +29,9 @@ import PIL.Image
 import torch
 
 from framecast.engines.base import Cancelled, Engine, GenerationRequest, NullHooks
+from framecast.engines.hunyuan import engine as engine_module
 from framecast.engines.hunyuan.blocks import transformer_blocks
 from framecast.engines.hunyuan.cache import _head_hook
-from framecast.engines.hunyuan import engine as engine_module
 from framecast.engines.hunyuan.engine import HunyuanEngine
 from framecast.engines.hunyuan.speedups import compile_blocks
 from framecast.engines.hunyuan.weights import resolve_model
