@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 from framecast.db import create_db_engine, migrate
 from framecast.settings import get_settings
 
+from .sqlite_template import seed
+
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 # One torch thread per process: the suite runs a pytest worker per core, and torch's default of
@@ -105,6 +107,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Engine]:
+    if db_url.startswith("sqlite:///"):  # migrated already (tests/sqlite_template.py)
+        seed(Path(db_url.removeprefix("sqlite:///")))
     engine = create_db_engine(db_url)
     migrate(engine)
     yield engine

@@ -20,6 +20,8 @@ from framecast.engines.preview import PreviewEngine
 from framecast.settings import Settings
 from framecast.worker.loop import Worker
 
+from ..sqlite_template import seed
+
 KEY = "in-process-test-key"
 OTHER_KEY = "in-process-other-key"
 """A second key: its owner must not see the first key's requests."""
@@ -39,7 +41,10 @@ watcher thread are closed rather than left to the garbage collector."""
 
 
 def make_app(tmp_path: Path, **settings: Any) -> FastAPI:
-    app = create_app(settings_for(tmp_path, **settings))
+    values = settings_for(tmp_path, **settings)
+    if not values.database_url:
+        seed(values.data_dir / "framecast.db")  # migrated already (tests/sqlite_template.py)
+    app = create_app(values)
     MADE_APPS.append(app)
     return app
 
