@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -14,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from framecast.db import create_db_engine, migrate
 from framecast.settings import get_settings
 
+from .pg_schema import create_schema
 from .sqlite_template import seed
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -86,15 +85,9 @@ def pg_url() -> str:
 @pytest.fixture
 def pg_schema_url(pg_url: str) -> Iterator[str]:
     """A URL whose connections use a fresh, empty schema, dropped afterwards."""
-    schema = f"fc_test_{secrets.token_hex(6)}"
-    admin = create_engine(pg_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    url, drop = create_schema(pg_url, "fc_test")
+    yield url
+    drop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

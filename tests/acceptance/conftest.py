@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+
+from ..pg_schema import create_schema
 
 KEY_A = "test-key-alice"
 KEY_B = "test-key-bob"
@@ -243,25 +244,10 @@ def png_bytes(size: tuple[int, int] = (64, 36)) -> bytes:
 def pg_schema_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Server settings on a fresh schema of the test PostgreSQL server (tests/conftest.py finds
     or skips it), dropped once every server has stopped."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    pg_url: str = request.getfixturevalue("pg_url")
     later: list[Callable[[], None]] = request.getfixturevalue("_after_the_servers")
-    schema = f"fc_accept_{secrets.token_hex(6)}"
-
-    def run(statement: str) -> None:
-        admin = create_engine(pg_url)
-        with admin.begin() as conn:
-            conn.execute(text(statement))
-        admin.dispose()
-
-    run(f"CREATE SCHEMA {schema}")
-    drop = partial(run, f"DROP SCHEMA {schema} CASCADE")
-
+    url, drop = create_schema(request.getfixturevalue("pg_url"), "fc_accept")
     later.append(drop)
-    url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return {"database_url": url.render_as_string(hide_password=False)}
+    return {"database_url": url}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
