@@ -155,7 +155,9 @@ def build_tiny_pipeline(
         vae = AutoencoderKLHunyuanVideo15(
             latent_channels=LATENT_CHANNELS,
             # Five levels as the real VAE has: four halve height and width, two of them time.
-            block_out_channels=(8, 8, 8, 8, 8),
+            # Few channels at the levels with the most pixels: a 640x640 5-frame decode on one
+            # CPU thread takes 15.3 s with 8 channels at every level, 4.7 s with these.
+            block_out_channels=(2, 4, 8, 8, 8),
             layers_per_block=1,
             spatial_compression_ratio=16,
             temporal_compression_ratio=4,
