@@ -5,9 +5,12 @@ worker's plumbing, the model declarations and the CLI start fast and run on mach
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).parents[2] / "src" / "framecast"
 HEAVY = {"torch", "diffusers", "transformers", "accelerate"}
@@ -48,3 +51,29 @@ def test_starting_the_api_worker_and_cli_does_not_load_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_attention_kernel_not_installed_stops_both_engines_before_torch_loads() -> None:
+    if importlib.util.find_spec("flash_attn_interface") is not None:
+        pytest.skip("FlashAttention-3 is installed here")
+    code = (
+        "import sys\n"
+        "from framecast.engines.base import EngineNeedsSetup\n"
+        "from framecast.engines.hunyuan import loader\n"
+        "from framecast.engines.hunyuan15 import loader as loader15\n"
+        "from framecast.settings import Settings\n"
+        "settings = Settings(attention='flash-attn-3', hunyuan_model='tiny-random')\n"
+        "for load in (loader.load, loader15.load):\n"
+        "    try:\n"
+        "        load(settings)\n"
+        "    except EngineNeedsSetup as exc:\n"
+        "        print(exc.message)\n"
+        f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *refusals, heavy = out.stdout.strip().splitlines()
+    assert len(refusals) == 2
+    for line in refusals:
+        assert line.startswith("FRAMECAST_ATTENTION=flash-attn-3 needs the Python module ")
+        assert "FRAMECAST_ATTENTION=auto" in line
+    assert heavy == "[]"

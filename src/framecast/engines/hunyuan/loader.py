@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from framecast.engines.base import EngineNeedsSetup, NotRunnable
+from framecast.engines.hunyuan.attention_kernels import missing_attention_package
 from framecast.engines.hunyuan.loras import LoraSettings
 from framecast.engines.hunyuan.weights import ModelSource, WeightsError, resolve_model
 from framecast.models.hunyuan_i2v import checkpoint
@@ -32,14 +33,18 @@ def missing_packages() -> list[str]:
     return [m for m in PACKAGES if importlib.util.find_spec(m) is None]
 
 
-def require_packages() -> None:
-    """Raise a clear EngineNeedsSetup where a package the Hunyuan engines need is missing."""
+def require_packages(settings: Settings) -> None:
+    """Raise a clear EngineNeedsSetup where a package the Hunyuan engines need is missing,
+    the chosen attention kernel's included."""
     missing = missing_packages()
     if missing:
         raise EngineNeedsSetup(
             f"FRAMECAST_ENGINE=hunyuan needs {', '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed; {INSTALL}"
         )
+    problem = missing_attention_package(settings.attention)
+    if problem is not None:
+        raise EngineNeedsSetup(problem)
 
 
 def availability_of(
@@ -72,7 +77,7 @@ def availability(settings: Settings) -> NotRunnable | None:
 
 def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo-I2V engine, loaded as the settings say, or a clear EngineUnavailable."""
-    require_packages()
+    require_packages(settings)
     if source is None:
         source = resolve_model(checkpoint(settings))  # before importing torch: fail fast
     from framecast.engines.hunyuan.engine import HunyuanEngine

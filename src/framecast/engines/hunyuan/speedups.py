@@ -24,7 +24,6 @@ HunyuanVideo 1.5 engine uses them as the I2V one does (tests/unit/test_hunyuan15
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 from typing import Any
 
@@ -36,42 +35,27 @@ from diffusers.models.transformers.transformer_hunyuan_video import (
 )
 
 from framecast.engines.base import EngineUnavailable
+from framecast.engines.hunyuan.attention_kernels import ATTENTION_HINTS, missing_attention_package
 from framecast.engines.hunyuan.blocks import transformer_blocks
 from framecast.engines.hunyuan.flops import FULL_SIZE
 from framecast.engines.hunyuan.fp8 import FP8_MODES, Fp8Unsupported, check_fp8_supported
 from framecast.engines.hunyuan.pipeline import Conditions
 
+_KERNELS: dict[str, AttentionBackendName | None] = {
+    "auto": None,
+    "cudnn": AttentionBackendName._NATIVE_CUDNN,
+    "flash": AttentionBackendName._NATIVE_FLASH,
+    "flash-attn": AttentionBackendName.FLASH,
+    "flash-attn-3": AttentionBackendName._FLASH_3,
+    "sage": AttentionBackendName.SAGE,
+}
+
 ATTENTION_BACKENDS: dict[str, tuple[AttentionBackendName | None, str]] = {
-    "auto": (None, ""),
-    "cudnn": (
-        AttentionBackendName._NATIVE_CUDNN,
-        "it needs a CUDA GPU and a torch build with cuDNN attention",
-    ),
-    "flash": (
-        AttentionBackendName._NATIVE_FLASH,
-        "on a GPU it needs one of the Ampere generation or later",
-    ),
-    "flash-attn": (
-        AttentionBackendName.FLASH,
-        "install flash-attn 2.6.3 or later, built for this torch and CUDA",
-    ),
-    "flash-attn-3": (
-        AttentionBackendName._FLASH_3,
-        "build FlashAttention-3 (the hopper/ folder of Dao-AILab/flash-attention) for this torch",
-    ),
-    "sage": (
-        AttentionBackendName.SAGE,
-        "install SageAttention 2.1.1 or later (built from source; PyPI's 1.x is too old)",
-    ),
+    name: (backend, ATTENTION_HINTS.get(name, "")) for name, backend in _KERNELS.items()
 }
 """``FRAMECAST_ATTENTION`` values: diffusers' backend for calls without a mask, and what to do
-when it cannot run. ``auto`` leaves the choice to PyTorch's SDPA."""
-
-_PACKAGES = {
-    "flash-attn": "flash_attn",
-    "flash-attn-3": "flash_attn_interface",
-    "sage": "sageattention",
-}
+when it cannot run (attention_kernels.py, torch-free, for the loaders' early check). ``auto``
+leaves the choice to PyTorch's SDPA."""
 
 INEXACT_ATTENTION = frozenset({"sage"})
 """Backends that quantise (INT8 QK^T): the fast path, labelled in results."""
@@ -95,12 +79,9 @@ def check_attention_backend(choice: str, device: torch.device, dtype: torch.dtyp
     backend, hint = ATTENTION_BACKENDS[choice]
     if backend is None:
         return
-    package = _PACKAGES.get(choice)
-    if package is not None and importlib.util.find_spec(package) is None:
-        raise AttentionUnavailable(
-            f"FRAMECAST_ATTENTION={choice} needs the Python module {package}, which is not "
-            f"installed; {hint}, or use FRAMECAST_ATTENTION=auto"
-        )
+    missing = missing_attention_package(choice)
+    if missing is not None:
+        raise AttentionUnavailable(missing)
     # [batch, tokens, heads, head_dim]: the layout diffusers' processors hand the backend.
     head_dim = FULL_SIZE["attention_head_dim"]
     q, k, v = (torch.randn(1, 64, 2, head_dim, device=device, dtype=dtype) for _ in range(3))

@@ -38,7 +38,7 @@ def availability(settings: Settings) -> NotRunnable | None:
 
 def load(settings: Settings, source: ModelSource | None = None) -> Engine:
     """The HunyuanVideo 1.5 engine, loaded as the settings say, or a clear EngineUnavailable."""
-    require_packages()
+    require_packages(settings)
     if source is None:
         source = resolve_model(model_spec(settings))  # before importing torch: fail fast
     from framecast.engines.hunyuan15.engine import Hunyuan15Engine
