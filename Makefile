@@ -19,10 +19,11 @@ DATA_DIR := $(or $(FRAMECAST_DATA_DIR),$(CURDIR)/framecast-data)
 # One pytest process per core; a test file stays in one process, so a module's server or model
 # is built once. PYTEST_ARGS= runs the suite in one process.
 PYTEST_ARGS ?= -n auto --dist loadfile
-# The tests' own modules keep their bytecode even where the environment says not to write any
+# The tests keep the bytecode they compile even where the environment says not to write any
 # (Docker images often set PYTHONDONTWRITEBYTECODE=1): every pytest process and every server or
 # worker a test starts would otherwise compile src/ and tests/ again (about 6 s of CPU a pytest
-# process). __pycache__ is git-ignored.
+# process), and the packages' modules that the venv was installed without (below).
+# __pycache__ is git-ignored.
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q
 
 .PHONY: run gpu test test-slow test-all lint typecheck check bench clean
@@ -35,9 +36,12 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[postgres,s3]'
 	touch $@
 
+# --no-compile: pip would compile all of the ~19,000 modules these install, one at a time, which
+# was 46 of the 76 s this step took here; the tests import about a third of them, and Python
+# compiles and keeps (see PYTEST) those on first import.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-compile $(TORCH)
+	$(BIN)/pip install --quiet --no-compile -e '.[test]'
 	touch $@ $(SERVE_STAMP)
 
 $(GPU_STAMP): pyproject.toml $(SERVE_STAMP)
