@@ -2,13 +2,15 @@
 
 Running every migration on a new SQLite file took 66 ms here (Alembic loads and runs each
 version, 0007 compiles its fills), and the suite makes hundreds of such files: a profile of the
-whole suite put about a minute of CPU in ``migrate()``. Each test process migrates one file once and copies it where a test's
-database will be; ``migrate()`` then finds the schema current and returns. The migrations
-themselves are tests/integration/test_migrations.py's, on files nothing copied.
+whole suite put about a minute of CPU in ``migrate()``. Each test process migrates one file once
+and copies it where a test's database will be; ``migrate()`` then finds the schema current and
+returns. The migrations themselves are tests/integration/test_migrations.py's, on files nothing
+copied.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import tempfile
@@ -19,7 +21,9 @@ from framecast.db import create_db_engine, migrate
 
 @functools.cache
 def _template() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="framecast-template-")) / "framecast.db"
+    folder = tempfile.mkdtemp(prefix="framecast-template-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # not left in /tmp run after run
+    path = Path(folder) / "framecast.db"
     engine = create_db_engine(f"sqlite:///{path}")
     migrate(engine)
     engine.dispose()  # the last connection closed: the WAL is folded into the file
